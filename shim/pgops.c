@@ -1,0 +1,717 @@
+/*
+ * pgops.c — the PostgreSQL operations the Rust core calls (SdbPgOps).
+ *
+ * Every operation runs its body under PG_TRY: an ERROR becomes a return code and a
+ * saved message, never a longjmp through a Rust frame. After a failed operation the
+ * caller aborts the transaction with op_xact_abort.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "replication/origin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "synchdb_shim.h"
+
+static char sdb_errmsg[4096];
+static char sdb_sqlstate[6];
+
+/* Set by the SIGTERM handler of the worker. */
+volatile sig_atomic_t sdb_got_sigterm = false;
+
+/* Saves the current error (we are in PG_CATCH) and clears the error state. */
+static void
+sdb_save_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	if (edata->detail)
+		snprintf(sdb_errmsg, sizeof(sdb_errmsg), "%s DETAIL: %s", edata->message, edata->detail);
+	else
+		snprintf(sdb_errmsg, sizeof(sdb_errmsg), "%s", edata->message ? edata->message : "unknown error");
+	strlcpy(sdb_sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(sdb_sqlstate));
+	FreeErrorData(edata);
+}
+
+#define SDB_TRY_BEGIN \
+	MemoryContext sdb_cxt = CurrentMemoryContext; \
+	int			sdb_rc = 0; \
+	PG_TRY(); \
+	{
+
+#define SDB_TRY_END \
+	} \
+	PG_CATCH(); \
+	{ \
+		sdb_save_error(sdb_cxt); \
+		sdb_rc = -1; \
+	} \
+	PG_END_TRY(); \
+	return sdb_rc;
+
+static const char *
+op_last_error(void)
+{
+	return sdb_errmsg;
+}
+
+static const char *
+op_last_sqlstate(void)
+{
+	return sdb_sqlstate;
+}
+
+static void
+op_log(int level, const char *msg)
+{
+	int			elevel = level == SDB_LOG_WARNING ? WARNING : level == SDB_LOG_LOG ? LOG : DEBUG1;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		ereport(elevel, (errmsg_internal("synchdb: %s", msg)));
+	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
+}
+
+/* ------------------------------------------------------------ relations (apply) */
+
+/*
+ * A destination table as the apply path needs it. The lookup data lives as long as
+ * the worker; the executor state is built on the first change of a transaction and
+ * released before commit (or dropped with the transaction on abort).
+ */
+typedef struct SdbRel
+{
+	Oid			relid;
+	int			natts;
+	FmgrInfo   *infuncs;
+	Oid		   *typioparams;
+	int32	   *typmods;
+	char	   *qualname;
+
+	bool		open;
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epq;
+	Oid			idxoid;
+	TupleTableSlot *remoteslot;
+	TupleTableSlot *localslot;
+} SdbRel;
+
+static List *sdb_open_rels = NIL;
+
+static void
+sdb_rel_exec_begin(SdbRel *r)
+{
+	EState	   *estate;
+	MemoryContext oldcxt;
+	RangeTblEntry *rte;
+	TupleDesc	desc;
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+#endif
+
+	if (r->open)
+		return;
+
+	r->rel = table_open(r->relid, RowExclusiveLock);
+	desc = RelationGetDescr(r->rel);
+	if (desc->natts != r->natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("destination table %s changed while the connector was running", r->qualname),
+				 errhint("Restart the connector.")));
+	r->idxoid = RelationGetReplicaIndex(r->rel);
+
+	estate = CreateExecutorState();
+	oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = r->relid;
+	rte->relkind = r->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 180000
+	addRTEPermissionInfo(&perminfos, rte);
+	ExecInitRangeTable(estate, list_make1(rte), perminfos, bms_make_singleton(1));
+#elif PG_VERSION_NUM >= 160000
+	addRTEPermissionInfo(&perminfos, rte);
+	ExecInitRangeTable(estate, list_make1(rte), perminfos);
+#else
+	ExecInitRangeTable(estate, list_make1(rte));
+#endif
+	r->rri = makeNode(ResultRelInfo);
+	ExecInitResultRelation(estate, r->rri, 1);
+	ExecOpenIndices(r->rri, false);
+	r->remoteslot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+	r->localslot = table_slot_create(r->rel, &estate->es_tupleTable);
+#if PG_VERSION_NUM >= 160000
+	EvalPlanQualInit(&r->epq, estate, NULL, NIL, -1, NIL);
+#else
+	EvalPlanQualInit(&r->epq, estate, NULL, NIL, -1);
+#endif
+	MemoryContextSwitchTo(oldcxt);
+	r->estate = estate;
+	r->open = true;
+
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	sdb_open_rels = lappend(sdb_open_rels, r);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static void
+sdb_rel_exec_end(SdbRel *r)
+{
+	if (!r->open)
+		return;
+	EvalPlanQualEnd(&r->epq);
+	ExecResetTupleTable(r->estate->es_tupleTable, false);
+	ExecCloseResultRelations(r->estate);
+	ExecCloseRangeTableRelations(r->estate);
+	FreeExecutorState(r->estate);
+	table_close(r->rel, NoLock);
+	r->open = false;
+	r->estate = NULL;
+}
+
+static void
+sdb_release_all(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, sdb_open_rels)
+		sdb_rel_exec_end((SdbRel *) lfirst(lc));
+	list_free(sdb_open_rels);
+	sdb_open_rels = NIL;
+}
+
+/* After an abort the executor state is gone with the transaction: just forget it. */
+static void
+sdb_forget_all(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, sdb_open_rels)
+	{
+		SdbRel	   *r = (SdbRel *) lfirst(lc);
+
+		r->open = false;
+		r->estate = NULL;
+	}
+	list_free(sdb_open_rels);
+	sdb_open_rels = NIL;
+}
+
+static int
+op_apply_release(void)
+{
+	SDB_TRY_BEGIN
+		sdb_release_all();
+	SDB_TRY_END
+}
+
+static int
+op_rel_open(const char *schema, const char *table, void **handle, int *natts)
+{
+	SDB_TRY_BEGIN
+		RangeVar   *rv = makeRangeVar(pstrdup(schema), pstrdup(table), -1);
+		Relation	rel = table_openrv(rv, AccessShareLock);
+		TupleDesc	desc = RelationGetDescr(rel);
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		SdbRel	   *r = palloc0(sizeof(SdbRel));
+		int			i;
+
+		if (rel->rd_rel->relkind != RELKIND_RELATION)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("destination \"%s.%s\" is not a table", schema, table)));
+		r->relid = RelationGetRelid(rel);
+		r->natts = desc->natts;
+		r->qualname = psprintf("%s.%s", quote_identifier(schema), quote_identifier(table));
+		r->infuncs = palloc0(sizeof(FmgrInfo) * Max(r->natts, 1));
+		r->typioparams = palloc0(sizeof(Oid) * Max(r->natts, 1));
+		r->typmods = palloc0(sizeof(int32) * Max(r->natts, 1));
+		for (i = 0; i < r->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			Oid			infunc;
+
+			if (att->attisdropped)
+				continue;
+			getTypeInputInfo(att->atttypid, &infunc, &r->typioparams[i]);
+			fmgr_info_cxt(infunc, &r->infuncs[i], TopMemoryContext);
+			r->typmods[i] = att->atttypmod;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		table_close(rel, NoLock);
+		*handle = r;
+		*natts = r->natts;
+	SDB_TRY_END
+}
+
+static void
+op_rel_close(void *handle)
+{
+	SdbRel	   *r = (SdbRel *) handle;
+
+	if (r == NULL || r->open)
+		return;
+	pfree(r->infuncs);
+	pfree(r->typioparams);
+	pfree(r->typmods);
+	pfree(r->qualname);
+	pfree(r);
+}
+
+/*
+ * Fills slot from incoming values; columns the source did not send (unchanged
+ * TOAST, absent) come from base when given.
+ */
+static void
+sdb_fill_slot(SdbRel *r, TupleTableSlot *slot, const SdbValue *vals, int n, TupleTableSlot *base)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	int			i;
+
+	if (n != r->natts)
+		elog(ERROR, "synchdb: %d values for %d attributes of %s", n, r->natts, r->qualname);
+	ExecClearTuple(slot);
+	if (base)
+		slot_getallattrs(base);
+	for (i = 0; i < r->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const SdbValue *v = &vals[i];
+
+		if (att->attisdropped)
+		{
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+			continue;
+		}
+		switch (v->kind)
+		{
+			case SDB_VALUE_TEXT:
+				{
+					char	   *s = palloc(v->len + 1);
+
+					memcpy(s, v->data, v->len);
+					s[v->len] = '\0';
+					slot->tts_values[i] = InputFunctionCall(&r->infuncs[i], s,
+															r->typioparams[i], r->typmods[i]);
+					slot->tts_isnull[i] = false;
+					break;
+				}
+			case SDB_VALUE_UNCHANGED:
+			case SDB_VALUE_ABSENT:
+				if (base)
+				{
+					slot->tts_values[i] = base->tts_values[i];
+					slot->tts_isnull[i] = base->tts_isnull[i];
+				}
+				else if (v->kind == SDB_VALUE_UNCHANGED)
+					ereport(ERROR,
+							(errcode(ERRCODE_DATA_EXCEPTION),
+							 errmsg("unchanged TOAST value for column \"%s\" of %s without a stored row",
+									NameStr(att->attname), r->qualname)));
+				else
+				{
+					slot->tts_values[i] = (Datum) 0;
+					slot->tts_isnull[i] = true;
+				}
+				break;
+			default:
+				slot->tts_values[i] = (Datum) 0;
+				slot->tts_isnull[i] = true;
+				break;
+		}
+	}
+	ExecStoreVirtualTuple(slot);
+}
+
+static void
+sdb_change_begin(SdbRel *r)
+{
+	sdb_rel_exec_begin(r);
+	r->estate->es_output_cid = GetCurrentCommandId(true);
+	AfterTriggerBeginQuery();
+}
+
+static void
+sdb_change_end(SdbRel *r)
+{
+	AfterTriggerEndQuery(r->estate);
+	ExecClearTuple(r->remoteslot);
+	ExecClearTuple(r->localslot);
+	ResetPerTupleExprContext(r->estate);
+	/* later changes of the batch must see this one */
+	CommandCounterIncrement();
+}
+
+static bool
+sdb_find_row(SdbRel *r)
+{
+	if (OidIsValid(r->idxoid))
+		return RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
+											r->remoteslot, r->localslot);
+	return RelationFindReplTupleSeq(r->rel, LockTupleExclusive, r->remoteslot, r->localslot);
+}
+
+static int
+op_apply_insert(void *handle, const SdbValue *vals, int n)
+{
+	SDB_TRY_BEGIN
+		SdbRel	   *r = (SdbRel *) handle;
+		MemoryContext oldcxt;
+
+		sdb_change_begin(r);
+		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+		sdb_fill_slot(r, r->remoteslot, vals, n, NULL);
+		MemoryContextSwitchTo(oldcxt);
+		ExecSimpleRelationInsert(r->rri, r->estate, r->remoteslot);
+		sdb_change_end(r);
+	SDB_TRY_END
+}
+
+static int
+op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, int n)
+{
+	SDB_TRY_BEGIN
+		SdbRel	   *r = (SdbRel *) handle;
+		MemoryContext oldcxt;
+
+		sdb_change_begin(r);
+		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+		sdb_fill_slot(r, r->remoteslot, oldvals ? oldvals : newvals, n, NULL);
+		MemoryContextSwitchTo(oldcxt);
+		if (!sdb_find_row(r))
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("row to be updated was not found in %s", r->qualname),
+					 errdetail("The destination has diverged from the source.")));
+		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+		sdb_fill_slot(r, r->remoteslot, newvals, n, r->localslot);
+		MemoryContextSwitchTo(oldcxt);
+		EvalPlanQualSetSlot(&r->epq, r->remoteslot);
+		ExecSimpleRelationUpdate(r->rri, r->estate, &r->epq, r->localslot, r->remoteslot);
+		sdb_change_end(r);
+	SDB_TRY_END
+}
+
+static int
+op_apply_delete(void *handle, const SdbValue *oldvals, int n)
+{
+	SDB_TRY_BEGIN
+		SdbRel	   *r = (SdbRel *) handle;
+		MemoryContext oldcxt;
+
+		sdb_change_begin(r);
+		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+		sdb_fill_slot(r, r->remoteslot, oldvals, n, NULL);
+		MemoryContextSwitchTo(oldcxt);
+		if (!sdb_find_row(r))
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("row to be deleted was not found in %s", r->qualname),
+					 errdetail("The destination has diverged from the source.")));
+		EvalPlanQualSetSlot(&r->epq, r->localslot);
+		ExecSimpleRelationDelete(r->rri, r->estate, &r->epq, r->localslot);
+		sdb_change_end(r);
+	SDB_TRY_END
+}
+
+/* ------------------------------------------------------------ transactions, SPI */
+
+static int
+op_xact_begin(void)
+{
+	SDB_TRY_BEGIN
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	SDB_TRY_END
+}
+
+static int
+op_xact_commit(void)
+{
+	SDB_TRY_BEGIN
+		sdb_release_all();
+		if (ActiveSnapshotSet())
+			PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+	SDB_TRY_END
+}
+
+static void
+op_xact_abort(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	sdb_forget_all();
+	PG_TRY();
+	{
+		AbortCurrentTransaction();
+	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
+	/* the transaction's memory is gone; work on in a context that lives on */
+	MemoryContextSwitchTo(TopMemoryContext);
+}
+
+static int
+op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb row_cb,
+			void *ctx, uint64_t *processed)
+{
+	SDB_TRY_BEGIN
+		Oid		   *types = NULL;
+		Datum	   *values = NULL;
+		char	   *nulls = NULL;
+		int			ret;
+		int			i;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "synchdb: SPI_connect failed");
+		if (nparams > 0)
+		{
+			types = palloc(sizeof(Oid) * nparams);
+			values = palloc(sizeof(Datum) * nparams);
+			nulls = palloc(nparams);
+			for (i = 0; i < nparams; i++)
+			{
+				types[i] = TEXTOID;
+				values[i] = params[i] ? CStringGetTextDatum(params[i]) : (Datum) 0;
+				nulls[i] = params[i] ? ' ' : 'n';
+			}
+		}
+		ret = SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0);
+		if (ret < 0)
+			elog(ERROR, "synchdb: SPI_execute failed: %s", SPI_result_code_string(ret));
+		if (processed)
+			*processed = SPI_processed;
+		if (row_cb && SPI_tuptable)
+		{
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			int			nf = desc->natts;
+			const char **vals = palloc(sizeof(char *) * Max(nf, 1));
+			uint64		r;
+
+			for (r = 0; r < SPI_processed; r++)
+			{
+				for (i = 0; i < nf; i++)
+					vals[i] = SPI_getvalue(SPI_tuptable->vals[r], desc, i + 1);
+				row_cb(ctx, nf, vals);
+			}
+		}
+		SPI_finish();
+	SDB_TRY_END
+}
+
+/* ------------------------------------------------------------ COPY FROM */
+
+static SdbCopyReadCb sdb_copy_cb;
+static void *sdb_copy_ctx;
+
+static int
+sdb_copy_source(void *outbuf, int minread, int maxread)
+{
+	int			n = sdb_copy_cb(sdb_copy_ctx, outbuf, minread, maxread);
+
+	if (n < 0)
+	{
+		if (sdb_got_sigterm)
+			ereport(ERROR,
+					(errcode(ERRCODE_ADMIN_SHUTDOWN),
+					 errmsg("snapshot copy interrupted: connector is stopping")));
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("%s", synchdb_copy_error())));
+	}
+	return n;
+}
+
+static int
+op_copy_from(const char *schema, const char *table, int ncols, const char *const *cols,
+			 bool freeze, SdbCopyReadCb read_cb, void *ctx, uint64_t *rows)
+{
+	SDB_TRY_BEGIN
+		RangeVar   *rv = makeRangeVar(pstrdup(schema), pstrdup(table), -1);
+		Relation	rel = table_openrv(rv, RowExclusiveLock);
+		ParseState *pstate = make_parsestate(NULL);
+		List	   *attnames = NIL;
+		List	   *options = NIL;
+		CopyFromState cstate;
+		int			i;
+
+		for (i = 0; i < ncols; i++)
+			attnames = lappend(attnames, makeString(pstrdup(cols[i])));
+		if (freeze)
+			options = lappend(options, makeDefElem("freeze", (Node *) makeBoolean(true), -1));
+		addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
+		sdb_copy_cb = read_cb;
+		sdb_copy_ctx = ctx;
+		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, sdb_copy_source, attnames, options);
+		*rows = CopyFrom(cstate);
+		EndCopyFrom(cstate);
+		free_parsestate(pstate);
+		table_close(rel, NoLock);
+	SDB_TRY_END
+}
+
+/* ------------------------------------------------------------ replication origin */
+
+static int
+op_origin_setup(const char *name)
+{
+	SDB_TRY_BEGIN
+		RepOriginId id = replorigin_by_name(name, true);
+
+		if (id == InvalidRepOriginId)
+			id = replorigin_create(name);
+#if PG_VERSION_NUM >= 160000
+		replorigin_session_setup(id, 0);
+#else
+		replorigin_session_setup(id);
+#endif
+		replorigin_session_origin = id;
+	SDB_TRY_END
+}
+
+static uint64_t
+op_origin_progress(bool flush)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	uint64_t	lsn = 0;
+
+	PG_TRY();
+	{
+		lsn = replorigin_session_get_progress(flush);
+	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
+	return lsn;
+}
+
+static void
+op_origin_set_commit(uint64_t lsn, int64_t ts)
+{
+	replorigin_session_origin_lsn = lsn;
+	replorigin_session_origin_timestamp = ts;
+}
+
+/* ------------------------------------------------------------ waiting, config */
+
+static int
+op_wait(int fd, int64_t timeout_ms)
+{
+	SDB_TRY_BEGIN
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		int			rc;
+
+		if (timeout_ms >= 0)
+			events |= WL_TIMEOUT;
+		if (fd >= 0)
+			rc = WaitLatchOrSocket(MyLatch, events | WL_SOCKET_READABLE, fd,
+								   timeout_ms, PG_WAIT_EXTENSION);
+		else
+			rc = WaitLatch(MyLatch, events, timeout_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!sdb_got_sigterm)
+			CHECK_FOR_INTERRUPTS();
+		sdb_rc = ((rc & WL_LATCH_SET) ? SDB_WAIT_LATCH : 0) |
+			((rc & WL_SOCKET_READABLE) ? SDB_WAIT_SOCKET : 0) |
+			((rc & WL_TIMEOUT) ? SDB_WAIT_TIMEOUT : 0);
+	SDB_TRY_END
+}
+
+static bool
+op_should_exit(void)
+{
+	return sdb_got_sigterm;
+}
+
+static const char *
+op_guc(const char *name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	const char *v = NULL;
+
+	PG_TRY();
+	{
+		v = GetConfigOption(name, true, false);
+	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+		v = NULL;
+	}
+	PG_END_TRY();
+	return v;
+}
+
+void
+sdb_init_ops(SdbPgOps *ops)
+{
+	memset(ops, 0, sizeof(*ops));
+	ops->last_error = op_last_error;
+	ops->last_sqlstate = op_last_sqlstate;
+	ops->log = op_log;
+	ops->xact_begin = op_xact_begin;
+	ops->xact_commit = op_xact_commit;
+	ops->xact_abort = op_xact_abort;
+	ops->spi_exec = op_spi_exec;
+	ops->copy_from = op_copy_from;
+	ops->rel_open = op_rel_open;
+	ops->rel_close = op_rel_close;
+	ops->apply_insert = op_apply_insert;
+	ops->apply_update = op_apply_update;
+	ops->apply_delete = op_apply_delete;
+	ops->apply_release = op_apply_release;
+	ops->origin_setup = op_origin_setup;
+	ops->origin_progress = op_origin_progress;
+	ops->origin_set_commit = op_origin_set_commit;
+	ops->wait = op_wait;
+	ops->should_exit = op_should_exit;
+	ops->guc = op_guc;
+	ops->data_dir = DataDir;
+	ops->system_identifier = GetSystemIdentifier();
+	ops->database_oid = MyDatabaseId;
+}

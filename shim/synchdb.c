@@ -1,0 +1,345 @@
+/*
+ * synchdb.c — what PostgreSQL loads: _PG_init (GUCs, shared memory), the SQL-callable
+ * functions, and the background worker entry point. Everything else is in the Rust
+ * core (libsynchdb_core.so); see include/synchdb_core.h.
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xlog.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/wait_event.h"
+
+#include "synchdb_shim.h"
+
+PG_MODULE_MAGIC;
+
+/* GUCs */
+static int	sdb_max_connector_workers = 30;
+static int	sdb_naptime = 100;
+static int	sdb_batch_size = 5000;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool sdb_shmem_ready = false;
+
+/* What the launcher hands a worker through bgw_extra. */
+typedef struct SdbWorkerExtra
+{
+	Oid			dboid;
+	Oid			userid;
+	char		mode[24];
+	char		name[64];
+} SdbWorkerExtra;
+
+StaticAssertDecl(sizeof(SdbWorkerExtra) <= BGW_EXTRALEN, "bgw_extra too small");
+
+PGDLLEXPORT void synchdb_worker_main(Datum main_arg);
+#if PG_VERSION_NUM < 160000
+void		_PG_init(void);
+#endif
+
+static void
+sdb_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(synchdb_shmem_size(sdb_max_connector_workers));
+}
+
+static void
+sdb_shmem_startup(void)
+{
+	bool		found;
+	void	   *base;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	base = ShmemInitStruct("synchdb state", synchdb_shmem_size(sdb_max_connector_workers), &found);
+	synchdb_shmem_init(base, sdb_max_connector_workers, found);
+	LWLockRelease(AddinShmemInitLock);
+	sdb_shmem_ready = true;
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("synchdb.max_connector_workers",
+							"Maximum number of connectors that can run at once.",
+							NULL, &sdb_max_connector_workers, 30, 1, 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.naptime",
+							"Longest time a connector waits before it checks for work again.",
+							NULL, &sdb_naptime, 100, 1, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.batch_size",
+							"Changes applied per destination transaction (whole source transactions are never split).",
+							NULL, &sdb_batch_size, 5000, 1, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("synchdb");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = sdb_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = sdb_shmem_startup;
+}
+
+static void
+sdb_require_shmem(void)
+{
+	if (!sdb_shmem_ready)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("synchdb is not loaded at server start"),
+				 errhint("Add synchdb to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* ------------------------------------------------------------ SQL functions */
+
+PG_FUNCTION_INFO_V1(synchdb_encrypt_secret_sql);
+Datum
+synchdb_encrypt_secret_sql(PG_FUNCTION_ARGS)
+{
+	char	   *plain = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char		out[1024];
+
+	if (synchdb_encrypt_secret(DataDir, plain, out, sizeof(out)) < 0)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not store the password: %s", out)));
+	memset(plain, 0, strlen(plain));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/* synchdb_launch(name, mode): starts a connector's worker; returns its pid. */
+PG_FUNCTION_INFO_V1(synchdb_launch);
+Datum
+synchdb_launch(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char		err[512];
+	int			slot;
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	SdbWorkerExtra extra;
+	pid_t		pid;
+	BgwHandleStatus status;
+
+	sdb_require_shmem();
+	if (strlen(name) >= sizeof(extra.name) || strlen(mode) >= sizeof(extra.mode))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("connector name or mode too long")));
+	slot = synchdb_slot_acquire(MyDatabaseId, name, err, sizeof(err));
+	if (slot < 0)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("%s", err)));
+
+	memset(&extra, 0, sizeof(extra));
+	extra.dboid = MyDatabaseId;
+	extra.userid = GetUserId();
+	strlcpy(extra.mode, mode, sizeof(extra.mode));
+	strlcpy(extra.name, name, sizeof(extra.name));
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "synchdb");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "synchdb_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "synchdb connector %s", name);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "synchdb connector");
+	bgw.bgw_main_arg = Int32GetDatum(slot);
+	bgw.bgw_notify_pid = MyProcPid;
+	memcpy(bgw.bgw_extra, &extra, sizeof(extra));
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		synchdb_worker_exiting(slot);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start connector \"%s\": no background worker slot is free", name),
+				 errhint("Raise max_worker_processes, or stop another connector.")));
+	}
+	status = WaitForBackgroundWorkerStartup(handle, &pid);
+	if (status != BGWH_STARTED)
+	{
+		synchdb_worker_exiting(slot);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("could not start connector \"%s\": the background worker did not start", name),
+				 errhint("See the server log.")));
+	}
+	synchdb_slot_set_pid(slot, pid);
+	PG_RETURN_INT32(pid);
+}
+
+/*
+ * synchdb_terminate(name, timeout_ms): asks a connector's worker to stop and waits
+ * until it has gone. Returns the pid it stopped, 0 if it was not running.
+ */
+PG_FUNCTION_INFO_V1(synchdb_terminate);
+Datum
+synchdb_terminate(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			timeout_ms = PG_GETARG_INT32(1);
+	int			slot;
+	int			pid;
+	int			waited = 0;
+
+	sdb_require_shmem();
+	slot = synchdb_slot_find(MyDatabaseId, name);
+	if (slot < 0)
+		PG_RETURN_INT32(0);
+	pid = synchdb_slot_pid(slot);
+	if (pid <= 0)
+		PG_RETURN_INT32(0);
+	if (kill(pid, SIGTERM) != 0)
+	{
+		/* the process is gone already */
+		synchdb_worker_exiting(slot);
+		PG_RETURN_INT32(0);
+	}
+	while (synchdb_slot_pid(slot) == pid)
+	{
+		if (waited >= timeout_ms)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("connector \"%s\" (pid %d) did not stop within %d ms", name, pid, timeout_ms)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		waited += 10;
+	}
+	PG_RETURN_INT32(pid);
+}
+
+/* synchdb_forget(name): drops the state slot of a deleted connector. */
+PG_FUNCTION_INFO_V1(synchdb_forget);
+Datum
+synchdb_forget(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (sdb_shmem_ready)
+		synchdb_slot_release(MyDatabaseId, name);
+	PG_RETURN_VOID();
+}
+
+/* synchdb_origin_name(name): the replication origin of a connector. */
+PG_FUNCTION_INFO_V1(synchdb_origin_name_sql);
+Datum
+synchdb_origin_name_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char		out[NAMEDATALEN];
+
+	synchdb_origin_name(MyDatabaseId, name, out, sizeof(out));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/*
+ * synchdb_drop_source(name, data): drops the connector's slot and publication on
+ * its source. Returns NULL on success, else the reason (with what to do by hand).
+ */
+PG_FUNCTION_INFO_V1(synchdb_drop_source);
+Datum
+synchdb_drop_source(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *data = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char		err[2048];
+
+	if (synchdb_drop_source_objects(DataDir, GetSystemIdentifier(), MyDatabaseId, name, data,
+									err, sizeof(err)) == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(err));
+}
+
+/* synchdb_state_rows(): the shared-memory state of this database's connectors. */
+PG_FUNCTION_INFO_V1(synchdb_state_rows);
+Datum
+synchdb_state_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!sdb_shmem_ready)
+		return (Datum) 0;
+	n = synchdb_slot_count();
+	for (i = 0; i < n; i++)
+	{
+		SdbStateRow row;
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		if (!synchdb_state_read(i, MyDatabaseId, &row))
+			continue;
+		values[0] = CStringGetTextDatum(row.name);
+		values[1] = Int32GetDatum(row.pid);
+		values[2] = CStringGetTextDatum(row.stage);
+		values[3] = CStringGetTextDatum(row.state);
+		values[4] = CStringGetTextDatum(row.err);
+		values[5] = CStringGetTextDatum(row.offset);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* ------------------------------------------------------------ the worker */
+
+static void
+sdb_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	sdb_got_sigterm = true;
+	/* cancel whatever PostgreSQL work is running, so that we stop promptly */
+	InterruptPending = true;
+	QueryCancelPending = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+static void
+sdb_worker_on_exit(int code, Datum arg)
+{
+	synchdb_worker_exiting(DatumGetInt32(arg));
+}
+
+void
+synchdb_worker_main(Datum main_arg)
+{
+	int			slot = DatumGetInt32(main_arg);
+	SdbWorkerExtra extra;
+	SdbPgOps	ops;
+	int			rc;
+
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	pqsignal(SIGTERM, sdb_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	before_shmem_exit(sdb_worker_on_exit, Int32GetDatum(slot));
+	synchdb_slot_set_pid(slot, MyProcPid);
+
+	BackgroundWorkerInitializeConnectionByOid(extra.dboid, extra.userid, 0);
+	pgstat_report_appname("synchdb");
+
+	sdb_init_ops(&ops);
+	rc = synchdb_worker_run(&ops, slot, extra.name, extra.mode);
+	proc_exit(rc == 0 ? 0 : 1);
+}

@@ -1,0 +1,156 @@
+-- synchdb 0.1: PostgreSQL -> PostgreSQL replication, SynchDB-compatible interface.
+\echo Use "CREATE EXTENSION synchdb" to load this file. \quit
+
+-- Connectors. data: hostname, port, user, pwd (encrypted), srcdb, srcschema, table,
+-- snapshottable, connector. Holds secrets: not readable by PUBLIC.
+CREATE TABLE synchdb_conninfo (
+    name text PRIMARY KEY,
+    isactive bool NOT NULL DEFAULT false,
+    data jsonb NOT NULL
+);
+REVOKE ALL ON synchdb_conninfo FROM PUBLIC;
+
+-- Internal entry points of the shim (C) and core (Rust).
+CREATE FUNCTION synchdb_encrypt_secret(text) RETURNS text
+    AS 'MODULE_PATHNAME', 'synchdb_encrypt_secret_sql' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_launch(name text, mode text) RETURNS int
+    AS 'MODULE_PATHNAME', 'synchdb_launch' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_terminate(name text, timeout_ms int) RETURNS int
+    AS 'MODULE_PATHNAME', 'synchdb_terminate' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_forget(name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'synchdb_forget' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_origin_name(name text) RETURNS text
+    AS 'MODULE_PATHNAME', 'synchdb_origin_name_sql' LANGUAGE C STRICT STABLE;
+CREATE FUNCTION synchdb_drop_source(name text, data text) RETURNS text
+    AS 'MODULE_PATHNAME', 'synchdb_drop_source' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_state_rows(OUT name text, OUT pid int, OUT stage text, OUT state text,
+                                   OUT err text, OUT last_dbz_offset text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'synchdb_state_rows' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION synchdb_encrypt_secret(text), synchdb_launch(text, text),
+    synchdb_terminate(text, int), synchdb_forget(text), synchdb_drop_source(text, text)
+    FROM PUBLIC;
+
+CREATE FUNCTION synchdb_check_connector(cname text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE d jsonb;
+BEGIN
+    SELECT c.data INTO d FROM synchdb_conninfo c WHERE c.name = cname;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'connector "%" does not exist', cname
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with synchdb_add_conninfo(), or see SELECT name FROM synchdb_conninfo.';
+    END IF;
+    RETURN d;
+END $$;
+
+CREATE FUNCTION synchdb_add_conninfo(name text, hostname text, port int, "user" text, pwd text,
+                                     srcdb text, srcschema text, "table" text,
+                                     snapshottable text, connector text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z0-9_]{1,40}$' THEN
+        RAISE EXCEPTION 'invalid connector name "%"', name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 40 letters, digits or underscores.';
+    END IF;
+    IF connector IS NULL OR lower(connector) <> 'postgres' THEN
+        RAISE EXCEPTION 'connector type "%" is not supported', connector
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'This synchdb replicates from PostgreSQL only: use connector type ''postgres''.';
+    END IF;
+    IF hostname IS NULL OR btrim(hostname) = '' THEN
+        RAISE EXCEPTION 'hostname must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF port IS NULL OR port < 1 OR port > 65535 THEN
+        RAISE EXCEPTION 'port % is not a TCP port number (1-65535)', port USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF "user" IS NULL OR btrim("user") = '' THEN
+        RAISE EXCEPTION 'user must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF srcdb IS NULL OR btrim(srcdb) = '' THEN
+        RAISE EXCEPTION 'source database (srcdb) must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM synchdb_conninfo c WHERE c.name = synchdb_add_conninfo.name) THEN
+        RAISE EXCEPTION 'connector "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Choose another name, or remove it first with synchdb_del_conninfo().';
+    END IF;
+    INSERT INTO synchdb_conninfo (name, isactive, data)
+    VALUES (name, false, jsonb_build_object(
+        'hostname', hostname, 'port', port, 'user', "user",
+        'pwd', synchdb_encrypt_secret(coalesce(pwd, '')),
+        'srcdb', srcdb, 'srcschema', coalesce(srcschema, 'null'),
+        'table', coalesce("table", 'null'), 'snapshottable', coalesce(snapshottable, 'null'),
+        'connector', lower(connector)));
+    RETURN 0;
+END $$;
+
+CREATE FUNCTION synchdb_start_engine_bgw(name text, mode text)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE m text := lower(btrim(coalesce(mode, 'initial')));
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    IF m NOT IN ('initial', 'initial_only', 'no_data', 'never') THEN
+        RAISE EXCEPTION 'unknown snapshot mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Valid modes are: initial, initial_only, no_data, never.';
+    END IF;
+    UPDATE synchdb_conninfo c SET isactive = true WHERE c.name = synchdb_start_engine_bgw.name;
+    PERFORM synchdb_launch(name, m);
+    RETURN 0;
+END $$;
+
+CREATE FUNCTION synchdb_start_engine_bgw(name text)
+RETURNS int LANGUAGE sql AS $$ SELECT synchdb_start_engine_bgw(name, 'initial') $$;
+
+CREATE FUNCTION synchdb_stop_engine_bgw(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    PERFORM synchdb_terminate(name, 30000);
+    UPDATE synchdb_conninfo c SET isactive = false WHERE c.name = synchdb_stop_engine_bgw.name;
+    RETURN 0;
+END $$;
+
+CREATE FUNCTION synchdb_del_conninfo(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := synchdb_check_connector(name);
+    msg text;
+    o text := synchdb_origin_name(name);
+BEGIN
+    IF EXISTS (SELECT 1 FROM synchdb_state_rows() s WHERE s.name = synchdb_del_conninfo.name AND s.pid > 0) THEN
+        RAISE EXCEPTION 'connector "%" is running', name
+            USING ERRCODE = 'object_in_use',
+                  HINT = format('Stop it first with SELECT synchdb_stop_engine_bgw(%L).', name);
+    END IF;
+    msg := synchdb_drop_source(name, d::text);
+    IF msg IS NOT NULL THEN
+        RAISE WARNING '%', msg;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = o) THEN
+        PERFORM pg_replication_origin_drop(o);
+    END IF;
+    DELETE FROM synchdb_conninfo c WHERE c.name = synchdb_del_conninfo.name;
+    PERFORM synchdb_forget(name);
+    RETURN 0;
+END $$;
+
+CREATE VIEW synchdb_state_view AS
+SELECT c.name,
+       c.data->>'connector' AS connector_type,
+       coalesce(s.pid, -1) AS pid,
+       nullif(s.stage, '') AS stage,
+       coalesce(s.state, 'stopped') AS state,
+       coalesce(s.err, 'no error') AS err,
+       coalesce(nullif(s.last_dbz_offset, ''),
+                (SELECT format('{"lsn_proc":%s,"messageType":"COMMIT","lsn_commit":%s,"lsn":%s,"txId":0,"ts_usec":0}',
+                               l, l, l)
+                   FROM (SELECT (o.remote_lsn - '0/0'::pg_lsn)::bigint AS l
+                           FROM pg_replication_origin_status o
+                          WHERE o.external_id = synchdb_origin_name(c.name)
+                            AND o.remote_lsn <> '0/0'::pg_lsn) p),
+                'offset file not flushed yet') AS last_dbz_offset
+  FROM synchdb_conninfo c
+  LEFT JOIN synchdb_state_rows() s ON s.name = c.name;

@@ -1,0 +1,479 @@
+//! Change data capture: the replication stream is read and decoded on the network
+//! thread; the main thread applies whole source transactions, several per
+//! destination transaction, through the executor-level operations of the shim, and
+//! records the source commit LSN with the replication origin in the same
+//! transaction. The source is told only positions that are durable here.
+
+use crate::config::{quote_ident, ConnectorConfig};
+use crate::decoder::{Decoder, LogicalMessage, RelColumn, TupleValue};
+use crate::error::{DestContext, WorkerError};
+use crate::ffi::{SdbValue, SDB_VALUE_ABSENT, SDB_VALUE_NULL, SDB_VALUE_TEXT, SDB_VALUE_UNCHANGED};
+use crate::net::{Net, Waker};
+use crate::offset::{MessageType, Offset};
+use crate::pg::{Pg, RelHandle};
+use crate::replconn::{ConnParams, ReplConnection, ReplEvent};
+use crate::state;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the network thread passes to the main thread.
+pub enum StreamItem {
+    Msg { lsn: u64, msg: LogicalMessage },
+    Error(WorkerError),
+}
+
+/// What the main thread tells the network thread after it committed.
+pub struct Feedback {
+    /// Source LSN whose changes are durable here.
+    pub flush: u64,
+    /// Stream items fully applied and durable; equal to what was sent means idle.
+    pub processed: u64,
+}
+
+const CHANNEL_DEPTH: usize = 8192;
+
+/// Reads the slot from `start_lsn`, decodes, forwards; sends status updates.
+async fn stream_task(
+    params: ConnParams,
+    slot: String,
+    publication: String,
+    start_lsn: u64,
+    tx: mpsc::Sender<StreamItem>,
+    mut fb_rx: mpsc::UnboundedReceiver<Feedback>,
+    waker: Waker,
+) {
+    let r = async {
+        let mut conn = ReplConnection::connect(&params).await?;
+        crate::snapshot::check_source(&mut conn, &params).await?;
+        let mut stream = conn.start_replication(&slot, start_lsn, &publication, 1, false).await?;
+        let mut decoder = Decoder::new(1);
+        let mut pushed: u64 = 0;
+        let mut processed: u64 = 0;
+        let mut flushed = start_lsn;
+        let mut seen_end = start_lsn;
+        let mut pending: Option<StreamItem> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                biased;
+                fb = fb_rx.recv() => {
+                    let Some(fb) = fb else { return Ok::<(), WorkerError>(()) };
+                    flushed = flushed.max(fb.flush);
+                    processed = fb.processed;
+                    // When everything sent has been applied, positions past it hold
+                    // nothing for us: confirm them too, so the slot does not pin WAL.
+                    let idle = processed == pushed && pending.is_none();
+                    let pos = if idle { flushed.max(seen_end) } else { flushed };
+                    stream.send_status(pos, pos, pos, false).await?;
+                }
+                _ = tick.tick() => {
+                    let idle = processed == pushed && pending.is_none();
+                    let pos = if idle { flushed.max(seen_end) } else { flushed };
+                    stream.send_status(pos, pos, pos, false).await?;
+                }
+                permit = tx.reserve(), if pending.is_some() => {
+                    let Ok(permit) = permit else { return Ok(()) };
+                    if let Some(item) = pending.take() {
+                        permit.send(item);
+                        pushed += 1;
+                        waker.wake();
+                    }
+                }
+                ev = stream.next_event(), if pending.is_none() => {
+                    match ev? {
+                        Some(ReplEvent::XLogData { wal_start, wal_end, data, .. }) => {
+                            seen_end = seen_end.max(wal_end);
+                            let msg = decoder.decode(data).map_err(|e| WorkerError::Source(e.to_string()))?;
+                            match tx.try_send(StreamItem::Msg { lsn: wal_start, msg }) {
+                                Ok(()) => {
+                                    pushed += 1;
+                                    // wake only on empty -> non-empty; the reader drains all
+                                    if tx.max_capacity() - tx.capacity() <= 1 {
+                                        waker.wake();
+                                    }
+                                }
+                                Err(mpsc::error::TrySendError::Full(item)) => pending = Some(item),
+                                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                            }
+                        }
+                        Some(ReplEvent::Keepalive { wal_end, reply_requested, .. }) => {
+                            seen_end = seen_end.max(wal_end);
+                            if reply_requested {
+                                let idle = processed == pushed && pending.is_none();
+                                let pos = if idle { flushed.max(seen_end) } else { flushed };
+                                stream.send_status(pos, pos, pos, false).await?;
+                            }
+                        }
+                        None => {
+                            return Err(WorkerError::Source("the source ended the replication stream".into()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = r {
+        let _ = tx.send(StreamItem::Error(e)).await;
+        waker.wake();
+    }
+}
+
+/// How one source relation lands on its destination table.
+struct RelMap {
+    handle: RelHandle,
+    dest: String,
+    /// For each destination attribute, the source column feeding it.
+    from_source: Vec<Option<usize>>,
+    source_cols: Vec<RelColumn>,
+    new_buf: Vec<SdbValue>,
+    old_buf: Vec<SdbValue>,
+}
+
+fn fill(buf: &mut Vec<SdbValue>, map: &[Option<usize>], vals: &[TupleValue]) -> Result<(), String> {
+    buf.clear();
+    for src in map {
+        let v = match src.and_then(|i| vals.get(i)) {
+            None => SdbValue { data: std::ptr::null(), len: 0, kind: SDB_VALUE_ABSENT },
+            Some(TupleValue::Null) => SdbValue { data: std::ptr::null(), len: 0, kind: SDB_VALUE_NULL },
+            Some(TupleValue::UnchangedToast) => SdbValue { data: std::ptr::null(), len: 0, kind: SDB_VALUE_UNCHANGED },
+            Some(TupleValue::Text(b)) => SdbValue {
+                data: b.as_ptr() as *const std::ffi::c_char,
+                len: b.len() as i32,
+                kind: SDB_VALUE_TEXT,
+            },
+            Some(TupleValue::Binary(_)) => return Err("binary tuple values were not requested".into()),
+        };
+        buf.push(v);
+    }
+    Ok(())
+}
+
+pub struct Applier<'a> {
+    pg: &'a Pg<'a>,
+    net: &'a Net,
+    slot_idx: i32,
+    connector: String,
+    dest_schema: String,
+    rels: HashMap<u32, RelMap>,
+    batch_size: i64,
+    in_xact: bool,
+    at_boundary: bool,
+    batch_changes: i64,
+    processed: u64,
+    processed_durable: u64,
+    cdc_stage_shown: bool,
+    cur_xid: u32,
+    last_change_lsn: u64,
+    last_type: MessageType,
+    last_commit: Option<(u64, u64, i64, u32)>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(pg: &'a Pg<'a>, net: &'a Net, slot_idx: i32, cfg: &ConnectorConfig, cdc_stage_shown: bool) -> Self {
+        Applier {
+            pg,
+            net,
+            slot_idx,
+            connector: cfg.name.clone(),
+            dest_schema: cfg.dest_schema(),
+            rels: HashMap::new(),
+            batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
+            in_xact: false,
+            at_boundary: true,
+            batch_changes: 0,
+            processed: 0,
+            processed_durable: 0,
+            cdc_stage_shown,
+            cur_xid: 0,
+            last_change_lsn: 0,
+            last_type: MessageType::Insert,
+            last_commit: None,
+        }
+    }
+
+    /// Streams from `start_lsn` until stopped or an error.
+    pub fn run(
+        &mut self,
+        params: &ConnParams,
+        slot: &str,
+        publication: &str,
+        start_lsn: u64,
+    ) -> Result<(), WorkerError> {
+        let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (fb_tx, fb_rx) = mpsc::unbounded_channel();
+        self.net.spawn(stream_task(
+            params.clone(),
+            slot.to_string(),
+            publication.to_string(),
+            start_lsn,
+            tx,
+            fb_rx,
+            self.net.waker(),
+        ))?;
+        let naptime = self.pg.guc_int("synchdb.naptime", 100);
+        let mut last_fb = Instant::now();
+        let mut fb_due = false;
+        let r = (|| -> Result<(), WorkerError> {
+            loop {
+                self.net.drain();
+                let mut got = 0;
+                while let Ok(item) = rx.try_recv() {
+                    got += 1;
+                    match item {
+                        StreamItem::Msg { lsn, msg } => self.handle(lsn, msg)?,
+                        StreamItem::Error(e) => return Err(e),
+                    }
+                    self.processed += 1;
+                    if self.in_xact && self.at_boundary && self.batch_changes >= self.batch_size {
+                        self.commit_batch()?;
+                        fb_due = true;
+                    }
+                    if got % 1024 == 0 && self.pg.should_exit() {
+                        return Err(WorkerError::Stopped);
+                    }
+                }
+                if self.in_xact && self.at_boundary {
+                    self.commit_batch()?;
+                    fb_due = true;
+                }
+                if !self.in_xact {
+                    self.processed_durable = self.processed;
+                }
+                if (fb_due && last_fb.elapsed() >= Duration::from_millis(200)) || last_fb.elapsed() >= Duration::from_secs(2) {
+                    let flush = self.pg.origin_progress(true)?;
+                    let _ = fb_tx.send(Feedback {
+                        flush,
+                        processed: self.processed_durable,
+                    });
+                    last_fb = Instant::now();
+                    fb_due = false;
+                }
+                if got == 0 {
+                    self.net.sleep(self.pg, naptime)?;
+                } else if self.pg.should_exit() {
+                    return Err(WorkerError::Stopped);
+                }
+            }
+        })();
+        if self.in_xact {
+            self.pg.abort();
+            self.in_xact = false;
+        }
+        r
+    }
+
+    fn begin_if_needed(&mut self) -> Result<(), WorkerError> {
+        if !self.in_xact {
+            self.pg.begin()?;
+            self.in_xact = true;
+            self.batch_changes = 0;
+        }
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<(), WorkerError> {
+        if let Err(e) = self.pg.commit() {
+            self.in_xact = false;
+            self.pg.abort();
+            return Err(WorkerError::Dest {
+                context: format!("committing applied changes of connector \"{}\"", self.connector),
+                err: e,
+            });
+        }
+        self.in_xact = false;
+        self.batch_changes = 0;
+        if let Some((commit_lsn, _end, ts, xid)) = self.last_commit {
+            let proc = if self.last_change_lsn > 0 { self.last_change_lsn } else { commit_lsn };
+            let off = Offset {
+                lsn_proc: proc,
+                lsn_commit: commit_lsn,
+                lsn: proc,
+                tx_id: xid,
+                ts_usec: crate::decoder::pg_ts_to_unix_usec(ts),
+                message_type: self.last_type,
+            };
+            state::set_offset(self.slot_idx, &off.to_json());
+            if !self.cdc_stage_shown {
+                state::set_stage(self.slot_idx, state::STAGE_CDC);
+                self.cdc_stage_shown = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, lsn: u64, msg: LogicalMessage) -> Result<(), WorkerError> {
+        match msg {
+            LogicalMessage::Begin { xid, .. } => {
+                self.begin_if_needed()?;
+                self.at_boundary = false;
+                self.cur_xid = xid;
+            }
+            LogicalMessage::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+                ..
+            } => {
+                self.begin_if_needed()?;
+                self.pg.origin_set_commit(end_lsn, commit_ts)?;
+                self.last_commit = Some((commit_lsn, end_lsn, commit_ts, self.cur_xid));
+                self.at_boundary = true;
+            }
+            LogicalMessage::Relation {
+                rel_id,
+                namespace,
+                name,
+                columns,
+                ..
+            } => {
+                self.begin_if_needed()?;
+                self.relation(rel_id, &namespace, &name, columns)?;
+            }
+            LogicalMessage::Insert { rel_id, new, .. } => {
+                let m = self.rel(rel_id)?;
+                fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
+                let (h, dest) = (m.handle, m.dest.clone());
+                self.pg.insert(h, &self.rels[&rel_id].new_buf).ctx(|| format!("applying an INSERT into {dest}"))?;
+                self.changed(lsn, MessageType::Insert);
+            }
+            LogicalMessage::Update { rel_id, old, new, .. } => {
+                let m = self.rel(rel_id)?;
+                fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
+                if let Some((_, oldv)) = &old {
+                    fill(&mut m.old_buf, &m.from_source, oldv).map_err(WorkerError::Internal)?;
+                }
+                let (h, dest) = (m.handle, m.dest.clone());
+                let m = &self.rels[&rel_id];
+                let oldp = old.as_ref().map(|_| m.old_buf.as_slice());
+                self.pg.update(h, oldp, &m.new_buf).ctx(|| format!("applying an UPDATE to {dest}"))?;
+                self.changed(lsn, MessageType::Update);
+            }
+            LogicalMessage::Delete { rel_id, old: (_, oldv), .. } => {
+                let m = self.rel(rel_id)?;
+                fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
+                let (h, dest) = (m.handle, m.dest.clone());
+                self.pg.delete(h, &self.rels[&rel_id].old_buf).ctx(|| format!("applying a DELETE to {dest}"))?;
+                self.changed(lsn, MessageType::Delete);
+            }
+            LogicalMessage::Truncate { options, rel_ids, .. } => {
+                let mut names = Vec::new();
+                for id in &rel_ids {
+                    names.push(self.rel(*id)?.dest.clone());
+                }
+                self.pg.apply_release()?;
+                let mut sql = format!("TRUNCATE {}", names.join(", "));
+                if options & 2 != 0 {
+                    sql.push_str(" RESTART IDENTITY");
+                }
+                if options & 1 != 0 {
+                    sql.push_str(" CASCADE");
+                }
+                self.pg.exec(&sql, &[]).ctx(|| format!("applying {sql}"))?;
+                self.changed(lsn, MessageType::Truncate);
+            }
+            LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
+            other => {
+                return Err(WorkerError::Internal(format!(
+                    "unexpected message in a protocol version 1 stream: {other:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn changed(&mut self, lsn: u64, t: MessageType) {
+        self.batch_changes += 1;
+        self.last_change_lsn = lsn;
+        self.last_type = t;
+    }
+
+    fn rel(&mut self, rel_id: u32) -> Result<&mut RelMap, WorkerError> {
+        self.rels.get_mut(&rel_id).ok_or_else(|| {
+            WorkerError::Internal(format!("change for relation {rel_id} arrived before its description"))
+        })
+    }
+
+    /// A Relation message: (re)maps a source relation onto its destination table,
+    /// adding columns the source gained.
+    fn relation(&mut self, rel_id: u32, namespace: &str, name: &str, columns: Vec<RelColumn>) -> Result<(), WorkerError> {
+        let dest = format!("{}.{}", quote_ident(&self.dest_schema), quote_ident(name));
+        if let Some(old) = self.rels.get(&rel_id) {
+            if old.source_cols == columns {
+                return Ok(());
+            }
+        }
+        let pg = self.pg;
+        let attrs = pg
+            .query(
+                "SELECT a.attnum::text, a.attname::text FROM pg_attribute a
+                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[Some(&dest)],
+            )
+            .ctx(|| format!("looking up {dest}"))?;
+        if attrs.is_empty() {
+            return Err(WorkerError::Config(format!(
+                "destination table {dest} for source table {}.{} does not exist; \
+                 restart the connector with a snapshot mode that creates it",
+                quote_ident(namespace),
+                quote_ident(name)
+            )));
+        }
+        let mut have: HashMap<String, usize> = HashMap::new();
+        for a in &attrs {
+            if let (Some(num), Some(n)) = (&a[0], &a[1]) {
+                if let Ok(num) = num.parse::<usize>() {
+                    have.insert(n.clone(), num);
+                }
+            }
+        }
+        // schema change on the source: a new column appears on the destination too
+        let mut altered = false;
+        for c in &columns {
+            if !have.contains_key(&c.name) {
+                pg.apply_release()?;
+                let ty = pg
+                    .query(
+                        "SELECT format_type($1::oid, $2::int)",
+                        &[Some(&c.type_oid.to_string()), Some(&c.type_modifier.to_string())],
+                    )
+                    .ctx(|| "resolving a column type".into())?
+                    .first()
+                    .and_then(|r| r[0].clone())
+                    .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?;
+                let sql = format!("ALTER TABLE {dest} ADD COLUMN {} {ty}", quote_ident(&c.name));
+                pg.exec(&sql, &[]).ctx(|| format!("applying schema change: {sql}"))?;
+                altered = true;
+            }
+        }
+        if let Some(old) = self.rels.remove(&rel_id) {
+            pg.apply_release()?;
+            pg.rel_close(old.handle);
+        }
+        if altered {
+            return self.relation(rel_id, namespace, name, columns);
+        }
+        let (handle, natts) = pg.rel_open(&self.dest_schema, name).ctx(|| format!("opening {dest}"))?;
+        let mut from_source = vec![None; natts];
+        for (i, c) in columns.iter().enumerate() {
+            if let Some(&num) = have.get(&c.name) {
+                if num >= 1 && num <= natts {
+                    from_source[num - 1] = Some(i);
+                }
+            }
+        }
+        self.rels.insert(
+            rel_id,
+            RelMap {
+                handle,
+                dest,
+                from_source,
+                source_cols: columns,
+                new_buf: Vec::with_capacity(natts),
+                old_buf: Vec::with_capacity(natts),
+            },
+        );
+        Ok(())
+    }
+}

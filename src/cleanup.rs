@@ -1,0 +1,66 @@
+//! Removing a connector: its replication slot and publication on the source.
+//! Runs in an ordinary backend (synchdb_del_conninfo) on a short-lived thread with
+//! its own runtime, so the backend's signal handling is untouched.
+
+use crate::config::{self, quote_ident, quote_literal, ConnectorConfig, LocalIds};
+use std::path::Path;
+use std::time::Duration;
+
+pub fn drop_source_objects(data_dir: &Path, ids: &LocalIds, name: &str, json: &str) -> Result<(), String> {
+    let slot = config::slot_name(ids, name);
+    let publication = config::publication_name(ids, name);
+    let by_hand = format!(
+        "drop them by hand on the source: SELECT pg_drop_replication_slot({}); DROP PUBLICATION IF EXISTS {};",
+        quote_literal(&slot),
+        quote_ident(&publication)
+    );
+    let cfg = ConnectorConfig::from_json(name, json).map_err(|e| format!("{e}; {by_hand}"))?;
+    let password = crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| format!("{e}; {by_hand}"))?;
+    let params = crate::source::conn_params(&cfg, &password);
+    let work = async move {
+        let client = crate::source::connect(&params).await?;
+        let err = |e: tokio_postgres::Error| crate::source::pg_error_text(&params, &e);
+        // the walsender of a just-stopped worker may hold the slot for a moment
+        let mut tries = 0;
+        loop {
+            match client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if tries < 50 && e.as_db_error().is_some_and(|d| d.code().code() == "55006") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        client
+            .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&publication)))
+            .await
+            .map_err(err)?;
+        Ok::<(), String>(())
+    };
+    let handle = std::thread::Builder::new()
+        .name("synchdb-cleanup".into())
+        .spawn(move || {
+            // SAFETY: blocks signals on this thread only, so they stay with the backend.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), work).await })
+                .map_err(|_| "timed out after 30 s".to_string())?
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let r = handle.join().map_err(|_| "the cleanup thread panicked".to_string())?;
+    r.map_err(|e| format!("could not drop the replication slot and publication of connector \"{name}\" on the source ({e}); {by_hand}"))
+}

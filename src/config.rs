@@ -1,0 +1,219 @@
+//! A connector's configuration (the `data` of its `synchdb_conninfo` row) and the
+//! names of the objects it owns on the source and the destination.
+
+use serde_json::Value;
+
+/// Identifies the destination, so that object names on a shared source never clash
+/// between two destinations that use the same connector name.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalIds {
+    pub system_identifier: u64,
+    pub database_oid: u32,
+}
+
+#[derive(Clone)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub hostname: String,
+    pub port: u16,
+    pub user: String,
+    /// Encrypted as stored; see `secret`.
+    pub pwd: String,
+    pub srcdb: String,
+    pub srcschemas: Vec<String>,
+    /// Explicit `schema.table` list; empty means every table of `srcschemas`.
+    pub tables: Vec<(String, String)>,
+    pub connector: String,
+}
+
+impl std::fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("name", &self.name)
+            .field("hostname", &self.hostname)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("pwd", &"********")
+            .field("srcdb", &self.srcdb)
+            .field("srcschemas", &self.srcschemas)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+/// `'null'`, `''` and SQL NULL all mean "not set" in SynchDB's interface.
+pub fn is_unset(v: &str) -> bool {
+    let t = v.trim();
+    t.is_empty() || t.eq_ignore_ascii_case("null")
+}
+
+fn text_field(data: &Value, key: &str) -> Option<String> {
+    match data.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+impl ConnectorConfig {
+    pub fn from_json(name: &str, json: &str) -> Result<Self, String> {
+        let data: Value = serde_json::from_str(json)
+            .map_err(|e| format!("connector \"{name}\": its data in synchdb_conninfo is not valid JSON: {e}"))?;
+        let req = |k: &str| {
+            text_field(&data, k)
+                .filter(|v| !is_unset(v))
+                .ok_or_else(|| format!("connector \"{name}\": \"{k}\" is missing in synchdb_conninfo.data"))
+        };
+        let port_text = req("port")?;
+        let port: u16 = port_text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("connector \"{name}\": port \"{port_text}\" is not a TCP port number (1-65535)"))?;
+        let srcschema = text_field(&data, "srcschema").unwrap_or_default();
+        let srcschemas: Vec<String> = if is_unset(&srcschema) {
+            vec!["public".to_string()]
+        } else {
+            srcschema
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let table = text_field(&data, "table").unwrap_or_default();
+        let srcdb = req("srcdb")?;
+        let tables = parse_table_list(&table, &srcdb, &srcschemas)?;
+        Ok(ConnectorConfig {
+            name: name.to_string(),
+            hostname: req("hostname")?,
+            port,
+            user: req("user")?,
+            pwd: text_field(&data, "pwd").unwrap_or_default(),
+            srcdb,
+            srcschemas,
+            tables,
+            connector: text_field(&data, "connector").unwrap_or_else(|| "postgres".into()),
+        })
+    }
+
+    /// Destination schema for the source's tables: named after the source database.
+    pub fn dest_schema(&self) -> String {
+        self.srcdb.to_lowercase()
+    }
+}
+
+/// Parses the `table` option: comma-separated `schema.table` or `db.schema.table`.
+pub fn parse_table_list(spec: &str, srcdb: &str, schemas: &[String]) -> Result<Vec<(String, String)>, String> {
+    if is_unset(spec) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parts: Vec<&str> = entry.split('.').collect();
+        let (schema, table) = match parts.as_slice() {
+            [t] => (schemas.first().cloned().unwrap_or_else(|| "public".into()), t.to_string()),
+            [s, t] => (s.to_string(), t.to_string()),
+            [db, s, t] if db.eq_ignore_ascii_case(srcdb) => (s.to_string(), t.to_string()),
+            [db, _, _] => {
+                return Err(format!(
+                    "table \"{entry}\" names database \"{db}\", but the connector's source database is \"{srcdb}\""
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "table entry \"{entry}\" is malformed: expected schema.table or db.schema.table"
+                ))
+            }
+        };
+        out.push((schema, table));
+    }
+    Ok(out)
+}
+
+/// Keeps `[a-z0-9_]` of a name, for object names built from it.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect()
+}
+
+fn bounded(prefix: &str, name: &str, suffix: &str) -> String {
+    let mut n = sanitize(name);
+    let room = 63usize.saturating_sub(prefix.len() + suffix.len());
+    n.truncate(room);
+    format!("{prefix}{n}{suffix}")
+}
+
+/// Logical replication slot of a connector on its source.
+pub fn slot_name(ids: &LocalIds, name: &str) -> String {
+    let suffix = format!("_{}_{:08x}", ids.database_oid, ids.system_identifier as u32);
+    bounded("synchdb_", name, &suffix)
+}
+
+/// Publication of a connector on its source.
+pub fn publication_name(ids: &LocalIds, name: &str) -> String {
+    let suffix = format!("_{}_{:08x}_pub", ids.database_oid, ids.system_identifier as u32);
+    bounded("synchdb_", name, &suffix)
+}
+
+/// Replication origin that records a connector's progress on the destination.
+pub fn origin_name(dboid: u32, name: &str) -> String {
+    bounded("synchdb_", name, &format!("_{dboid}"))
+}
+
+/// `"ident"` with embedded quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'literal'` for standard_conforming_strings=on (always on since PostgreSQL 9.1).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{"hostname":"127.0.0.1","port":5432,"user":"myuser","pwd":"x","srcdb":"postgres","srcschema":"public","table":"null","snapshottable":"null","connector":"postgres"}"#;
+
+    #[test]
+    fn parses_the_reference_connector() {
+        let c = ConnectorConfig::from_json("pgconn", SEED).unwrap();
+        assert_eq!(c.port, 5432);
+        assert_eq!(c.srcschemas, vec!["public"]);
+        assert!(c.tables.is_empty());
+        assert_eq!(c.dest_schema(), "postgres");
+        assert!(!format!("{c:?}").contains("\"x\""));
+    }
+
+    #[test]
+    fn rejects_bad_port_and_table_entries() {
+        let bad = SEED.replace("5432", "\"70000\"");
+        assert!(ConnectorConfig::from_json("c", &bad).unwrap_err().contains("not a TCP port"));
+        let t = parse_table_list("public.a, other.b,postgres.public.c", "postgres", &["public".into()]).unwrap();
+        assert_eq!(
+            t,
+            vec![
+                ("public".into(), "a".into()),
+                ("other".into(), "b".into()),
+                ("public".into(), "c".into())
+            ]
+        );
+        assert!(parse_table_list("x.y.z", "postgres", &[]).unwrap_err().contains("names database \"x\""));
+        assert!(parse_table_list("a.b.c.d", "postgres", &[]).unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn object_names_are_bounded_and_distinct_per_destination() {
+        let a = LocalIds { system_identifier: 0x1234_5678_9abc_def0, database_oid: 5 };
+        let b = LocalIds { system_identifier: 0x1234_5678_9abc_def0, database_oid: 6 };
+        assert_eq!(slot_name(&a, "PgConn"), "synchdb_pgconn_5_9abcdef0");
+        assert_ne!(slot_name(&a, "x"), slot_name(&b, "x"));
+        assert!(slot_name(&a, &"n".repeat(200)).len() <= 63);
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,411 @@
+//! The C ABI between the shim (shim/*.c) and the Rust core.
+//!
+//! `include/synchdb_core.h` is generated from this file by cbindgen (see build.rs)
+//! and is the only contract between the two sides. Two directions:
+//! - `SdbPgOps`: a table of PostgreSQL operations that the shim implements. Every one
+//!   of them wraps its body in PG_TRY/PG_CATCH and reports an ERROR as a return code,
+//!   so that a PostgreSQL longjmp never crosses a Rust frame.
+//! - `synchdb_*` functions exported by Rust. Each catches panics, so that an unwind
+//!   never crosses a C frame.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// One column value handed to the apply operations, in destination attribute order.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SdbValue {
+    /// Not NUL-terminated; valid for `len` bytes while the call runs.
+    pub data: *const c_char,
+    pub len: i32,
+    /// `SDB_VALUE_*`.
+    pub kind: u8,
+}
+
+/// SQL NULL.
+pub const SDB_VALUE_NULL: u8 = b'n';
+/// Text representation, parsed by the column type's input function.
+pub const SDB_VALUE_TEXT: u8 = b't';
+/// An unchanged TOASTed value the source did not send: keep the stored one.
+pub const SDB_VALUE_UNCHANGED: u8 = b'u';
+/// The source has no such column: default on insert, keep on update.
+pub const SDB_VALUE_ABSENT: u8 = b'x';
+
+/// Bits returned by `SdbPgOps::wait`.
+pub const SDB_WAIT_LATCH: i32 = 1;
+pub const SDB_WAIT_SOCKET: i32 = 2;
+pub const SDB_WAIT_TIMEOUT: i32 = 4;
+
+/// Row callback of `spi_exec`: `values[i]` is NULL for SQL NULL. Must not call back
+/// into PostgreSQL.
+pub type SdbRowCb =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, nfields: i32, values: *const *const c_char)>;
+
+/// Data source of `copy_from`: fills `buf` with at least `minread` and at most
+/// `maxread` bytes; returns the count, 0 at end of data, -1 on error (the message is
+/// then read with `synchdb_copy_error`).
+pub type SdbCopyReadCb =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, buf: *mut c_char, minread: i32, maxread: i32) -> i32>;
+
+/// PostgreSQL operations the Rust core may call, only from the backend's main thread.
+/// Functions returning `i32` return 0 on success and -1 on a caught ERROR; the
+/// message and SQLSTATE are then read with `last_error` / `last_sqlstate`, and the
+/// current transaction (if any) must be aborted with `xact_abort`.
+#[repr(C)]
+pub struct SdbPgOps {
+    pub last_error: Option<extern "C" fn() -> *const c_char>,
+    pub last_sqlstate: Option<extern "C" fn() -> *const c_char>,
+    /// `level`: one of `SDB_LOG_*`.
+    pub log: Option<extern "C" fn(level: i32, msg: *const c_char)>,
+    pub xact_begin: Option<extern "C" fn() -> i32>,
+    pub xact_commit: Option<extern "C" fn() -> i32>,
+    pub xact_abort: Option<extern "C" fn()>,
+    /// Runs one SQL statement with text parameters ($1..$n, NULL pointer = SQL NULL).
+    pub spi_exec: Option<
+        extern "C" fn(
+            sql: *const c_char,
+            nparams: i32,
+            params: *const *const c_char,
+            row_cb: SdbRowCb,
+            ctx: *mut c_void,
+            processed: *mut u64,
+        ) -> i32,
+    >,
+    /// COPY FROM into schema.table (the listed columns) through PostgreSQL's own COPY
+    /// machinery, fed by `read_cb`. `freeze`: the table was created in this transaction.
+    pub copy_from: Option<
+        extern "C" fn(
+            schema: *const c_char,
+            table: *const c_char,
+            ncols: i32,
+            cols: *const *const c_char,
+            freeze: bool,
+            read_cb: SdbCopyReadCb,
+            ctx: *mut c_void,
+            rows: *mut u64,
+        ) -> i32,
+    >,
+    /// Looks up a destination table; `*handle` stays valid until `rel_close`.
+    /// `*natts` is the number of attributes (including dropped ones), the length of
+    /// every value array passed for this relation.
+    pub rel_open: Option<
+        extern "C" fn(
+            schema: *const c_char,
+            table: *const c_char,
+            handle: *mut *mut c_void,
+            natts: *mut i32,
+        ) -> i32,
+    >,
+    pub rel_close: Option<extern "C" fn(handle: *mut c_void)>,
+    pub apply_insert: Option<extern "C" fn(handle: *mut c_void, vals: *const SdbValue, n: i32) -> i32>,
+    /// `oldvals` may be NULL: the key did not change, search with `newvals`.
+    pub apply_update: Option<
+        extern "C" fn(handle: *mut c_void, oldvals: *const SdbValue, newvals: *const SdbValue, n: i32) -> i32,
+    >,
+    pub apply_delete: Option<extern "C" fn(handle: *mut c_void, oldvals: *const SdbValue, n: i32) -> i32>,
+    /// Closes the executor state kept for the current transaction (before TRUNCATE or DDL).
+    pub apply_release: Option<extern "C" fn() -> i32>,
+    /// Creates the replication origin if missing and binds this session to it
+    /// (inside a transaction).
+    pub origin_setup: Option<extern "C" fn(name: *const c_char) -> i32>,
+    /// The session origin's remote LSN; `flush` makes the local commit durable first.
+    pub origin_progress: Option<extern "C" fn(flush: bool) -> u64>,
+    /// Source commit LSN and timestamp (µs since 2000-01-01) that the next local
+    /// commit records.
+    pub origin_set_commit: Option<extern "C" fn(lsn: u64, ts: i64)>,
+    /// Waits on the latch, `fd` (if >= 0) and `timeout_ms` (if >= 0); handles SIGHUP
+    /// and interrupts. Returns `SDB_WAIT_*` bits or -1.
+    pub wait: Option<extern "C" fn(fd: i32, timeout_ms: i64) -> i32>,
+    /// True once SIGTERM arrived.
+    pub should_exit: Option<extern "C" fn() -> bool>,
+    /// Current value of a configuration parameter as text, NULL if unknown.
+    pub guc: Option<extern "C" fn(name: *const c_char) -> *const c_char>,
+    /// The data directory (for the secret key file).
+    pub data_dir: *const c_char,
+    pub system_identifier: u64,
+    pub database_oid: u32,
+}
+
+pub const SDB_LOG_DEBUG: i32 = 1;
+pub const SDB_LOG_LOG: i32 = 2;
+pub const SDB_LOG_WARNING: i32 = 3;
+
+/// One row of the state view, filled by `synchdb_state_read`.
+#[repr(C)]
+pub struct SdbStateRow {
+    pub name: [c_char; 64],
+    pub pid: i32,
+    pub stage: [c_char; 32],
+    pub state: [c_char; 32],
+    pub err: [c_char; 1024],
+    pub offset: [c_char; 256],
+}
+
+/// Copies `msg` into a caller-provided buffer, always NUL-terminated.
+pub(crate) fn write_cbuf(buf: *mut c_char, len: usize, msg: &str) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let bytes = msg.as_bytes();
+    let n = truncate_at_char(msg, len - 1);
+    // SAFETY: the caller passes a writable buffer of `len` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, n);
+        *buf.add(n) = 0;
+    }
+}
+
+/// Largest prefix length of `s` not over `max` bytes that ends on a char boundary.
+pub(crate) fn truncate_at_char(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut n = max;
+    while n > 0 && !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
+/// Reads a C string argument; NULL and invalid UTF-8 become an error text.
+pub(crate) fn cstr_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
+    if p.is_null() {
+        return Err(format!("{what} is NULL"));
+    }
+    // SAFETY: the shim passes NUL-terminated strings that outlive the call.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| format!("{what} is not valid UTF-8"))
+}
+
+/// Runs `f`, turning a panic into an error message.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("internal error in synchdb core: {what}"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- shared memory
+
+/// Bytes of shared memory the state area needs for `max_connectors` slots.
+#[no_mangle]
+pub extern "C" fn synchdb_shmem_size(max_connectors: u32) -> usize {
+    crate::state::area_size(max_connectors)
+}
+
+/// Lays out (or attaches to) the state area at `base`.
+///
+/// # Safety
+/// `base` points to `synchdb_shmem_size(max_connectors)` bytes of shared memory.
+#[no_mangle]
+pub unsafe extern "C" fn synchdb_shmem_init(base: *mut c_void, max_connectors: u32, found: bool) {
+    let _ = guard(|| {
+        crate::state::attach(base, max_connectors, found);
+        Ok(())
+    });
+}
+
+/// Finds or claims the slot of connector `name` in database `dboid` for a start.
+/// Returns the slot index, or -1 with a message in `errbuf` (no free slot, or the
+/// connector is already running).
+#[no_mangle]
+pub extern "C" fn synchdb_slot_acquire(
+    dboid: u32,
+    name: *const c_char,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> i32 {
+    let r = guard(|| {
+        let name = cstr_arg(name, "connector name")?;
+        crate::state::acquire(dboid, name).map(|i| i as i32)
+    });
+    match r {
+        Ok(i) => i,
+        Err(e) => {
+            write_cbuf(errbuf, errlen, &e);
+            -1
+        }
+    }
+}
+
+/// Slot index of connector `name` in database `dboid`, or -1.
+#[no_mangle]
+pub extern "C" fn synchdb_slot_find(dboid: u32, name: *const c_char) -> i32 {
+    guard(|| {
+        let name = cstr_arg(name, "connector name")?;
+        Ok(crate::state::find(dboid, name).map(|i| i as i32).unwrap_or(-1))
+    })
+    .unwrap_or(-1)
+}
+
+/// Pid of the worker running in slot `idx`, 0 if none.
+#[no_mangle]
+pub extern "C" fn synchdb_slot_pid(idx: i32) -> i32 {
+    guard(|| Ok(crate::state::pid_of(idx))).unwrap_or(0)
+}
+
+/// Records the pid of the worker that took slot `idx` (set by the launcher once the
+/// worker has started, and by the worker itself).
+#[no_mangle]
+pub extern "C" fn synchdb_slot_set_pid(idx: i32, pid: i32) {
+    let _ = guard(|| {
+        crate::state::set_pid(idx, pid);
+        Ok(())
+    });
+}
+
+/// Forgets connector `name` of database `dboid` (its row was deleted).
+#[no_mangle]
+pub extern "C" fn synchdb_slot_release(dboid: u32, name: *const c_char) {
+    let _ = guard(|| {
+        let name = cstr_arg(name, "connector name")?;
+        crate::state::release(dboid, name);
+        Ok(())
+    });
+}
+
+/// Marks the worker of slot `idx` as gone; called from the worker's exit callback,
+/// whatever the way out.
+#[no_mangle]
+pub extern "C" fn synchdb_worker_exiting(idx: i32) {
+    let _ = guard(|| {
+        crate::state::worker_exited(idx);
+        Ok(())
+    });
+}
+
+/// Fills `row` with slot `idx` if it belongs to database `dboid`.
+///
+/// # Safety
+/// `row` points to a writable `SdbStateRow`.
+#[no_mangle]
+pub unsafe extern "C" fn synchdb_state_read(idx: i32, dboid: u32, row: *mut SdbStateRow) -> bool {
+    guard(|| Ok(crate::state::read_row(idx, dboid, row))).unwrap_or(false)
+}
+
+/// Number of slots in the state area.
+#[no_mangle]
+pub extern "C" fn synchdb_slot_count() -> i32 {
+    guard(|| Ok(crate::state::slot_count() as i32)).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- SQL helpers
+
+/// Encrypts a source password with the key kept in the data directory.
+/// Returns the length written (NUL excluded), or -1 with the message in `out`.
+#[no_mangle]
+pub extern "C" fn synchdb_encrypt_secret(
+    data_dir: *const c_char,
+    plain: *const c_char,
+    out: *mut c_char,
+    outlen: usize,
+) -> i32 {
+    let r = guard(|| {
+        let dir = cstr_arg(data_dir, "data directory")?;
+        let plain = cstr_arg(plain, "password")?;
+        crate::secret::encrypt(std::path::Path::new(dir), plain).map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(s) if s.len() < outlen => {
+            write_cbuf(out, outlen, &s);
+            s.len() as i32
+        }
+        Ok(_) => {
+            write_cbuf(out, outlen, "encrypted password too long");
+            -1
+        }
+        Err(e) => {
+            write_cbuf(out, outlen, &e);
+            -1
+        }
+    }
+}
+
+/// Drops the replication slot and publication of connector `name` on its source.
+/// `conninfo_json` is the connector's `data`. Returns 0, or -1 with the reason in
+/// `errbuf` (which then also says how to drop them by hand).
+#[no_mangle]
+pub extern "C" fn synchdb_drop_source_objects(
+    data_dir: *const c_char,
+    system_identifier: u64,
+    dboid: u32,
+    name: *const c_char,
+    conninfo_json: *const c_char,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> i32 {
+    let r = guard(|| {
+        let dir = cstr_arg(data_dir, "data directory")?;
+        let name = cstr_arg(name, "connector name")?;
+        let json = cstr_arg(conninfo_json, "connector data")?;
+        let ids = crate::config::LocalIds {
+            system_identifier,
+            database_oid: dboid,
+        };
+        crate::cleanup::drop_source_objects(std::path::Path::new(dir), &ids, name, json)
+    });
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            write_cbuf(errbuf, errlen, &e);
+            -1
+        }
+    }
+}
+
+/// Name of the replication origin that records connector `name`'s progress.
+#[no_mangle]
+pub extern "C" fn synchdb_origin_name(dboid: u32, name: *const c_char, out: *mut c_char, outlen: usize) {
+    let r = guard(|| {
+        let name = cstr_arg(name, "connector name")?;
+        Ok(crate::config::origin_name(dboid, name))
+    });
+    write_cbuf(out, outlen, &r.unwrap_or_default());
+}
+
+// ---------------------------------------------------------------- the worker
+
+/// Body of a connector's background worker. Returns the process exit code.
+///
+/// # Safety
+/// `ops` points to a fully initialised operations table valid for the whole call;
+/// called only on the worker's main thread.
+#[no_mangle]
+pub unsafe extern "C" fn synchdb_worker_run(
+    ops: *const SdbPgOps,
+    slot: i32,
+    name: *const c_char,
+    mode: *const c_char,
+) -> i32 {
+    let r = guard(|| {
+        let name = cstr_arg(name, "connector name")?.to_string();
+        let mode = cstr_arg(mode, "snapshot mode")?.to_string();
+        if ops.is_null() {
+            return Err("no operations table".into());
+        }
+        // SAFETY: checked non-null; the shim keeps it alive for the call.
+        let pg = crate::pg::Pg::new(unsafe { &*ops });
+        Ok(crate::worker::run(&pg, slot, &name, &mode))
+    });
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            crate::state::set_error(slot, &e);
+            1
+        }
+    }
+}
+
+/// Message of the last failed copy read callback (for the shim's ereport).
+#[no_mangle]
+pub extern "C" fn synchdb_copy_error() -> *const c_char {
+    crate::snapshot::copy_error_ptr()
+}

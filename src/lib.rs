@@ -1,0 +1,18 @@
+//! synchdb core: everything that is not PostgreSQL-facing glue. The shim (shim/*.c)
+//! calls in through `ffi`; see DESIGN.md for the architecture.
+pub mod apply;
+pub mod cleanup;
+pub mod config;
+pub mod ddl;
+pub mod decoder;
+pub mod error;
+pub mod ffi;
+pub mod net;
+pub mod offset;
+pub mod pg;
+pub mod replconn;
+pub mod secret;
+pub mod snapshot;
+pub mod source;
+pub mod state;
+pub mod worker;

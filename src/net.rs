@@ -1,0 +1,171 @@
+//! The network thread: a single-threaded tokio runtime that owns every connection
+//! to the source, so that the backend's main thread never blocks on the network.
+//!
+//! The main thread hands it futures (`spawn`) and learns about their results through
+//! channels; an eventfd wakes the main thread, which waits on it together with its
+//! latch (`Pg::wait`), so SIGTERM and postmaster death are seen within a naptime.
+
+use crate::error::WorkerError;
+use crate::pg::Pg;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Wakes the main thread. Cheap to clone; safe from any thread.
+#[derive(Clone)]
+pub struct Waker {
+    fd: Arc<EventFd>,
+}
+
+struct EventFd(i32);
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our eventfd; EAGAIN (counter full) is harmless.
+        unsafe { libc::write(self.fd.0, &one as *const u64 as *const libc::c_void, 8) };
+    }
+}
+
+pub struct Net {
+    jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    waker: Waker,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Net {
+    /// Starts the runtime thread with every signal blocked, so PostgreSQL's signal
+    /// handling stays on the main thread.
+    pub fn start() -> Result<Net, WorkerError> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(WorkerError::Internal(format!(
+                "eventfd failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let waker = Waker { fd: Arc::new(EventFd(fd)) };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| WorkerError::Internal(format!("cannot build the network runtime: {e}")))?;
+        // Block all signals while spawning: the new thread inherits the mask.
+        let thread = with_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("synchdb-net".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        while let Some(job) = rx.recv().await {
+                            tokio::spawn(job);
+                        }
+                    });
+                    // dropping the runtime cancels whatever is still running
+                })
+        })
+        .map_err(|e| WorkerError::Internal(format!("cannot start the network thread: {e}")))?;
+        Ok(Net {
+            jobs: Some(tx),
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Runs `fut` on the network thread.
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send(Box::pin(fut)).ok())
+            .ok_or_else(|| WorkerError::Internal("the network thread has stopped".into()))
+    }
+
+    /// Runs `fut` on the network thread and waits for its result, staying responsive
+    /// to stop requests.
+    pub fn call<T: Send + 'static>(
+        &self,
+        pg: &Pg,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, WorkerError> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let waker = self.waker();
+        self.spawn(async move {
+            let v = fut.await;
+            let _ = tx.send(v);
+            waker.wake();
+        })?;
+        self.wait_for(pg, || match rx.try_recv() {
+            Ok(v) => Some(Ok(v)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(WorkerError::Internal(
+                "a network task ended without an answer".into(),
+            ))),
+        })?
+    }
+
+    /// Clears pending wake-ups.
+    pub fn drain(&self) {
+        let mut buf: u64 = 0;
+        // SAFETY: reading 8 bytes from our non-blocking eventfd.
+        unsafe { libc::read(self.waker.fd.0, &mut buf as *mut u64 as *mut libc::c_void, 8) };
+    }
+
+    /// Waits (latch + eventfd) until `poll` yields, or the worker must stop.
+    pub fn wait_for<T>(&self, pg: &Pg, mut poll: impl FnMut() -> Option<T>) -> Result<T, WorkerError> {
+        let naptime = pg.guc_int("synchdb.naptime", 100);
+        loop {
+            self.drain();
+            if let Some(v) = poll() {
+                return Ok(v);
+            }
+            self.sleep(pg, naptime)?;
+        }
+    }
+
+    /// One wait on latch and eventfd; Err(Stopped) when SIGTERM arrived.
+    pub fn sleep(&self, pg: &Pg, timeout_ms: i64) -> Result<(), WorkerError> {
+        if pg.should_exit() {
+            return Err(WorkerError::Stopped);
+        }
+        let r = pg.wait(self.waker.fd.0, timeout_ms);
+        if pg.should_exit() {
+            return Err(WorkerError::Stopped);
+        }
+        r.map(|_| ()).map_err(WorkerError::from)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset manipulation on local storage; the old mask is restored.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}

@@ -1,0 +1,284 @@
+//! The initial snapshot: a slot with an exported snapshot, a publication, the source
+//! catalog read in that snapshot, tables created and rows copied with COPY into the
+//! destination's own COPY FROM, all in one destination transaction that also records
+//! the slot's consistent point as the replication origin's progress. So a snapshot
+//! is either wholly there, with the exact point CDC must start from, or not at all.
+
+use crate::config::{quote_ident, ConnectorConfig};
+use crate::ddl;
+use crate::error::{DestContext, WorkerError};
+use crate::net::Net;
+use crate::pg::Pg;
+use crate::replconn::{ConnParams, ReplConnection};
+use crate::source::{self, SourceTable};
+use bytes::{Bytes, BytesMut};
+use futures_util::{pin_mut, StreamExt};
+use parking_lot::Mutex;
+use std::ffi::{c_char, CString};
+use std::sync::Arc;
+use tokio_postgres::Client;
+
+static COPY_ERROR: Mutex<Option<CString>> = Mutex::new(None);
+
+pub fn set_copy_error(msg: &str) {
+    *COPY_ERROR.lock() = CString::new(msg.replace('\0', " ")).ok();
+}
+
+/// Pointer stays valid until the next `set_copy_error` (main thread only).
+pub fn copy_error_ptr() -> *const c_char {
+    static FALLBACK: &[u8] = b"snapshot copy failed\0";
+    match COPY_ERROR.lock().as_ref() {
+        Some(c) => c.as_ptr(),
+        None => FALLBACK.as_ptr() as *const c_char,
+    }
+}
+
+/// What the source side holds while the destination copies.
+struct Prepared {
+    repl: ReplConnection,
+    client: Arc<Client>,
+    tables: Vec<SourceTable>,
+    consistent_point: u64,
+}
+
+pub struct SnapshotResult {
+    pub consistent_point: u64,
+    pub tables: usize,
+    pub rows: u64,
+}
+
+/// Checks that the source can do logical decoding, before anything is created.
+pub async fn check_source(repl: &mut ReplConnection, p: &ConnParams) -> Result<(), WorkerError> {
+    let rows = repl.simple_query("SHOW wal_level").await?;
+    let level = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+    if level != "logical" {
+        return Err(WorkerError::Config(format!(
+            "source server at {}:{} has wal_level = {level}; logical replication needs wal_level = logical \
+             (set it in the source's postgresql.conf and restart the source server)",
+            p.host, p.port
+        )));
+    }
+    Ok(())
+}
+
+async fn prepare(
+    cfg: ConnectorConfig,
+    params: ConnParams,
+    slot: String,
+    publication: String,
+) -> Result<Prepared, WorkerError> {
+    let mut repl = ReplConnection::connect(&params).await?;
+    check_source(&mut repl, &params).await?;
+    let client = source::connect(&params).await.map_err(WorkerError::Source)?;
+    let srcerr = |what: &str, e: tokio_postgres::Error| {
+        WorkerError::Source(format!("{what} on the source failed: {}", source::pg_error_text(&params, &e)))
+    };
+    // The tables to publish, outside the snapshot; they are read again inside it.
+    let tables = source::read_catalog(&client, &cfg).await.map_err(WorkerError::Config)?;
+    // A slot left by an earlier, unfinished snapshot is useless: its snapshot is gone.
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| srcerr("dropping an old replication slot", e))?;
+    let mut pubsql = format!("DROP PUBLICATION IF EXISTS {pq}; CREATE PUBLICATION {pq}", pq = quote_ident(&publication));
+    if !tables.is_empty() {
+        let list: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+        pubsql.push_str(&format!(" FOR TABLE {}", list.join(", ")));
+    }
+    client
+        .batch_execute(&pubsql)
+        .await
+        .map_err(|e| srcerr("creating the publication", e))?;
+    // The publication must exist before the slot: pgoutput reads it as of the WAL
+    // position it decodes.
+    let info = repl.create_logical_slot(&slot).await?;
+    let snapshot = info
+        .snapshot_name
+        .ok_or_else(|| WorkerError::Source("the source did not export a snapshot for the new slot".into()))?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            crate::config::quote_literal(&snapshot)
+        ))
+        .await
+        .map_err(|e| srcerr("importing the snapshot", e))?;
+    let tables = source::read_catalog(&client, &cfg).await.map_err(WorkerError::Config)?;
+    Ok(Prepared {
+        repl,
+        client: Arc::new(client),
+        tables,
+        consistent_point: info.consistent_point,
+    })
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// Streams `COPY table TO STDOUT` from the source into `tx` in large chunks.
+async fn copy_out(
+    client: Arc<Client>,
+    sql: String,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    waker: crate::net::Waker,
+) {
+    let send = |item| {
+        let tx = tx.clone();
+        let waker = waker.clone();
+        async move {
+            let ok = tx.send(item).await.is_ok();
+            waker.wake();
+            ok
+        }
+    };
+    let stream = match client.copy_out(sql.as_str()).await {
+        Ok(s) => s,
+        Err(e) => {
+            send(Err(format!("COPY from the source failed: {e}"))).await;
+            return;
+        }
+    };
+    pin_mut!(stream);
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(b) => {
+                buf.extend_from_slice(&b);
+                if buf.len() >= CHUNK && !send(Ok(buf.split().freeze())).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                send(Err(format!("COPY from the source failed: {e}"))).await;
+                return;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        send(Ok(buf.freeze())).await;
+    }
+    // dropping tx tells the reader that the data is complete
+}
+
+fn copy_table(pg: &Pg, net: &Net, client: &Arc<Client>, dest_schema: &str, t: &SourceTable) -> Result<u64, WorkerError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let sql = format!("COPY {} ({}) TO STDOUT", t.qualified(), t.column_list());
+    net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?;
+    let cols: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+    let mut cur = Bytes::new();
+    let mut stop: Option<WorkerError> = None;
+    let naptime = pg.guc_int("synchdb.naptime", 100);
+    let mut read = |out: &mut [u8], _min: usize| -> Result<usize, String> {
+        while cur.is_empty() {
+            match rx.try_recv() {
+                Ok(Ok(b)) => cur = b,
+                Ok(Err(e)) => return Err(e),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return Ok(0),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    net.drain();
+                    if !rx.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = net.sleep(pg, naptime) {
+                        let msg = e.to_string();
+                        stop = Some(e);
+                        return Err(msg);
+                    }
+                }
+            }
+        }
+        let n = cur.len().min(out.len());
+        out[..n].copy_from_slice(&cur[..n]);
+        let _ = cur.split_to(n);
+        Ok(n)
+    };
+    let r = pg.copy_from(dest_schema, &t.name, &cols, true, &mut read);
+    if let Some(e) = stop {
+        return Err(e);
+    }
+    r.ctx(|| format!("copying rows of {} into {}.{}", t.qualified(), quote_ident(dest_schema), quote_ident(&t.name)))
+}
+
+/// Runs the snapshot; on success the destination has the tables (and rows when
+/// `copy_rows`) and the origin's progress is the slot's consistent point.
+pub fn run(
+    pg: &Pg,
+    net: &Net,
+    cfg: &ConnectorConfig,
+    params: &ConnParams,
+    slot: &str,
+    publication: &str,
+    copy_rows: bool,
+) -> Result<SnapshotResult, WorkerError> {
+    let prepared = net.call(
+        pg,
+        prepare(cfg.clone(), params.clone(), slot.to_string(), publication.to_string()),
+    )??;
+    let Prepared {
+        repl,
+        client,
+        tables,
+        consistent_point,
+    } = prepared;
+    let dest_schema = cfg.dest_schema();
+    pg.log(
+        crate::pg::LOG_LOG,
+        &format!(
+            "connector {}: snapshot of {} table(s) from {}:{}/{} at {}",
+            cfg.name,
+            tables.len(),
+            cfg.hostname,
+            cfg.port,
+            cfg.srcdb,
+            crate::offset::format_lsn(consistent_point)
+        ),
+    );
+    let result = pg.in_xact(|| -> Result<u64, WorkerError> {
+        pg.exec(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&dest_schema)), &[])
+            .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))?;
+        for t in &tables {
+            let exists = pg
+                .query(
+                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                    &[Some(&dest_schema), Some(&t.name)],
+                )
+                .ctx(|| "looking up destination tables".into())?;
+            if !exists.is_empty() {
+                return Err(WorkerError::Config(format!(
+                    "destination table {}.{} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\"",
+                    quote_ident(&dest_schema),
+                    quote_ident(&t.name),
+                    cfg.name
+                )));
+            }
+            pg.exec(&ddl::create_table(&dest_schema, t), &[])
+                .ctx(|| format!("creating destination table for {}", t.qualified()))?;
+        }
+        let mut rows = 0;
+        if copy_rows {
+            for t in &tables {
+                rows += copy_table(pg, net, &client, &dest_schema, t)?;
+            }
+        }
+        for t in &tables {
+            if let Some(sql) = ddl::add_primary_key(&dest_schema, t) {
+                pg.exec(&sql, &[])
+                    .ctx(|| format!("adding the primary key of {}.{}", quote_ident(&dest_schema), quote_ident(&t.name)))?;
+            }
+        }
+        pg.origin_set_commit(consistent_point, 0)?;
+        Ok(rows)
+    });
+    // the exported snapshot is no longer needed either way
+    let _ = net.spawn(async move {
+        drop(client);
+        let _ = repl.close().await;
+    });
+    let rows = result?;
+    Ok(SnapshotResult {
+        consistent_point,
+        tables: tables.len(),
+        rows,
+    })
+}

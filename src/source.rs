@@ -1,0 +1,249 @@
+//! SQL connections to the source (tokio-postgres) and what we read from its catalog:
+//! the tables to replicate, their columns, types, NOT NULL, constant defaults and
+//! primary keys. Runs on the network thread.
+
+use crate::config::{quote_ident, ConnectorConfig};
+use crate::replconn::ConnParams;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceColumn {
+    pub name: String,
+    /// The type as the destination should declare it.
+    pub type_sql: String,
+    pub not_null: bool,
+    /// A default that is a constant, as SQL text.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTable {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<SourceColumn>,
+    pub primary_key: Vec<String>,
+}
+
+impl SourceTable {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    pub fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub fn conn_params(cfg: &ConnectorConfig, password: &str) -> ConnParams {
+    ConnParams {
+        host: cfg.hostname.clone(),
+        port: cfg.port,
+        user: cfg.user.clone(),
+        password: password.to_string(),
+        dbname: cfg.srcdb.clone(),
+        application_name: format!("synchdb_{}", cfg.name),
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+fn target(p: &ConnParams) -> String {
+    format!("{}:{}", p.host, p.port)
+}
+
+/// Text of a tokio-postgres error: the server's own message when there is one.
+pub fn pg_error_text(p: &ConnParams, e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" DETAIL: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!(" HINT: {h}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    format!("could not connect to source server at {}: {s}", target(p))
+}
+
+/// Opens a regular SQL connection; its driver runs as a task on the current runtime.
+pub async fn connect(p: &ConnParams) -> Result<Client, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&p.host)
+        .port(p.port)
+        .user(&p.user)
+        .password(p.password.as_bytes())
+        .dbname(&p.dbname)
+        .application_name(&p.application_name)
+        .connect_timeout(p.connect_timeout);
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| pg_error_text(p, &e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The tables the connector replicates, with their columns and keys, read in the
+/// current transaction (the exported snapshot when called from the snapshot).
+pub async fn read_catalog(client: &Client, cfg: &ConnectorConfig) -> Result<Vec<SourceTable>, String> {
+    let err = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!("reading the source catalog failed: {}", db.message()),
+        None => format!("reading the source catalog failed: {e}"),
+    };
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+                AND n.nspname = ANY($1::text[])
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                   AND d.deptype = 'e')
+              ORDER BY 2, 3",
+            &[&cfg.srcschemas],
+        )
+        .await
+        .map_err(err)?;
+    let mut tables: Vec<SourceTable> = rows
+        .iter()
+        .map(|r| SourceTable {
+            oid: r.get::<_, u32>(0),
+            schema: r.get(1),
+            name: r.get(2),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+        })
+        .collect();
+
+    if !cfg.tables.is_empty() {
+        let mut chosen = Vec::new();
+        for (s, t) in &cfg.tables {
+            match tables.iter().find(|x| &x.schema == s && &x.name == t) {
+                Some(x) => chosen.push(x.clone()),
+                None => {
+                    return Err(format!(
+                        "table \"{s}.{t}\" does not exist in database \"{}\" on the source (schemas searched: {}); \
+                         fix the \"table\" option of connector \"{}\"",
+                        cfg.srcdb,
+                        cfg.srcschemas.join(", "),
+                        cfg.name
+                    ))
+                }
+            }
+        }
+        tables = chosen;
+    }
+    check_name_clashes(&tables, &cfg.dest_schema())?;
+    if tables.is_empty() {
+        return Ok(tables);
+    }
+
+    let oids = format!(
+        "'{{{}}}'::oid[]",
+        tables.iter().map(|t| t.oid.to_string()).collect::<Vec<_>>().join(",")
+    );
+    // Domains become their base type and enums text: the destination may not have
+    // them. A default is kept only when it is a constant (a folded CONST node).
+    let cols = client
+        .query(
+            &format!(
+                "SELECT a.attrelid, a.attname::text,
+                        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                             WHEN t.typtype = 'e' THEN 'text'
+                             ELSE format_type(a.atttypid, a.atttypmod) END,
+                        a.attnotnull,
+                        CASE WHEN d.adbin IS NOT NULL AND d.adbin::text LIKE '{{CONST %'
+                                  AND t.typtype NOT IN ('d', 'e')
+                             THEN pg_get_expr(d.adbin, d.adrelid) END
+                   FROM pg_attribute a
+                   JOIN pg_type t ON t.oid = a.atttypid
+                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE a.attrelid = ANY({oids}) AND a.attnum > 0 AND NOT a.attisdropped
+                    AND a.attgenerated = ''
+                  ORDER BY a.attrelid, a.attnum"
+            ),
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let pks = client
+        .query(
+            &format!(
+                "SELECT i.indrelid, a.attname::text
+                   FROM pg_index i
+                   CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE i.indisprimary AND i.indrelid = ANY({oids})
+                  ORDER BY i.indrelid, k.ord"
+            ),
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let index: HashMap<u32, usize> = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
+    for r in &cols {
+        if let Some(&i) = index.get(&r.get::<_, u32>(0)) {
+            tables[i].columns.push(SourceColumn {
+                name: r.get(1),
+                type_sql: r.get(2),
+                not_null: r.get(3),
+                default: r.get(4),
+            });
+        }
+    }
+    for r in &pks {
+        if let Some(&i) = index.get(&r.get::<_, u32>(0)) {
+            tables[i].primary_key.push(r.get(1));
+        }
+    }
+    Ok(tables)
+}
+
+/// Two source tables must not land on the same destination table.
+pub fn check_name_clashes(tables: &[SourceTable], dest_schema: &str) -> Result<(), String> {
+    let mut seen: HashMap<&str, &SourceTable> = HashMap::new();
+    for t in tables {
+        if let Some(other) = seen.insert(t.name.as_str(), t) {
+            return Err(format!(
+                "source tables \"{}.{}\" and \"{}.{}\" would both be replicated to \"{dest_schema}.{}\"; \
+                 replicate only one of them (option \"table\")",
+                other.schema, other.name, t.schema, t.name, t.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(schema: &str, name: &str) -> SourceTable {
+        SourceTable {
+            oid: 1,
+            schema: schema.into(),
+            name: name.into(),
+            columns: vec![],
+            primary_key: vec![],
+        }
+    }
+
+    #[test]
+    fn clash_names_both_tables() {
+        let e = check_name_clashes(&[t("a", "x"), t("b", "x")], "db").unwrap_err();
+        assert!(e.contains("\"a.x\" and \"b.x\""), "{e}");
+        assert!(check_name_clashes(&[t("a", "x"), t("a", "y")], "db").is_ok());
+    }
+}

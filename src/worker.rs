@@ -1,0 +1,143 @@
+//! A connector's background worker: reads its configuration, takes the snapshot when
+//! the mode asks for one, then streams changes until it is stopped.
+
+use crate::apply::Applier;
+use crate::config::{self, ConnectorConfig};
+use crate::error::{DestContext, WorkerError};
+use crate::net::Net;
+use crate::offset::{Offset, NOT_FLUSHED};
+use crate::pg::{Pg, LOG_LOG, LOG_WARNING};
+use crate::state;
+
+/// Snapshot modes and what each does on a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Initial,
+    InitialOnly,
+    NoData,
+    Never,
+}
+
+pub const MODES: &[&str] = &["initial", "initial_only", "no_data", "never"];
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "initial" | "" => Ok(Mode::Initial),
+            "initial_only" => Ok(Mode::InitialOnly),
+            "no_data" => Ok(Mode::NoData),
+            "never" => Ok(Mode::Never),
+            other => Err(format!(
+                "unknown snapshot mode \"{other}\"; valid modes are: {}",
+                MODES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Returns the process exit code; the outcome is in the state slot.
+pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
+    state::set_error(slot, state::NO_ERROR);
+    state::set_state(slot, state::STATE_INITIALIZING);
+    match run_inner(pg, slot, name, mode) {
+        Ok(()) | Err(WorkerError::Stopped) => {
+            pg.log(LOG_LOG, &format!("connector {name}: stopped"));
+            0
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            state::set_error(slot, &msg);
+            pg.log(LOG_WARNING, &format!("connector {name}: {msg}"));
+            1
+        }
+    }
+}
+
+fn load_config(pg: &Pg, name: &str) -> Result<ConnectorConfig, WorkerError> {
+    let rows = pg.in_xact(|| {
+        pg.query("SELECT data::text FROM synchdb_conninfo WHERE name = $1", &[Some(name)])
+            .ctx(|| "reading synchdb_conninfo".into())
+    })?;
+    let json = rows
+        .first()
+        .and_then(|r| r[0].clone())
+        .ok_or_else(|| WorkerError::Config(format!("connector \"{name}\" does not exist in synchdb_conninfo")))?;
+    ConnectorConfig::from_json(name, &json).map_err(WorkerError::Config)
+}
+
+fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerError> {
+    let mode = Mode::parse(mode).map_err(WorkerError::Config)?;
+    let cfg = load_config(pg, name)?;
+    let ids = pg.local_ids();
+    let password = crate::secret::decrypt(&pg.data_dir(), &cfg.pwd).map_err(|e| WorkerError::Config(e.to_string()))?;
+    let params = crate::source::conn_params(&cfg, &password);
+    let slot_name = config::slot_name(&ids, name);
+    let publication = config::publication_name(&ids, name);
+    let origin = config::origin_name(ids.database_oid, name);
+
+    // Applied changes must not fire ordinary triggers (they fired on the source);
+    // durability is asked for explicitly before we confirm a position.
+    let progress = pg.in_xact(|| -> Result<u64, WorkerError> {
+        pg.exec("SELECT set_config('session_replication_role', 'replica', false)", &[])
+            .ctx(|| "setting session_replication_role".into())?;
+        pg.exec("SELECT set_config('synchronous_commit', 'off', false)", &[])
+            .ctx(|| "setting synchronous_commit".into())?;
+        pg.origin_setup(&origin).ctx(|| format!("setting up replication origin {origin}"))?;
+        Ok(pg.origin_progress(false)?)
+    })?;
+
+    let net = Net::start()?;
+    let has_position = progress != 0;
+    let start_lsn = if has_position {
+        state::set_stage(slot, state::STAGE_CDC);
+        let off = Offset {
+            lsn_proc: progress,
+            lsn_commit: progress,
+            lsn: progress,
+            message_type: crate::offset::MessageType::Commit,
+            ..Default::default()
+        };
+        if state::offset_of(slot).is_empty() || state::offset_of(slot) == NOT_FLUSHED {
+            state::set_offset(slot, &off.to_json());
+        }
+        if mode == Mode::InitialOnly {
+            // the snapshot was taken; initial_only does no CDC
+            state::set_state(slot, state::STATE_POLLING);
+            return idle_until_stopped(pg, &net);
+        }
+        progress
+    } else {
+        if mode == Mode::Never {
+            return Err(WorkerError::Config(format!(
+                "connector \"{name}\" has no replication position yet; mode \"never\" needs one (start it once in mode \"initial\" or \"no_data\")"
+            )));
+        }
+        state::set_stage(slot, state::STAGE_SNAPSHOT);
+        state::set_offset(slot, NOT_FLUSHED);
+        state::set_state(slot, state::STATE_POLLING);
+        let r = crate::snapshot::run(pg, &net, &cfg, &params, &slot_name, &publication, mode != Mode::NoData)?;
+        pg.log(
+            LOG_LOG,
+            &format!(
+                "connector {name}: initial snapshot done: {} table(s), {} row(s); CDC starts at {}",
+                r.tables,
+                r.rows,
+                crate::offset::format_lsn(r.consistent_point)
+            ),
+        );
+        if mode == Mode::InitialOnly {
+            return idle_until_stopped(pg, &net);
+        }
+        r.consistent_point
+    };
+    state::set_state(slot, state::STATE_POLLING);
+    let mut applier = Applier::new(pg, &net, slot, &cfg, has_position);
+    applier.run(&params, &slot_name, &publication, start_lsn)
+}
+
+/// `initial_only`: nothing to stream; stay visible until stopped, as SynchDB does.
+fn idle_until_stopped(pg: &Pg, net: &Net) -> Result<(), WorkerError> {
+    loop {
+        net.sleep(pg, 1000)?;
+    }
+}
