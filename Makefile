@@ -14,7 +14,7 @@ RUST_LIB = $(RUST_TARGET_DIR)/release/libsynchdb_core.so
 PG_CPPFLAGS = -I$(CURDIR)/include -I$(CURDIR)/shim
 # the shim finds the core next to itself in pkglibdir
 SHLIB_LINK = -L$(RUST_TARGET_DIR)/release -lsynchdb_core -Wl,-rpath,'$$ORIGIN'
-EXTRA_CLEAN = shim/*.o
+EXTRA_CLEAN = shim/*.o shim/.built-for
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -29,7 +29,14 @@ rust-core:
 	$(CARGO) build --release --lib --target-dir $(RUST_TARGET_DIR)
 
 $(RUST_LIB): rust-core
-$(OBJS): include/synchdb_core.h shim/synchdb_shim.h
+# The shim's objects are built against one server's headers: rebuild them when
+# PG_CONFIG points at another server (the stamp changes only then).
+PG_STAMP = shim/.built-for
+$(PG_STAMP): FORCE
+	@echo '$(PG_CONFIG) $(VERSION)' | cmp -s - $@ || echo '$(PG_CONFIG) $(VERSION)' > $@
+.PHONY: FORCE
+FORCE:
+$(OBJS): include/synchdb_core.h shim/synchdb_shim.h $(PG_STAMP)
 include/synchdb_core.h: rust-core
 $(shlib): $(RUST_LIB)
 

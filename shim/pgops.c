@@ -291,10 +291,12 @@ op_rel_close(void *handle)
 
 /*
  * Fills slot from incoming values; columns the source did not send (unchanged
- * TOAST, absent) come from base when given.
+ * TOAST, absent) come from base when given. A search slot (for_search) only needs
+ * the key columns, which are always sent: the others may stay NULL.
  */
 static void
-sdb_fill_slot(SdbRel *r, TupleTableSlot *slot, const SdbValue *vals, int n, TupleTableSlot *base)
+sdb_fill_slot(SdbRel *r, TupleTableSlot *slot, const SdbValue *vals, int n, TupleTableSlot *base,
+			  bool for_search)
 {
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	int			i;
@@ -335,7 +337,7 @@ sdb_fill_slot(SdbRel *r, TupleTableSlot *slot, const SdbValue *vals, int n, Tupl
 					slot->tts_values[i] = base->tts_values[i];
 					slot->tts_isnull[i] = base->tts_isnull[i];
 				}
-				else if (v->kind == SDB_VALUE_UNCHANGED)
+				else if (v->kind == SDB_VALUE_UNCHANGED && !for_search)
 					ereport(ERROR,
 							(errcode(ERRCODE_DATA_EXCEPTION),
 							 errmsg("unchanged TOAST value for column \"%s\" of %s without a stored row",
@@ -392,7 +394,7 @@ op_apply_insert(void *handle, const SdbValue *vals, int n)
 
 		sdb_change_begin(r);
 		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, vals, n, NULL);
+		sdb_fill_slot(r, r->remoteslot, vals, n, NULL, false);
 		MemoryContextSwitchTo(oldcxt);
 		ExecSimpleRelationInsert(r->rri, r->estate, r->remoteslot);
 		sdb_change_end(r);
@@ -408,7 +410,7 @@ op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, 
 
 		sdb_change_begin(r);
 		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, oldvals ? oldvals : newvals, n, NULL);
+		sdb_fill_slot(r, r->remoteslot, oldvals ? oldvals : newvals, n, NULL, true);
 		MemoryContextSwitchTo(oldcxt);
 		if (!sdb_find_row(r))
 			ereport(ERROR,
@@ -416,7 +418,7 @@ op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, 
 					 errmsg("row to be updated was not found in %s", r->qualname),
 					 errdetail("The destination has diverged from the source.")));
 		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, newvals, n, r->localslot);
+		sdb_fill_slot(r, r->remoteslot, newvals, n, r->localslot, false);
 		MemoryContextSwitchTo(oldcxt);
 		EvalPlanQualSetSlot(&r->epq, r->remoteslot);
 		ExecSimpleRelationUpdate(r->rri, r->estate, &r->epq, r->localslot, r->remoteslot);
@@ -433,7 +435,7 @@ op_apply_delete(void *handle, const SdbValue *oldvals, int n)
 
 		sdb_change_begin(r);
 		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, oldvals, n, NULL);
+		sdb_fill_slot(r, r->remoteslot, oldvals, n, NULL, true);
 		MemoryContextSwitchTo(oldcxt);
 		if (!sdb_find_row(r))
 			ereport(ERROR,

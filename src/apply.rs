@@ -14,6 +14,8 @@ use crate::pg::{Pg, RelHandle};
 use crate::replconn::{ConnParams, ReplConnection, ReplEvent};
 use crate::state;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -34,15 +36,28 @@ pub struct Feedback {
 const CHANNEL_DEPTH: usize = 8192;
 
 /// Reads the slot from `start_lsn`, decodes, forwards; sends status updates.
+/// Where the stream reads from.
+#[derive(Clone)]
+pub struct StreamTarget {
+    pub params: ConnParams,
+    pub slot: String,
+    pub publication: String,
+    pub start_lsn: u64,
+}
+
 async fn stream_task(
-    params: ConnParams,
-    slot: String,
-    publication: String,
-    start_lsn: u64,
+    target: StreamTarget,
     tx: mpsc::Sender<StreamItem>,
     mut fb_rx: mpsc::UnboundedReceiver<Feedback>,
     waker: Waker,
+    closed: Arc<AtomicBool>,
 ) {
+    let StreamTarget {
+        params,
+        slot,
+        publication,
+        start_lsn,
+    } = target;
     let r = async {
         let mut conn = ReplConnection::connect(&params).await?;
         crate::snapshot::check_source(&mut conn, &params).await?;
@@ -58,7 +73,11 @@ async fn stream_task(
             tokio::select! {
                 biased;
                 fb = fb_rx.recv() => {
-                    let Some(fb) = fb else { return Ok::<(), WorkerError>(()) };
+                    let Some(fb) = fb else {
+                        // the applier stopped: end the stream politely
+                        let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+                        return Ok::<(), WorkerError>(());
+                    };
                     flushed = flushed.max(fb.flush);
                     processed = fb.processed;
                     // When everything sent has been applied, positions past it hold
@@ -116,8 +135,9 @@ async fn stream_task(
     .await;
     if let Err(e) = r {
         let _ = tx.send(StreamItem::Error(e)).await;
-        waker.wake();
     }
+    closed.store(true, Ordering::Release);
+    waker.wake();
 }
 
 /// How one source relation lands on its destination table.
@@ -135,15 +155,29 @@ fn fill(buf: &mut Vec<SdbValue>, map: &[Option<usize>], vals: &[TupleValue]) -> 
     buf.clear();
     for src in map {
         let v = match src.and_then(|i| vals.get(i)) {
-            None => SdbValue { data: std::ptr::null(), len: 0, kind: SDB_VALUE_ABSENT },
-            Some(TupleValue::Null) => SdbValue { data: std::ptr::null(), len: 0, kind: SDB_VALUE_NULL },
-            Some(TupleValue::UnchangedToast) => SdbValue { data: std::ptr::null(), len: 0, kind: SDB_VALUE_UNCHANGED },
+            None => SdbValue {
+                data: std::ptr::null(),
+                len: 0,
+                kind: SDB_VALUE_ABSENT,
+            },
+            Some(TupleValue::Null) => SdbValue {
+                data: std::ptr::null(),
+                len: 0,
+                kind: SDB_VALUE_NULL,
+            },
+            Some(TupleValue::UnchangedToast) => SdbValue {
+                data: std::ptr::null(),
+                len: 0,
+                kind: SDB_VALUE_UNCHANGED,
+            },
             Some(TupleValue::Text(b)) => SdbValue {
                 data: b.as_ptr() as *const std::ffi::c_char,
                 len: b.len() as i32,
                 kind: SDB_VALUE_TEXT,
             },
-            Some(TupleValue::Binary(_)) => return Err("binary tuple values were not requested".into()),
+            Some(TupleValue::Binary(_)) => {
+                return Err("binary tuple values were not requested".into())
+            }
         };
         buf.push(v);
     }
@@ -171,7 +205,13 @@ pub struct Applier<'a> {
 }
 
 impl<'a> Applier<'a> {
-    pub fn new(pg: &'a Pg<'a>, net: &'a Net, slot_idx: i32, cfg: &ConnectorConfig, cdc_stage_shown: bool) -> Self {
+    pub fn new(
+        pg: &'a Pg<'a>,
+        net: &'a Net,
+        slot_idx: i32,
+        cfg: &ConnectorConfig,
+        cdc_stage_shown: bool,
+    ) -> Self {
         Applier {
             pg,
             net,
@@ -194,23 +234,16 @@ impl<'a> Applier<'a> {
     }
 
     /// Streams from `start_lsn` until stopped or an error.
-    pub fn run(
-        &mut self,
-        params: &ConnParams,
-        slot: &str,
-        publication: &str,
-        start_lsn: u64,
-    ) -> Result<(), WorkerError> {
+    pub fn run(&mut self, target: StreamTarget) -> Result<(), WorkerError> {
         let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
         let (fb_tx, fb_rx) = mpsc::unbounded_channel();
+        let closed = Arc::new(AtomicBool::new(false));
         self.net.spawn(stream_task(
-            params.clone(),
-            slot.to_string(),
-            publication.to_string(),
-            start_lsn,
+            target,
             tx,
             fb_rx,
             self.net.waker(),
+            closed.clone(),
         ))?;
         let naptime = self.pg.guc_int("synchdb.naptime", 100);
         let mut last_fb = Instant::now();
@@ -241,7 +274,9 @@ impl<'a> Applier<'a> {
                 if !self.in_xact {
                     self.processed_durable = self.processed;
                 }
-                if (fb_due && last_fb.elapsed() >= Duration::from_millis(200)) || last_fb.elapsed() >= Duration::from_secs(2) {
+                if (fb_due && last_fb.elapsed() >= Duration::from_millis(200))
+                    || last_fb.elapsed() >= Duration::from_secs(2)
+                {
                     let flush = self.pg.origin_progress(true)?;
                     let _ = fb_tx.send(Feedback {
                         flush,
@@ -261,6 +296,16 @@ impl<'a> Applier<'a> {
             self.pg.abort();
             self.in_xact = false;
         }
+        // let the network thread close the stream (bounded), even when stopping
+        drop(fb_tx);
+        drop(rx);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !closed.load(Ordering::Acquire) && Instant::now() < deadline {
+            self.net.drain();
+            if self.pg.wait(-1, 50).is_err() {
+                break;
+            }
+        }
         r
     }
 
@@ -278,14 +323,21 @@ impl<'a> Applier<'a> {
             self.in_xact = false;
             self.pg.abort();
             return Err(WorkerError::Dest {
-                context: format!("committing applied changes of connector \"{}\"", self.connector),
+                context: format!(
+                    "committing applied changes of connector \"{}\"",
+                    self.connector
+                ),
                 err: e,
             });
         }
         self.in_xact = false;
         self.batch_changes = 0;
         if let Some((commit_lsn, _end, ts, xid)) = self.last_commit {
-            let proc = if self.last_change_lsn > 0 { self.last_change_lsn } else { commit_lsn };
+            let proc = if self.last_change_lsn > 0 {
+                self.last_change_lsn
+            } else {
+                commit_lsn
+            };
             let off = Offset {
                 lsn_proc: proc,
                 lsn_commit: commit_lsn,
@@ -335,10 +387,14 @@ impl<'a> Applier<'a> {
                 let m = self.rel(rel_id)?;
                 fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
                 let (h, dest) = (m.handle, m.dest.clone());
-                self.pg.insert(h, &self.rels[&rel_id].new_buf).ctx(|| format!("applying an INSERT into {dest}"))?;
+                self.pg
+                    .insert(h, &self.rels[&rel_id].new_buf)
+                    .ctx(|| format!("applying an INSERT into {dest}"))?;
                 self.changed(lsn, MessageType::Insert);
             }
-            LogicalMessage::Update { rel_id, old, new, .. } => {
+            LogicalMessage::Update {
+                rel_id, old, new, ..
+            } => {
                 let m = self.rel(rel_id)?;
                 fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
                 if let Some((_, oldv)) = &old {
@@ -347,17 +403,27 @@ impl<'a> Applier<'a> {
                 let (h, dest) = (m.handle, m.dest.clone());
                 let m = &self.rels[&rel_id];
                 let oldp = old.as_ref().map(|_| m.old_buf.as_slice());
-                self.pg.update(h, oldp, &m.new_buf).ctx(|| format!("applying an UPDATE to {dest}"))?;
+                self.pg
+                    .update(h, oldp, &m.new_buf)
+                    .ctx(|| format!("applying an UPDATE to {dest}"))?;
                 self.changed(lsn, MessageType::Update);
             }
-            LogicalMessage::Delete { rel_id, old: (_, oldv), .. } => {
+            LogicalMessage::Delete {
+                rel_id,
+                old: (_, oldv),
+                ..
+            } => {
                 let m = self.rel(rel_id)?;
                 fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
                 let (h, dest) = (m.handle, m.dest.clone());
-                self.pg.delete(h, &self.rels[&rel_id].old_buf).ctx(|| format!("applying a DELETE to {dest}"))?;
+                self.pg
+                    .delete(h, &self.rels[&rel_id].old_buf)
+                    .ctx(|| format!("applying a DELETE to {dest}"))?;
                 self.changed(lsn, MessageType::Delete);
             }
-            LogicalMessage::Truncate { options, rel_ids, .. } => {
+            LogicalMessage::Truncate {
+                options, rel_ids, ..
+            } => {
                 let mut names = Vec::new();
                 for id in &rel_ids {
                     names.push(self.rel(*id)?.dest.clone());
@@ -373,7 +439,9 @@ impl<'a> Applier<'a> {
                 self.pg.exec(&sql, &[]).ctx(|| format!("applying {sql}"))?;
                 self.changed(lsn, MessageType::Truncate);
             }
-            LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
+            LogicalMessage::Origin { .. }
+            | LogicalMessage::Type { .. }
+            | LogicalMessage::Message { .. } => {}
             other => {
                 return Err(WorkerError::Internal(format!(
                     "unexpected message in a protocol version 1 stream: {other:?}"
@@ -391,13 +459,21 @@ impl<'a> Applier<'a> {
 
     fn rel(&mut self, rel_id: u32) -> Result<&mut RelMap, WorkerError> {
         self.rels.get_mut(&rel_id).ok_or_else(|| {
-            WorkerError::Internal(format!("change for relation {rel_id} arrived before its description"))
+            WorkerError::Internal(format!(
+                "change for relation {rel_id} arrived before its description"
+            ))
         })
     }
 
     /// A Relation message: (re)maps a source relation onto its destination table,
     /// adding columns the source gained.
-    fn relation(&mut self, rel_id: u32, namespace: &str, name: &str, columns: Vec<RelColumn>) -> Result<(), WorkerError> {
+    fn relation(
+        &mut self,
+        rel_id: u32,
+        namespace: &str,
+        name: &str,
+        columns: Vec<RelColumn>,
+    ) -> Result<(), WorkerError> {
         let dest = format!("{}.{}", quote_ident(&self.dest_schema), quote_ident(name));
         if let Some(old) = self.rels.get(&rel_id) {
             if old.source_cols == columns {
@@ -436,14 +512,21 @@ impl<'a> Applier<'a> {
                 let ty = pg
                     .query(
                         "SELECT format_type($1::oid, $2::int)",
-                        &[Some(&c.type_oid.to_string()), Some(&c.type_modifier.to_string())],
+                        &[
+                            Some(&c.type_oid.to_string()),
+                            Some(&c.type_modifier.to_string()),
+                        ],
                     )
                     .ctx(|| "resolving a column type".into())?
                     .first()
                     .and_then(|r| r[0].clone())
                     .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?;
-                let sql = format!("ALTER TABLE {dest} ADD COLUMN {} {ty}", quote_ident(&c.name));
-                pg.exec(&sql, &[]).ctx(|| format!("applying schema change: {sql}"))?;
+                let sql = format!(
+                    "ALTER TABLE {dest} ADD COLUMN {} {ty}",
+                    quote_ident(&c.name)
+                );
+                pg.exec(&sql, &[])
+                    .ctx(|| format!("applying schema change: {sql}"))?;
                 altered = true;
             }
         }
@@ -454,7 +537,9 @@ impl<'a> Applier<'a> {
         if altered {
             return self.relation(rel_id, namespace, name, columns);
         }
-        let (handle, natts) = pg.rel_open(&self.dest_schema, name).ctx(|| format!("opening {dest}"))?;
+        let (handle, natts) = pg
+            .rel_open(&self.dest_schema, name)
+            .ctx(|| format!("opening {dest}"))?;
         let mut from_source = vec![None; natts];
         for (i, c) in columns.iter().enumerate() {
             if let Some(&num) = have.get(&c.name) {

@@ -6,7 +6,12 @@ use crate::config::{self, quote_ident, quote_literal, ConnectorConfig, LocalIds}
 use std::path::Path;
 use std::time::Duration;
 
-pub fn drop_source_objects(data_dir: &Path, ids: &LocalIds, name: &str, json: &str) -> Result<(), String> {
+pub fn drop_source_objects(
+    data_dir: &Path,
+    ids: &LocalIds,
+    name: &str,
+    json: &str,
+) -> Result<(), String> {
     let slot = config::slot_name(ids, name);
     let publication = config::publication_name(ids, name);
     let by_hand = format!(
@@ -15,7 +20,8 @@ pub fn drop_source_objects(data_dir: &Path, ids: &LocalIds, name: &str, json: &s
         quote_ident(&publication)
     );
     let cfg = ConnectorConfig::from_json(name, json).map_err(|e| format!("{e}; {by_hand}"))?;
-    let password = crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| format!("{e}; {by_hand}"))?;
+    let password =
+        crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| format!("{e}; {by_hand}"))?;
     let params = crate::source::conn_params(&cfg, &password);
     let work = async move {
         let client = crate::source::connect(&params).await?;
@@ -39,7 +45,10 @@ pub fn drop_source_objects(data_dir: &Path, ids: &LocalIds, name: &str, json: &s
             }
         }
         client
-            .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&publication)))
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                quote_ident(&publication)
+            ))
             .await
             .map_err(err)?;
         Ok::<(), String>(())
@@ -61,6 +70,8 @@ pub fn drop_source_objects(data_dir: &Path, ids: &LocalIds, name: &str, json: &s
                 .map_err(|_| "timed out after 30 s".to_string())?
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let r = handle.join().map_err(|_| "the cleanup thread panicked".to_string())?;
+    let r = handle
+        .join()
+        .map_err(|_| "the cleanup thread panicked".to_string())?;
     r.map_err(|e| format!("could not drop the replication slot and publication of connector \"{name}\" on the source ({e}); {by_hand}"))
 }

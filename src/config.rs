@@ -58,12 +58,15 @@ fn text_field(data: &Value, key: &str) -> Option<String> {
 
 impl ConnectorConfig {
     pub fn from_json(name: &str, json: &str) -> Result<Self, String> {
-        let data: Value = serde_json::from_str(json)
-            .map_err(|e| format!("connector \"{name}\": its data in synchdb_conninfo is not valid JSON: {e}"))?;
+        let data: Value = serde_json::from_str(json).map_err(|e| {
+            format!("connector \"{name}\": its data in synchdb_conninfo is not valid JSON: {e}")
+        })?;
         let req = |k: &str| {
             text_field(&data, k)
                 .filter(|v| !is_unset(v))
-                .ok_or_else(|| format!("connector \"{name}\": \"{k}\" is missing in synchdb_conninfo.data"))
+                .ok_or_else(|| {
+                    format!("connector \"{name}\": \"{k}\" is missing in synchdb_conninfo.data")
+                })
         };
         let port_text = req("port")?;
         let port: u16 = port_text
@@ -71,7 +74,11 @@ impl ConnectorConfig {
             .parse()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| format!("connector \"{name}\": port \"{port_text}\" is not a TCP port number (1-65535)"))?;
+            .ok_or_else(|| {
+                format!(
+                    "connector \"{name}\": port \"{port_text}\" is not a TCP port number (1-65535)"
+                )
+            })?;
         let srcschema = text_field(&data, "srcschema").unwrap_or_default();
         let srcschemas: Vec<String> = if is_unset(&srcschema) {
             vec!["public".to_string()]
@@ -105,7 +112,11 @@ impl ConnectorConfig {
 }
 
 /// Parses the `table` option: comma-separated `schema.table` or `db.schema.table`.
-pub fn parse_table_list(spec: &str, srcdb: &str, schemas: &[String]) -> Result<Vec<(String, String)>, String> {
+pub fn parse_table_list(
+    spec: &str,
+    srcdb: &str,
+    schemas: &[String],
+) -> Result<Vec<(String, String)>, String> {
     if is_unset(spec) {
         return Ok(Vec::new());
     }
@@ -135,7 +146,13 @@ pub fn parse_table_list(spec: &str, srcdb: &str, schemas: &[String]) -> Result<V
 /// Keeps `[a-z0-9_]` of a name, for object names built from it.
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -154,7 +171,10 @@ pub fn slot_name(ids: &LocalIds, name: &str) -> String {
 
 /// Publication of a connector on its source.
 pub fn publication_name(ids: &LocalIds, name: &str) -> String {
-    let suffix = format!("_{}_{:08x}_pub", ids.database_oid, ids.system_identifier as u32);
+    let suffix = format!(
+        "_{}_{:08x}_pub",
+        ids.database_oid, ids.system_identifier as u32
+    );
     bounded("synchdb_", name, &suffix)
 }
 
@@ -192,8 +212,15 @@ mod tests {
     #[test]
     fn rejects_bad_port_and_table_entries() {
         let bad = SEED.replace("5432", "\"70000\"");
-        assert!(ConnectorConfig::from_json("c", &bad).unwrap_err().contains("not a TCP port"));
-        let t = parse_table_list("public.a, other.b,postgres.public.c", "postgres", &["public".into()]).unwrap();
+        assert!(ConnectorConfig::from_json("c", &bad)
+            .unwrap_err()
+            .contains("not a TCP port"));
+        let t = parse_table_list(
+            "public.a, other.b,postgres.public.c",
+            "postgres",
+            &["public".into()],
+        )
+        .unwrap();
         assert_eq!(
             t,
             vec![
@@ -202,14 +229,24 @@ mod tests {
                 ("public".into(), "c".into())
             ]
         );
-        assert!(parse_table_list("x.y.z", "postgres", &[]).unwrap_err().contains("names database \"x\""));
-        assert!(parse_table_list("a.b.c.d", "postgres", &[]).unwrap_err().contains("malformed"));
+        assert!(parse_table_list("x.y.z", "postgres", &[])
+            .unwrap_err()
+            .contains("names database \"x\""));
+        assert!(parse_table_list("a.b.c.d", "postgres", &[])
+            .unwrap_err()
+            .contains("malformed"));
     }
 
     #[test]
     fn object_names_are_bounded_and_distinct_per_destination() {
-        let a = LocalIds { system_identifier: 0x1234_5678_9abc_def0, database_oid: 5 };
-        let b = LocalIds { system_identifier: 0x1234_5678_9abc_def0, database_oid: 6 };
+        let a = LocalIds {
+            system_identifier: 0x1234_5678_9abc_def0,
+            database_oid: 5,
+        };
+        let b = LocalIds {
+            system_identifier: 0x1234_5678_9abc_def0,
+            database_oid: 6,
+        };
         assert_eq!(slot_name(&a, "PgConn"), "synchdb_pgconn_5_9abcdef0");
         assert_ne!(slot_name(&a, "x"), slot_name(&b, "x"));
         assert!(slot_name(&a, &"n".repeat(200)).len() <= 63);

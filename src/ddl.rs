@@ -53,7 +53,12 @@ mod tests {
             schema: "public".into(),
             name: "Orders".into(),
             columns: vec![
-                SourceColumn { name: "id".into(), type_sql: "integer".into(), not_null: true, default: None },
+                SourceColumn {
+                    name: "id".into(),
+                    type_sql: "integer".into(),
+                    not_null: true,
+                    default: None,
+                },
                 SourceColumn {
                     name: "note".into(),
                     type_sql: "character varying(20)".into(),

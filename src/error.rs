@@ -14,7 +14,10 @@ pub enum WorkerError {
     /// The source refused or failed; the text is the source server's own.
     Source(String),
     /// An operation on the destination failed.
-    Dest { context: String, err: PgError },
+    Dest {
+        context: String,
+        err: PgError,
+    },
     Internal(String),
 }
 
@@ -22,8 +25,12 @@ impl fmt::Display for WorkerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WorkerError::Stopped => f.write_str("stopped"),
-            WorkerError::Config(s) | WorkerError::Source(s) | WorkerError::Internal(s) => f.write_str(s),
-            WorkerError::Dest { context, err } if context.is_empty() => write!(f, "{}", err.message),
+            WorkerError::Config(s) | WorkerError::Source(s) | WorkerError::Internal(s) => {
+                f.write_str(s)
+            }
+            WorkerError::Dest { context, err } if context.is_empty() => {
+                write!(f, "{}", err.message)
+            }
             WorkerError::Dest { context, err } => write!(f, "{context}: {}", err.message),
         }
     }
@@ -53,6 +60,9 @@ pub trait DestContext<T> {
 
 impl<T> DestContext<T> for Result<T, PgError> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T, WorkerError> {
-        self.map_err(|err| WorkerError::Dest { context: what(), err })
+        self.map_err(|err| WorkerError::Dest {
+            context: what(),
+            err,
+        })
     }
 }

@@ -44,8 +44,9 @@ pub type SdbRowCb =
 /// Data source of `copy_from`: fills `buf` with at least `minread` and at most
 /// `maxread` bytes; returns the count, 0 at end of data, -1 on error (the message is
 /// then read with `synchdb_copy_error`).
-pub type SdbCopyReadCb =
-    Option<unsafe extern "C" fn(ctx: *mut c_void, buf: *mut c_char, minread: i32, maxread: i32) -> i32>;
+pub type SdbCopyReadCb = Option<
+    unsafe extern "C" fn(ctx: *mut c_void, buf: *mut c_char, minread: i32, maxread: i32) -> i32,
+>;
 
 /// PostgreSQL operations the Rust core may call, only from the backend's main thread.
 /// Functions returning `i32` return 0 on success and -1 on a caught ERROR; the
@@ -97,12 +98,19 @@ pub struct SdbPgOps {
         ) -> i32,
     >,
     pub rel_close: Option<extern "C" fn(handle: *mut c_void)>,
-    pub apply_insert: Option<extern "C" fn(handle: *mut c_void, vals: *const SdbValue, n: i32) -> i32>,
+    pub apply_insert:
+        Option<extern "C" fn(handle: *mut c_void, vals: *const SdbValue, n: i32) -> i32>,
     /// `oldvals` may be NULL: the key did not change, search with `newvals`.
     pub apply_update: Option<
-        extern "C" fn(handle: *mut c_void, oldvals: *const SdbValue, newvals: *const SdbValue, n: i32) -> i32,
+        extern "C" fn(
+            handle: *mut c_void,
+            oldvals: *const SdbValue,
+            newvals: *const SdbValue,
+            n: i32,
+        ) -> i32,
     >,
-    pub apply_delete: Option<extern "C" fn(handle: *mut c_void, oldvals: *const SdbValue, n: i32) -> i32>,
+    pub apply_delete:
+        Option<extern "C" fn(handle: *mut c_void, oldvals: *const SdbValue, n: i32) -> i32>,
     /// Closes the executor state kept for the current transaction (before TRUNCATE or DDL).
     pub apply_release: Option<extern "C" fn() -> i32>,
     /// Creates the replication origin if missing and binds this session to it
@@ -241,7 +249,9 @@ pub extern "C" fn synchdb_slot_acquire(
 pub extern "C" fn synchdb_slot_find(dboid: u32, name: *const c_char) -> i32 {
     guard(|| {
         let name = cstr_arg(name, "connector name")?;
-        Ok(crate::state::find(dboid, name).map(|i| i as i32).unwrap_or(-1))
+        Ok(crate::state::find(dboid, name)
+            .map(|i| i as i32)
+            .unwrap_or(-1))
     })
     .unwrap_or(-1)
 }
@@ -288,6 +298,11 @@ pub extern "C" fn synchdb_worker_exiting(idx: i32) {
 /// `row` points to a writable `SdbStateRow`.
 #[no_mangle]
 pub unsafe extern "C" fn synchdb_state_read(idx: i32, dboid: u32, row: *mut SdbStateRow) -> bool {
+    if row.is_null() {
+        return false;
+    }
+    // SAFETY: checked non-null; the caller passes a writable row.
+    let row = unsafe { &mut *row };
     guard(|| Ok(crate::state::read_row(idx, dboid, row))).unwrap_or(false)
 }
 
@@ -363,7 +378,12 @@ pub extern "C" fn synchdb_drop_source_objects(
 
 /// Name of the replication origin that records connector `name`'s progress.
 #[no_mangle]
-pub extern "C" fn synchdb_origin_name(dboid: u32, name: *const c_char, out: *mut c_char, outlen: usize) {
+pub extern "C" fn synchdb_origin_name(
+    dboid: u32,
+    name: *const c_char,
+    out: *mut c_char,
+    outlen: usize,
+) {
     let r = guard(|| {
         let name = cstr_arg(name, "connector name")?;
         Ok(crate::config::origin_name(dboid, name))

@@ -54,7 +54,9 @@ impl Net {
                 std::io::Error::last_os_error()
             )));
         }
-        let waker = Waker { fd: Arc::new(EventFd(fd)) };
+        let waker = Waker {
+            fd: Arc::new(EventFd(fd)),
+        };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -110,9 +112,9 @@ impl Net {
         self.wait_for(pg, || match rx.try_recv() {
             Ok(v) => Some(Ok(v)),
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(WorkerError::Internal(
-                "a network task ended without an answer".into(),
-            ))),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(
+                WorkerError::Internal("a network task ended without an answer".into()),
+            )),
         })?
     }
 
@@ -120,11 +122,21 @@ impl Net {
     pub fn drain(&self) {
         let mut buf: u64 = 0;
         // SAFETY: reading 8 bytes from our non-blocking eventfd.
-        unsafe { libc::read(self.waker.fd.0, &mut buf as *mut u64 as *mut libc::c_void, 8) };
+        unsafe {
+            libc::read(
+                self.waker.fd.0,
+                &mut buf as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
     }
 
     /// Waits (latch + eventfd) until `poll` yields, or the worker must stop.
-    pub fn wait_for<T>(&self, pg: &Pg, mut poll: impl FnMut() -> Option<T>) -> Result<T, WorkerError> {
+    pub fn wait_for<T>(
+        &self,
+        pg: &Pg,
+        mut poll: impl FnMut() -> Option<T>,
+    ) -> Result<T, WorkerError> {
         let naptime = pg.guc_int("synchdb.naptime", 100);
         loop {
             self.drain();

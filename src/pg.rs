@@ -34,6 +34,9 @@ impl PgError {
 
 pub type Row = Vec<Option<String>>;
 
+/// Feeds COPY FROM: fills the buffer, returns the byte count (0 at the end).
+pub type CopyReader<'r> = dyn FnMut(&mut [u8], usize) -> Result<usize, String> + 'r;
+
 /// An open destination relation (see `rel_open`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelHandle(*mut c_void);
@@ -50,7 +53,12 @@ macro_rules! op {
     ($self:ident . $f:ident) => {
         match $self.ops.$f {
             Some(f) => f,
-            None => return Err(PgError::new(concat!("shim operation missing: ", stringify!($f)))),
+            None => {
+                return Err(PgError::new(concat!(
+                    "shim operation missing: ",
+                    stringify!($f)
+                )))
+            }
         }
     };
 }
@@ -109,7 +117,10 @@ impl<'a> Pg<'a> {
     }
 
     /// Runs `body` in a transaction: committed if it succeeds, aborted otherwise.
-    pub fn in_xact<T, E: From<PgError>>(&self, body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    pub fn in_xact<T, E: From<PgError>>(
+        &self,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         self.begin()?;
         match body() {
             Ok(v) => {
@@ -126,7 +137,12 @@ impl<'a> Pg<'a> {
         }
     }
 
-    fn spi(&self, sql: &str, params: &[Option<&str>], rows: Option<&mut Vec<Row>>) -> Result<u64, PgError> {
+    fn spi(
+        &self,
+        sql: &str,
+        params: &[Option<&str>],
+        rows: Option<&mut Vec<Row>>,
+    ) -> Result<u64, PgError> {
         let f = op!(self.spi_exec);
         let csql = cstring(sql)?;
         let cparams: Vec<Option<CString>> = params
@@ -145,7 +161,8 @@ impl<'a> Pg<'a> {
                 let row = (0..n.max(0) as usize)
                     .map(|i| {
                         let p = unsafe { *vals.add(i) };
-                        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+                        (!p.is_null())
+                            .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
                     })
                     .collect();
                 rows.push(row);
@@ -155,7 +172,14 @@ impl<'a> Pg<'a> {
             Some(r) => (Some(collect), r as *mut Vec<Row> as *mut c_void),
             None => (None, std::ptr::null_mut()),
         };
-        let rc = f(csql.as_ptr(), ptrs.len() as i32, ptrs.as_ptr(), cb, ctx, &mut processed);
+        let rc = f(
+            csql.as_ptr(),
+            ptrs.len() as i32,
+            ptrs.as_ptr(),
+            cb,
+            ctx,
+            &mut processed,
+        );
         self.check(rc)?;
         Ok(processed)
     }
@@ -180,18 +204,25 @@ impl<'a> Pg<'a> {
         table: &str,
         cols: &[String],
         freeze: bool,
-        read: &mut dyn FnMut(&mut [u8], usize) -> Result<usize, String>,
+        read: &mut CopyReader,
     ) -> Result<u64, PgError> {
         let f = op!(self.copy_from);
         let cs = cstring(schema)?;
         let ct = cstring(table)?;
         let ccols: Vec<CString> = cols.iter().map(|c| cstring(c)).collect::<Result<_, _>>()?;
         let ptrs: Vec<*const c_char> = ccols.iter().map(|c| c.as_ptr()).collect();
-        unsafe extern "C" fn trampoline(ctx: *mut c_void, buf: *mut c_char, minread: i32, maxread: i32) -> i32 {
+        unsafe extern "C" fn trampoline(
+            ctx: *mut c_void,
+            buf: *mut c_char,
+            minread: i32,
+            maxread: i32,
+        ) -> i32 {
             let r = catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: ctx is the &mut dyn FnMut below; buf has maxread bytes.
-                let read = unsafe { &mut *(ctx as *mut &mut dyn FnMut(&mut [u8], usize) -> Result<usize, String>) };
-                let out = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, maxread.max(0) as usize) };
+                let read = unsafe { &mut *(ctx as *mut &mut CopyReader) };
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(buf as *mut u8, maxread.max(0) as usize)
+                };
                 read(out, minread.max(0) as usize)
             }));
             match r {
@@ -206,7 +237,7 @@ impl<'a> Pg<'a> {
                 }
             }
         }
-        let mut ctx: &mut dyn FnMut(&mut [u8], usize) -> Result<usize, String> = read;
+        let mut ctx: &mut CopyReader = read;
         let cb: SdbCopyReadCb = Some(trampoline);
         let mut rows = 0u64;
         let rc = f(
@@ -244,7 +275,12 @@ impl<'a> Pg<'a> {
         self.check(f(h.0, vals.as_ptr(), vals.len() as i32))
     }
 
-    pub fn update(&self, h: RelHandle, old: Option<&[SdbValue]>, new: &[SdbValue]) -> Result<(), PgError> {
+    pub fn update(
+        &self,
+        h: RelHandle,
+        old: Option<&[SdbValue]>,
+        new: &[SdbValue],
+    ) -> Result<(), PgError> {
         let f = op!(self.apply_update);
         let oldp = old.map(|o| o.as_ptr()).unwrap_or(std::ptr::null());
         self.check(f(h.0, oldp, new.as_ptr(), new.len() as i32))
@@ -301,7 +337,9 @@ impl<'a> Pg<'a> {
     }
 
     pub fn guc_int(&self, name: &str, default: i64) -> i64 {
-        self.guc(name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+        self.guc(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
@@ -309,7 +347,9 @@ impl<'a> Pg<'a> {
             return std::path::PathBuf::from(".");
         }
         // SAFETY: DataDir is a NUL-terminated string for the life of the process.
-        let s = unsafe { CStr::from_ptr(self.ops.data_dir) }.to_string_lossy().into_owned();
+        let s = unsafe { CStr::from_ptr(self.ops.data_dir) }
+            .to_string_lossy()
+            .into_owned();
         std::path::PathBuf::from(s)
     }
 

@@ -25,12 +25,16 @@ impl std::error::Error for SecretError {}
 fn load_or_create_key(dir: &Path) -> Result<[u8; 32], SecretError> {
     let path = dir.join(KEY_FILE);
     if let Ok(bytes) = std::fs::read(&path) {
-        return bytes
-            .try_into()
-            .map_err(|_| SecretError(format!("key file {} is corrupt (expected 32 bytes)", path.display())));
+        return bytes.try_into().map_err(|_| {
+            SecretError(format!(
+                "key file {} is corrupt (expected 32 bytes)",
+                path.display()
+            ))
+        });
     }
     let mut key = [0u8; 32];
-    getrandom::getrandom(&mut key).map_err(|e| SecretError(format!("no random bytes for a key: {e}")))?;
+    getrandom::getrandom(&mut key)
+        .map_err(|e| SecretError(format!("no random bytes for a key: {e}")))?;
     let tmp = dir.join(format!("{KEY_FILE}.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -47,10 +51,14 @@ fn load_or_create_key(dir: &Path) -> Result<[u8; 32], SecretError> {
     match linked {
         Ok(()) => Ok(key),
         Err(_) => {
-            let bytes = std::fs::read(&path).map_err(|e| SecretError(format!("cannot read {}: {e}", path.display())))?;
-            bytes
-                .try_into()
-                .map_err(|_| SecretError(format!("key file {} is corrupt (expected 32 bytes)", path.display())))
+            let bytes = std::fs::read(&path)
+                .map_err(|e| SecretError(format!("cannot read {}: {e}", path.display())))?;
+            bytes.try_into().map_err(|_| {
+                SecretError(format!(
+                    "key file {} is corrupt (expected 32 bytes)",
+                    path.display()
+                ))
+            })
         }
     }
 }
@@ -60,7 +68,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -84,7 +92,8 @@ pub fn decrypt(dir: &Path, stored: &str) -> Result<String, SecretError> {
 fn encrypt_with(key: &[u8; 32], plain: &str) -> Result<String, SecretError> {
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
     let mut nonce = [0u8; 12];
-    getrandom::getrandom(&mut nonce).map_err(|e| SecretError(format!("no random bytes for a nonce: {e}")))?;
+    getrandom::getrandom(&mut nonce)
+        .map_err(|e| SecretError(format!("no random bytes for a nonce: {e}")))?;
     let ct = cipher
         .encrypt(Nonce::from_slice(&nonce), plain.as_bytes())
         .map_err(|_| SecretError("encryption failed".into()))?;
@@ -92,13 +101,17 @@ fn encrypt_with(key: &[u8; 32], plain: &str) -> Result<String, SecretError> {
 }
 
 fn decrypt_with(key: &[u8; 32], stored: &str) -> Result<String, SecretError> {
-    let bad = || SecretError("the stored source password cannot be decrypted (was synchdb_secret.key replaced?); set it again with synchdb_add_conninfo".into());
+    let bad = || {
+        SecretError("the stored source password cannot be decrypted (was synchdb_secret.key replaced?); set it again with synchdb_add_conninfo".into())
+    };
     let raw = unhex(&stored[PREFIX.len()..]).ok_or_else(bad)?;
     if raw.len() < 12 + 16 {
         return Err(bad());
     }
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let pt = cipher.decrypt(Nonce::from_slice(&raw[..12]), &raw[12..]).map_err(|_| bad())?;
+    let pt = cipher
+        .decrypt(Nonce::from_slice(&raw[..12]), &raw[12..])
+        .map_err(|_| bad())?;
     String::from_utf8(pt).map_err(|_| bad())
 }
 
@@ -113,7 +126,11 @@ mod tests {
         let enc = encrypt(&dir, "s3cr3t'pw").unwrap();
         assert!(enc.starts_with(PREFIX));
         assert!(!enc.contains("s3cr3t"));
-        assert_ne!(enc, encrypt(&dir, "s3cr3t'pw").unwrap(), "nonce must differ");
+        assert_ne!(
+            enc,
+            encrypt(&dir, "s3cr3t'pw").unwrap(),
+            "nonce must differ"
+        );
         assert_eq!(decrypt(&dir, &enc).unwrap(), "s3cr3t'pw");
         let mut tampered = enc.clone();
         tampered.pop();

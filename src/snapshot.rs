@@ -50,7 +50,10 @@ pub struct SnapshotResult {
 /// Checks that the source can do logical decoding, before anything is created.
 pub async fn check_source(repl: &mut ReplConnection, p: &ConnParams) -> Result<(), WorkerError> {
     let rows = repl.simple_query("SHOW wal_level").await?;
-    let level = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+    let level = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
     if level != "logical" {
         return Err(WorkerError::Config(format!(
             "source server at {}:{} has wal_level = {level}; logical replication needs wal_level = logical \
@@ -69,12 +72,19 @@ async fn prepare(
 ) -> Result<Prepared, WorkerError> {
     let mut repl = ReplConnection::connect(&params).await?;
     check_source(&mut repl, &params).await?;
-    let client = source::connect(&params).await.map_err(WorkerError::Source)?;
+    let client = source::connect(&params)
+        .await
+        .map_err(WorkerError::Source)?;
     let srcerr = |what: &str, e: tokio_postgres::Error| {
-        WorkerError::Source(format!("{what} on the source failed: {}", source::pg_error_text(&params, &e)))
+        WorkerError::Source(format!(
+            "{what} on the source failed: {}",
+            source::pg_error_text(&params, &e)
+        ))
     };
     // The tables to publish, outside the snapshot; they are read again inside it.
-    let tables = source::read_catalog(&client, &cfg).await.map_err(WorkerError::Config)?;
+    let tables = source::read_catalog(&client, &cfg)
+        .await
+        .map_err(WorkerError::Config)?;
     // A slot left by an earlier, unfinished snapshot is useless: its snapshot is gone.
     client
         .execute(
@@ -83,7 +93,10 @@ async fn prepare(
         )
         .await
         .map_err(|e| srcerr("dropping an old replication slot", e))?;
-    let mut pubsql = format!("DROP PUBLICATION IF EXISTS {pq}; CREATE PUBLICATION {pq}", pq = quote_ident(&publication));
+    let mut pubsql = format!(
+        "DROP PUBLICATION IF EXISTS {pq}; CREATE PUBLICATION {pq}",
+        pq = quote_ident(&publication)
+    );
     if !tables.is_empty() {
         let list: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
         pubsql.push_str(&format!(" FOR TABLE {}", list.join(", ")));
@@ -95,9 +108,9 @@ async fn prepare(
     // The publication must exist before the slot: pgoutput reads it as of the WAL
     // position it decodes.
     let info = repl.create_logical_slot(&slot).await?;
-    let snapshot = info
-        .snapshot_name
-        .ok_or_else(|| WorkerError::Source("the source did not export a snapshot for the new slot".into()))?;
+    let snapshot = info.snapshot_name.ok_or_else(|| {
+        WorkerError::Source("the source did not export a snapshot for the new slot".into())
+    })?;
     client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -105,7 +118,9 @@ async fn prepare(
         ))
         .await
         .map_err(|e| srcerr("importing the snapshot", e))?;
-    let tables = source::read_catalog(&client, &cfg).await.map_err(WorkerError::Config)?;
+    let tables = source::read_catalog(&client, &cfg)
+        .await
+        .map_err(WorkerError::Config)?;
     Ok(Prepared {
         repl,
         client: Arc::new(client),
@@ -161,7 +176,13 @@ async fn copy_out(
     // dropping tx tells the reader that the data is complete
 }
 
-fn copy_table(pg: &Pg, net: &Net, client: &Arc<Client>, dest_schema: &str, t: &SourceTable) -> Result<u64, WorkerError> {
+fn copy_table(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    dest_schema: &str,
+    t: &SourceTable,
+) -> Result<u64, WorkerError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let sql = format!("COPY {} ({}) TO STDOUT", t.qualified(), t.column_list());
     net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?;
@@ -197,7 +218,14 @@ fn copy_table(pg: &Pg, net: &Net, client: &Arc<Client>, dest_schema: &str, t: &S
     if let Some(e) = stop {
         return Err(e);
     }
-    r.ctx(|| format!("copying rows of {} into {}.{}", t.qualified(), quote_ident(dest_schema), quote_ident(&t.name)))
+    r.ctx(|| {
+        format!(
+            "copying rows of {} into {}.{}",
+            t.qualified(),
+            quote_ident(dest_schema),
+            quote_ident(&t.name)
+        )
+    })
 }
 
 /// Runs the snapshot; on success the destination has the tables (and rows when
@@ -213,7 +241,12 @@ pub fn run(
 ) -> Result<SnapshotResult, WorkerError> {
     let prepared = net.call(
         pg,
-        prepare(cfg.clone(), params.clone(), slot.to_string(), publication.to_string()),
+        prepare(
+            cfg.clone(),
+            params.clone(),
+            slot.to_string(),
+            publication.to_string(),
+        ),
     )??;
     let Prepared {
         repl,

@@ -97,7 +97,10 @@ pub async fn connect(p: &ConnParams) -> Result<Client, String> {
 
 /// The tables the connector replicates, with their columns and keys, read in the
 /// current transaction (the exported snapshot when called from the snapshot).
-pub async fn read_catalog(client: &Client, cfg: &ConnectorConfig) -> Result<Vec<SourceTable>, String> {
+pub async fn read_catalog(
+    client: &Client,
+    cfg: &ConnectorConfig,
+) -> Result<Vec<SourceTable>, String> {
     let err = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) => format!("reading the source catalog failed: {}", db.message()),
         None => format!("reading the source catalog failed: {e}"),
@@ -152,10 +155,17 @@ pub async fn read_catalog(client: &Client, cfg: &ConnectorConfig) -> Result<Vec<
 
     let oids = format!(
         "'{{{}}}'::oid[]",
-        tables.iter().map(|t| t.oid.to_string()).collect::<Vec<_>>().join(",")
+        tables
+            .iter()
+            .map(|t| t.oid.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     // Domains become their base type and enums text: the destination may not have
-    // them. A default is kept only when it is a constant (a folded CONST node).
+    // them. A default is kept only when it is constant: PostgreSQL stores defaults
+    // unfolded, so we accept expressions that call only immutable functions and
+    // read no column, parameter, subquery or session value (now(), nextval() and
+    // CURRENT_USER are left out).
     let cols = client
         .query(
             &format!(
@@ -164,8 +174,12 @@ pub async fn read_catalog(client: &Client, cfg: &ConnectorConfig) -> Result<Vec<
                              WHEN t.typtype = 'e' THEN 'text'
                              ELSE format_type(a.atttypid, a.atttypmod) END,
                         a.attnotnull,
-                        CASE WHEN d.adbin IS NOT NULL AND d.adbin::text LIKE '{{CONST %'
-                                  AND t.typtype NOT IN ('d', 'e')
+                        CASE WHEN d.adbin IS NOT NULL AND t.typtype NOT IN ('d', 'e')
+                                  AND d.adbin::text !~ '\\{{(VAR|PARAM|SUBLINK|SQLVALUEFUNCTION|NEXTVALUEEXPR|CURRENTOFEXPR) '
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM regexp_matches(d.adbin::text, ':(?:funcid|opfuncid) (\\d+)', 'g') AS f(m)
+                                      JOIN pg_proc p ON p.oid = f.m[1]::oid
+                                     WHERE p.provolatile <> 'i')
                              THEN pg_get_expr(d.adbin, d.adrelid) END
                    FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid

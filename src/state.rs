@@ -92,9 +92,7 @@ fn slot(idx: i32) -> Option<&'static Slot> {
     }
     let b = BASE.load(Ordering::Acquire);
     // SAFETY: idx is in range; slots follow the header.
-    Some(unsafe {
-        &*((b.add(std::mem::size_of::<Header>()) as *const Slot).add(idx as usize))
-    })
+    Some(unsafe { &*((b.add(std::mem::size_of::<Header>()) as *const Slot).add(idx as usize)) })
 }
 
 pub fn slot_count() -> u32 {
@@ -205,14 +203,18 @@ pub fn find(dboid: u32, name: &str) -> Option<usize> {
 pub fn acquire(dboid: u32, name: &str) -> Result<usize, String> {
     let h = header().ok_or("synchdb shared memory is not initialised")?;
     if name.len() >= NAME_LEN {
-        return Err(format!("connector name \"{name}\" is longer than {} bytes", NAME_LEN - 1));
+        return Err(format!(
+            "connector name \"{name}\" is longer than {} bytes",
+            NAME_LEN - 1
+        ));
     }
     spin_lock(&h.claim_lock);
     let r = (|| {
         let n = h.nslots as i32;
         let mut running = 0;
         let mut chosen = None;
-        let mut reusable = None;
+        let mut free = None;
+        let mut stale = None;
         for i in 0..n {
             let Some(s) = slot(i) else { continue };
             let pid = s.pid.load(Ordering::Acquire);
@@ -230,14 +232,15 @@ pub fn acquire(dboid: u32, name: &str) -> Result<usize, String> {
                     });
                 }
                 chosen = Some(i);
-            } else if !used && chosen.is_none() && reusable.is_none() {
-                reusable = Some(i);
-            } else if used && !alive && reusable.is_none() {
-                // a stopped connector's slot only keeps its last error for display
-                reusable = Some(i);
+            } else if !used && free.is_none() {
+                free = Some(i);
+            } else if used && !alive && stale.is_none() {
+                // a stopped connector's slot only keeps its last error for display:
+                // taken only when no slot is free
+                stale = Some(i);
             }
         }
-        let idx = chosen.or(reusable).ok_or_else(|| {
+        let idx = chosen.or(free).or(stale).ok_or_else(|| {
             format!(
                 "cannot start connector \"{name}\": all {n} connector slots are in use ({running} running); \
                  stop a connector or raise synchdb.max_connector_workers"
@@ -276,7 +279,9 @@ pub fn release(dboid: u32, name: &str) {
 }
 
 pub fn pid_of(idx: i32) -> i32 {
-    slot(idx).map(|s| s.pid.load(Ordering::Acquire)).unwrap_or(0)
+    slot(idx)
+        .map(|s| s.pid.load(Ordering::Acquire))
+        .unwrap_or(0)
 }
 
 pub fn set_pid(idx: i32, pid: i32) {
@@ -284,7 +289,9 @@ pub fn set_pid(idx: i32, pid: i32) {
         // the worker may have exited already: never resurrect it
         let _ = s
             .pid
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| (cur != 0).then_some(pid));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur != 0).then_some(pid)
+            });
     }
 }
 
@@ -326,9 +333,9 @@ pub fn offset_of(idx: i32) -> String {
 }
 
 /// Fills a view row from slot `idx` if it belongs to database `dboid`.
-pub fn read_row(idx: i32, dboid: u32, row: *mut SdbStateRow) -> bool {
+pub fn read_row(idx: i32, dboid: u32, row: &mut SdbStateRow) -> bool {
     let Some(s) = slot(idx) else { return false };
-    if row.is_null() || s.used.load(Ordering::Acquire) != 1 || s.dboid.load(Ordering::Acquire) != dboid {
+    if s.used.load(Ordering::Acquire) != 1 || s.dboid.load(Ordering::Acquire) != dboid {
         return false;
     }
     let [name, stage, state, err, offset] = read_fields(s);
@@ -336,8 +343,6 @@ pub fn read_row(idx: i32, dboid: u32, row: *mut SdbStateRow) -> bool {
         return false;
     }
     let pid = s.pid.load(Ordering::Acquire);
-    // SAFETY: the caller passes a writable row.
-    let row = unsafe { &mut *row };
     let put = |dst: &mut [std::ffi::c_char], src: &[u8]| {
         let n = src.len().min(dst.len() - 1);
         for (d, s) in dst.iter_mut().zip(src[..n].iter()) {
@@ -367,9 +372,13 @@ mod tests {
         assert_eq!(find(1, "pgconn"), Some(i as usize));
         assert_eq!(find(2, "pgconn"), None);
         // pid -1 = starting: a second start is refused
-        assert!(acquire(1, "pgconn").unwrap_err().contains("already starting"));
+        assert!(acquire(1, "pgconn")
+            .unwrap_err()
+            .contains("already starting"));
         set_pid(i, std::process::id() as i32);
-        assert!(acquire(1, "pgconn").unwrap_err().contains("already running"));
+        assert!(acquire(1, "pgconn")
+            .unwrap_err()
+            .contains("already running"));
         set_stage(i, STAGE_SNAPSHOT);
         set_state(i, STATE_POLLING);
         set_offset(i, crate::offset::NOT_FLUSHED);
@@ -377,7 +386,11 @@ mod tests {
         assert!(read_row(i, 1, &mut row));
         assert!(!read_row(i, 2, &mut row));
         let text = |a: &[std::ffi::c_char]| {
-            let b: Vec<u8> = a.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            let b: Vec<u8> = a
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
             String::from_utf8(b).unwrap()
         };
         assert_eq!(text(&row.name), "pgconn");
@@ -387,6 +400,14 @@ mod tests {
         assert_eq!(text(&row.offset), crate::offset::NOT_FLUSHED);
         worker_exited(i);
         assert_eq!(pid_of(i), 0);
+        set_error(i, "boom");
+        // another connector takes a free slot, not the stopped one's
+        let j = acquire(1, "other").expect("claim other") as i32;
+        assert_ne!(i, j);
+        assert!(read_row(i, 1, &mut row));
+        assert_eq!(text(&row.err), "boom");
+        worker_exited(j);
+        release(1, "other");
         // a stopped connector can start again in the same slot
         assert_eq!(acquire(1, "pgconn").unwrap() as i32, i);
         release(1, "pgconn");

@@ -55,13 +55,17 @@ pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
 
 fn load_config(pg: &Pg, name: &str) -> Result<ConnectorConfig, WorkerError> {
     let rows = pg.in_xact(|| {
-        pg.query("SELECT data::text FROM synchdb_conninfo WHERE name = $1", &[Some(name)])
-            .ctx(|| "reading synchdb_conninfo".into())
+        pg.query(
+            "SELECT data::text FROM synchdb_conninfo WHERE name = $1",
+            &[Some(name)],
+        )
+        .ctx(|| "reading synchdb_conninfo".into())
     })?;
-    let json = rows
-        .first()
-        .and_then(|r| r[0].clone())
-        .ok_or_else(|| WorkerError::Config(format!("connector \"{name}\" does not exist in synchdb_conninfo")))?;
+    let json = rows.first().and_then(|r| r[0].clone()).ok_or_else(|| {
+        WorkerError::Config(format!(
+            "connector \"{name}\" does not exist in synchdb_conninfo"
+        ))
+    })?;
     ConnectorConfig::from_json(name, &json).map_err(WorkerError::Config)
 }
 
@@ -69,7 +73,8 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     let mode = Mode::parse(mode).map_err(WorkerError::Config)?;
     let cfg = load_config(pg, name)?;
     let ids = pg.local_ids();
-    let password = crate::secret::decrypt(&pg.data_dir(), &cfg.pwd).map_err(|e| WorkerError::Config(e.to_string()))?;
+    let password = crate::secret::decrypt(&pg.data_dir(), &cfg.pwd)
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
     let params = crate::source::conn_params(&cfg, &password);
     let slot_name = config::slot_name(&ids, name);
     let publication = config::publication_name(&ids, name);
@@ -78,11 +83,15 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     // Applied changes must not fire ordinary triggers (they fired on the source);
     // durability is asked for explicitly before we confirm a position.
     let progress = pg.in_xact(|| -> Result<u64, WorkerError> {
-        pg.exec("SELECT set_config('session_replication_role', 'replica', false)", &[])
-            .ctx(|| "setting session_replication_role".into())?;
+        pg.exec(
+            "SELECT set_config('session_replication_role', 'replica', false)",
+            &[],
+        )
+        .ctx(|| "setting session_replication_role".into())?;
         pg.exec("SELECT set_config('synchronous_commit', 'off', false)", &[])
             .ctx(|| "setting synchronous_commit".into())?;
-        pg.origin_setup(&origin).ctx(|| format!("setting up replication origin {origin}"))?;
+        pg.origin_setup(&origin)
+            .ctx(|| format!("setting up replication origin {origin}"))?;
         Ok(pg.origin_progress(false)?)
     })?;
 
@@ -115,7 +124,15 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         state::set_stage(slot, state::STAGE_SNAPSHOT);
         state::set_offset(slot, NOT_FLUSHED);
         state::set_state(slot, state::STATE_POLLING);
-        let r = crate::snapshot::run(pg, &net, &cfg, &params, &slot_name, &publication, mode != Mode::NoData)?;
+        let r = crate::snapshot::run(
+            pg,
+            &net,
+            &cfg,
+            &params,
+            &slot_name,
+            &publication,
+            mode != Mode::NoData,
+        )?;
         pg.log(
             LOG_LOG,
             &format!(
@@ -132,7 +149,12 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     };
     state::set_state(slot, state::STATE_POLLING);
     let mut applier = Applier::new(pg, &net, slot, &cfg, has_position);
-    applier.run(&params, &slot_name, &publication, start_lsn)
+    applier.run(crate::apply::StreamTarget {
+        params,
+        slot: slot_name,
+        publication,
+        start_lsn,
+    })
 }
 
 /// `initial_only`: nothing to stream; stay visible until stopped, as SynchDB does.

@@ -1,0 +1,26 @@
+-- Shared by the tests that run in contrib_regression: the extension and a bounded
+-- polling wait (never a fixed sleep).
+CREATE EXTENSION synchdb;
+CREATE FUNCTION synchdb_test_wait(q text, secs int DEFAULT 90) RETURNS bool
+LANGUAGE plpgsql AS $$
+DECLARE
+    ok bool;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
+BEGIN
+    LOOP
+        BEGIN
+            EXECUTE q INTO ok;
+        EXCEPTION WHEN undefined_table OR invalid_schema_name THEN
+            ok := false;
+        END;
+        IF ok THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'timed out after % s waiting for: %', secs, q;
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT count(*) FROM synchdb_conninfo;
+SELECT * FROM synchdb_state_view;
