@@ -384,28 +384,25 @@ impl<'a> Applier<'a> {
                 self.relation(rel_id, &namespace, &name, columns)?;
             }
             LogicalMessage::Insert { rel_id, new, .. } => {
+                let pg = self.pg;
                 let m = self.rel(rel_id)?;
                 fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
-                let (h, dest) = (m.handle, m.dest.clone());
-                self.pg
-                    .insert(h, &self.rels[&rel_id].new_buf)
-                    .ctx(|| format!("applying an INSERT into {dest}"))?;
+                pg.insert(m.handle, &m.new_buf)
+                    .ctx(|| format!("applying an INSERT into {}", m.dest))?;
                 self.changed(lsn, MessageType::Insert);
             }
             LogicalMessage::Update {
                 rel_id, old, new, ..
             } => {
+                let pg = self.pg;
                 let m = self.rel(rel_id)?;
                 fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
                 if let Some((_, oldv)) = &old {
                     fill(&mut m.old_buf, &m.from_source, oldv).map_err(WorkerError::Internal)?;
                 }
-                let (h, dest) = (m.handle, m.dest.clone());
-                let m = &self.rels[&rel_id];
                 let oldp = old.as_ref().map(|_| m.old_buf.as_slice());
-                self.pg
-                    .update(h, oldp, &m.new_buf)
-                    .ctx(|| format!("applying an UPDATE to {dest}"))?;
+                pg.update(m.handle, oldp, &m.new_buf)
+                    .ctx(|| format!("applying an UPDATE to {}", m.dest))?;
                 self.changed(lsn, MessageType::Update);
             }
             LogicalMessage::Delete {
@@ -413,12 +410,11 @@ impl<'a> Applier<'a> {
                 old: (_, oldv),
                 ..
             } => {
+                let pg = self.pg;
                 let m = self.rel(rel_id)?;
                 fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
-                let (h, dest) = (m.handle, m.dest.clone());
-                self.pg
-                    .delete(h, &self.rels[&rel_id].old_buf)
-                    .ctx(|| format!("applying a DELETE to {dest}"))?;
+                pg.delete(m.handle, &m.old_buf)
+                    .ctx(|| format!("applying a DELETE to {}", m.dest))?;
                 self.changed(lsn, MessageType::Delete);
             }
             LogicalMessage::Truncate {

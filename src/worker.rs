@@ -44,6 +44,11 @@ pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
             pg.log(LOG_LOG, &format!("connector {name}: stopped"));
             0
         }
+        // a stop request cancels whatever PostgreSQL was doing: that is no error
+        Err(_) if pg.should_exit() => {
+            pg.log(LOG_LOG, &format!("connector {name}: stopped"));
+            0
+        }
         Err(e) => {
             let msg = e.to_string();
             state::set_error(slot, &msg);
