@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR/..
+# regress/run.sh 15|18 [test ...] — builds and installs synchdb for one
+# PostgreSQL major version, starts the two clusters the regression tests talk
+# to, and runs pg_regress against the first one.
+#
+#   main       port 55415 (PG15) / 55418 (PG18): wal_level=logical,
+#              shared_preload_libraries=synchdb; it is both the source
+#              (role synchdb_src, password-checked) and the destination
+#   nological  port 55515 / 55518: wal_level=replica, same pg_hba.conf,
+#              for the tests of "source cannot do logical decoding" errors
+#
+# The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_SRC_USER and
+# SYNCHDB_SRC_PASSWORD in their environment (read them with psql's \getenv).
+# Tests come from regress/schedule, or from the command line when given.
+#
+# Environment knobs:
+#   SYNCHDB_SKIP_BUILD=1        use what is installed, skip make/make install
+#   SYNCHDB_KEEP_TMP=1          keep the temp dir (data dirs, logs, results)
+#   SYNCHDB_REGRESS_TIMEOUT=s   pg_regress wall-clock limit (default 1200)
+#   SYNCHDB_REGRESS_COUNTS=f    write "<passed> <failed>" there (scripts/test.sh)
+#   SYNCHDB_EXTRA_CONF=lines    appended to both clusters' postgresql.conf
+#                               (e.g. "log_min_messages = debug1")
+#
+# Exit status: 0 only if the build, both clusters and every test succeeded.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/pgenv.sh
+. "$REPO/scripts/pgenv.sh"
+
+VER=${1:-}
+case $VER in
+15 | 18) shift ;;
+*)
+    echo "usage: $0 15|18 [test ...]" >&2
+    exit 2
+    ;;
+esac
+# shellcheck disable=SC2034  # log prefix used by pgenv.sh
+PGENV_TAG="regress PG$VER"
+MAIN_PORT=554$VER
+NOLOGICAL_PORT=555$VER
+SRC_USER=synchdb_src
+SRC_PASSWORD=synchdb_pw
+TIMEOUT=${SYNCHDB_REGRESS_TIMEOUT:-1200}
+COUNTS_FILE=${SYNCHDB_REGRESS_COUNTS:-}
+
+ensure_cargo_path
+ensure_test_user
+PG_CONFIG=$(pg_config_for "$VER")
+BINDIR=$("$PG_CONFIG" --bindir)
+PG_REGRESS=$(pg_regress_for "$PG_CONFIG")
+
+# All state of this run lives in one fresh directory owned by the test user:
+# data dirs, sockets, server logs, a copy of regress/ (the repo may sit in a
+# directory the test user cannot read, e.g. under /root) and the results.
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/synchdb-regress$VER.XXXXXX")
+chmod 755 "$WORK"
+if [[ ${SYNCHDB_KEEP_TMP:-0} == 1 ]]; then
+    pgenv_on_exit "pgenv_log 'kept $WORK'"
+else
+    pgenv_on_exit "rm -rf $(printf '%q' "$WORK")"
+fi
+[[ $EUID -eq 0 ]] && chown "$PGENV_TEST_USER" "$WORK"
+
+# Results are reported through the counts file even when we die early, so
+# the caller never mistakes a crash for "no tests".
+PASSED=0
+FAILED=0
+write_counts() {
+    [[ -n $COUNTS_FILE ]] && printf '%s %s\n' "$PASSED" "$FAILED" >"$COUNTS_FILE"
+    return 0
+}
+# shellcheck disable=SC2016  # expanded when the hook runs
+pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 && $FAILED -eq 0 ]]; then FAILED=1; fi; write_counts'
+
+# ---------------------------------------------------------------------------
+# Build and install
+# ---------------------------------------------------------------------------
+if [[ ${SYNCHDB_SKIP_BUILD:-0} == 1 ]]; then
+    pgenv_log "SYNCHDB_SKIP_BUILD=1: using the installed extension"
+else
+    pgenv_log "building with $PG_CONFIG (log: $WORK/build.log)"
+    # Output goes to a log to keep CI output readable; shown on failure.
+    if ! { make -C "$REPO" PG_CONFIG="$PG_CONFIG" &&
+        make -C "$REPO" PG_CONFIG="$PG_CONFIG" install; } >"$WORK/build.log" 2>&1; then
+        echo "===== last 150 lines of the build log ====="
+        tail -n 150 "$WORK/build.log"
+        pgenv_die "build/install for PG$VER failed"
+    fi
+    pgenv_log "installed into $("$PG_CONFIG" --pkglibdir)"
+fi
+
+# ---------------------------------------------------------------------------
+# Clusters
+# ---------------------------------------------------------------------------
+MAIN=$WORK/main
+NOLOGICAL=$WORK/nological
+
+# From here on, any failure shows the tails of both server logs. Hooks run
+# last-registered-first, so this runs right after the clusters (registered
+# below) have been stopped and the logs are complete.
+# shellcheck disable=SC2016  # expanded when the hook runs
+pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$MAIN" "$NOLOGICAL"; fi'
+
+COMMON_CONF="max_replication_slots = 20
+max_wal_senders = 20
+max_worker_processes = 32
+password_encryption = 'scram-sha-256'
+log_min_messages = info
+${SYNCHDB_EXTRA_CONF:-}"
+
+PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$MAIN" "$MAIN_PORT" <<EOF
+wal_level = logical
+shared_preload_libraries = 'synchdb'
+$COMMON_CONF
+EOF
+PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$NOLOGICAL" "$NOLOGICAL_PORT" <<EOF
+wal_level = replica
+$COMMON_CONF
+EOF
+
+# The source role exists on both clusters so that connecting to "nological"
+# gets past authentication and fails on wal_level, which is what tests check.
+for port in "$MAIN_PORT" "$NOLOGICAL_PORT"; do
+    "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U "$PGENV_SUPERUSER" -d postgres \
+        -c "SET password_encryption = 'scram-sha-256'" \
+        -c "CREATE ROLE $SRC_USER LOGIN REPLICATION SUPERUSER PASSWORD '$SRC_PASSWORD'" </dev/null
+done
+# --use-existing makes pg_regress neither drop nor create its database, so
+# create it here (the cluster is fresh; template0 as pg_regress would).
+"$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$MAIN_PORT" -U "$PGENV_SUPERUSER" -d postgres \
+    -c "CREATE DATABASE contrib_regression TEMPLATE template0" </dev/null
+# Check the scram line of pg_hba.conf works before blaming the extension.
+PGPASSWORD=$SRC_PASSWORD "$BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$MAIN_PORT" \
+    -U "$SRC_USER" -d postgres -c "SELECT 1" </dev/null >/dev/null ||
+    pgenv_die "password login as $SRC_USER failed"
+
+# ---------------------------------------------------------------------------
+# pg_regress
+# ---------------------------------------------------------------------------
+cp -r "$REPO/regress" "$WORK/regress"
+mkdir -p "$WORK/out"
+[[ $EUID -eq 0 ]] && chown -R "$PGENV_TEST_USER" "$WORK/regress" "$WORK/out"
+
+if (($# > 0)); then
+    TESTS=("$@")
+else
+    [[ -f $WORK/regress/schedule ]] || pgenv_die "regress/schedule is missing"
+    TESTS=(--schedule="$WORK/regress/schedule")
+fi
+
+pgenv_log "pg_regress on 127.0.0.1:$MAIN_PORT (timeout ${TIMEOUT}s)"
+regress_rc=0
+# --bindir: pg_regress would otherwise look for psql in the directory the
+# install was configured for, which is wrong for the relocated PG18 copy.
+# timeout: a hung test must not hang CI; -k kills it if TERM is ignored.
+as_test_user env \
+    SYNCHDB_PORT="$MAIN_PORT" \
+    SYNCHDB_NOLOGICAL_PORT="$NOLOGICAL_PORT" \
+    SYNCHDB_SRC_USER="$SRC_USER" \
+    SYNCHDB_SRC_PASSWORD="$SRC_PASSWORD" \
+    timeout -k 30 "$TIMEOUT" \
+    "$PG_REGRESS" \
+    --use-existing \
+    --host=127.0.0.1 --port="$MAIN_PORT" --user="$PGENV_SUPERUSER" \
+    --bindir="$BINDIR" \
+    --inputdir="$WORK/regress" --outputdir="$WORK/out" \
+    --dbname=contrib_regression \
+    "${TESTS[@]}" </dev/null 2>&1 | tee "$WORK/out/pg_regress.log" || regress_rc=$?
+[[ $regress_rc -eq 124 ]] && pgenv_log "pg_regress timed out after ${TIMEOUT}s"
+
+# Count individual tests. Two output formats:
+#   PG15:   "test smoke    ... ok   12 ms"   (in parallel groups: "     smoke ... ok")
+#           "test smoke    ... FAILED"       "... failed (ignored)"
+#   PG16+:  "ok 1         - smoke   12 ms"   "not ok 2     + other   5 ms"
+PASSED=$(grep -cE '^(ok [0-9]+ +[-+] |(test )? *[^ ]+ +\.\.\. ok( |$))' "$WORK/out/pg_regress.log" || true)
+FAILED=$(grep -cE '^(not ok [0-9]+ +[-+] |(test )? *[^ ]+ +\.\.\. (FAILED|failed))' "$WORK/out/pg_regress.log" || true)
+
+# A crashed backend or worker can leave every test green (e.g. a panic that
+# aborts a background worker after the test finished). Count it as a failure.
+if grep -E 'terminated by signal (4|6|7|8|11)|PANIC:' "$(pgenv_server_log "$MAIN")" \
+    "$(pgenv_server_log "$NOLOGICAL")" >"$WORK/crashes.txt" 2>/dev/null; then
+    pgenv_log "server crash in the logs:"
+    head -n 20 "$WORK/crashes.txt"
+    FAILED=$((FAILED + 1))
+fi
+
+if [[ $regress_rc -ne 0 && $FAILED -eq 0 ]]; then
+    FAILED=1 # pg_regress itself failed (timeout, bad schedule, ...)
+fi
+
+if [[ $FAILED -ne 0 ]]; then
+    if [[ -s $WORK/out/regression.diffs ]]; then
+        echo "===== regression.diffs (first 300 lines) ====="
+        head -n 300 "$WORK/out/regression.diffs"
+    fi
+    pgenv_log "PG$VER regression: $PASSED ok, $FAILED failed"
+    exit 1
+fi
+pgenv_log "PG$VER regression: $PASSED ok, 0 failed"
