@@ -1,0 +1,793 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR/..
+# bench/run.sh [15|18] [--quick] — synchdb vs PostgreSQL's built-in logical
+# replication, side by side, on the same data, in one run.
+#
+# Layout (all on 127.0.0.1, throwaway clusters under $TMPDIR/synchdb-bench.*):
+#   source       port 55470  wal_level=logical, database "benchsrc"
+#   destination  port 55471  shared_preload_libraries=synchdb, two databases:
+#                  dst_synchdb  CREATE EXTENSION synchdb; connector "benchconn"
+#                               (tables land in schema benchsrc)
+#                  dst_builtin  CREATE SUBSCRIPTION bench_sub (tables in public)
+#   Both replicas live in the same destination cluster, so they run with
+#   exactly the same server settings.
+#
+# Method: ONE AFTER THE OTHER on identical data. A 2-core machine cannot run
+# a source workload and two appliers at once without them stealing CPU from
+# each other, so every measurement has one replica working alone:
+#   1. initial copy: synchdb's snapshot, then CREATE SUBSCRIPTION (copy_data
+#      defaults to true); the source does not change in between.
+#   2./3. CDC: both replicas are paused (synchdb_stop_engine_bgw /
+#      ALTER SUBSCRIPTION ... DISABLE; their slots keep the WAL), the workload
+#      runs on the source, a marker row is committed last, then each replica
+#      is resumed alone and timed until the marker row is visible on its
+#      destination (everything before it was applied, in commit order) and
+#      until its slot's confirmed_flush_lsn reaches the source's
+#      pg_current_wal_lsn() taken after the marker. Both replicas decode and
+#      apply the very same WAL. The order alternates between scenarios.
+#   After each replica caught up, its tables are compared with the source.
+#
+# Peak memory of the applying process (synchdb's background worker, the
+# built-in apply worker) is sampled from /proc/<pid>/status (VmRSS = what
+# `ps -o rss` shows, plus RssAnon = private memory without the shared buffers
+# it touched) at every poll (4 per second), along with its CPU time.
+#
+# --quick scales everything down ~10x (smoke run). Nothing here is a
+# pass/fail threshold: the script prints ratios. It exits non-zero only if
+# the setup itself fails; a failing replica is reported in the table.
+set -euo pipefail
+export LC_ALL=C
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/pgenv.sh
+. "$REPO/scripts/pgenv.sh"
+# shellcheck disable=SC2034  # log prefix used by pgenv.sh
+PGENV_TAG="bench"
+
+usage() { sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; }
+
+PGVER=18
+QUICK=0
+for arg in "$@"; do
+    case $arg in
+    15 | 18) PGVER=$arg ;;
+    --quick) QUICK=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        usage >&2
+        pgenv_die "unknown argument '$arg'"
+        ;;
+    esac
+done
+
+SRC_PORT=55470
+DST_PORT=55471
+SRC_DB=benchsrc          # synchdb puts its tables in schema "benchsrc"
+DST_SDB=dst_synchdb
+DST_BI=dst_builtin
+CONN=benchconn
+SUB=bench_sub
+PUB=bench_pub
+SRC_USER=synchdb_src     # matches the scram line of PGENV_SYNCHDB_HBA
+SRC_PASSWORD=bench_pw
+CLIENTS=4
+THREADS=2
+POLL=0.25                # seconds between polls (and memory samples)
+
+if [[ $QUICK -eq 1 ]]; then
+    RUN_KIND="quick run (--quick, ~10x smaller)"
+    SCALE=1
+    MIXED_ROWS=50000
+    TPCB_SECS=3
+    INS_TOTAL=50000
+    WAIT_COPY=240
+    WAIT_CDC=240
+else
+    RUN_KIND="full run"
+    SCALE=10
+    MIXED_ROWS=500000
+    TPCB_SECS=30
+    INS_TOTAL=500000
+    WAIT_COPY=420
+    WAIT_CDC=420
+fi
+INS_PER_CLIENT=$((INS_TOTAL / CLIENTS))
+INS_TOTAL=$((INS_PER_CLIENT * CLIENTS))
+WAIT_STOP=90
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+PG_CONFIG=$(pg_config_for "$PGVER")
+BINDIR=$("$PG_CONFIG" --bindir)
+[[ -f "$("$PG_CONFIG" --pkglibdir)/synchdb.so" ]] ||
+    pgenv_die "synchdb is not installed for PostgreSQL $PGVER ($("$PG_CONFIG" --pkglibdir)/synchdb.so missing)"
+[[ -x $BINDIR/pgbench ]] || pgenv_die "no pgbench in $BINDIR"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/synchdb-bench.XXXXXX")
+chmod 755 "$WORK"
+if [[ ${SYNCHDB_KEEP_TMP:-0} == 1 ]]; then
+    pgenv_on_exit "pgenv_log 'kept $WORK'"
+else
+    pgenv_on_exit "rm -rf $(printf '%q' "$WORK")"
+fi
+ensure_test_user
+[[ $EUID -ne 0 ]] || chown "$PGENV_TEST_USER" "$WORK"
+SRC_DATA=$WORK/source
+DST_DATA=$WORK/dest
+SRC_LOG=$(pgenv_server_log "$SRC_DATA")
+DST_LOG=$(pgenv_server_log "$DST_DATA")
+# On a setup failure show what the servers said (runs after they stopped).
+# shellcheck disable=SC2016  # expanded when the hook runs
+pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$SRC_DATA" "$DST_DATA" >&2; fi'
+
+# Same settings on every cluster (the destination adds synchdb). fsync=off
+# and full_page_writes=off come from pgenv.sh (throwaway clusters). Autovacuum
+# is off so it cannot kick in during one replica's measurement and not the
+# other's; the script runs VACUUM ANALYZE itself between phases, untimed.
+COMMON_CONF="wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+max_worker_processes = 16
+shared_buffers = 1GB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+autovacuum = off
+password_encryption = 'scram-sha-256'"
+
+log "PostgreSQL $PGVER ($BINDIR), $RUN_KIND, work dir $WORK"
+PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$SRC_DATA" "$SRC_PORT" <<<"$COMMON_CONF"
+PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$DST_DATA" "$DST_PORT" <<EOF
+$COMMON_CONF
+shared_preload_libraries = 'synchdb'
+EOF
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+# sql PORT DB SQL — unaligned, tuples only, '|' between columns; SQL is
+# sent as a script, so each statement is its own transaction
+sql() {
+    printf '%s\n' "$3" |
+        "$BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U "$PGENV_SUPERUSER" \
+            -d "$2" -f -
+}
+qs() { sql "$SRC_PORT" "$SRC_DB" "$1"; }
+qsdb() { sql "$DST_PORT" "$DST_SDB" "$1"; }
+qbi() { sql "$DST_PORT" "$DST_BI" "$1"; }
+
+now() { printf '%s' "$EPOCHREALTIME"; }
+# calc EXPR — float arithmetic via awk, e.g. calc "3 / 2" -> 1.5
+calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
+fmt_int() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+fmt2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+
+# Memory/CPU of the process(es) being measured; reset by mem_reset. Peak
+# memory is that of the largest single process; CPU time is summed over all
+# processes seen (the last sample of each, so a process that exits loses at
+# most one poll interval).
+MEM_RSS=0
+MEM_ANON=0
+CPU_SECS=0
+declare -A CPU_TICKS=()
+CLK_TCK=$(getconf CLK_TCK)
+mem_reset() {
+    MEM_RSS=0
+    MEM_ANON=0
+    CPU_SECS=0
+    CPU_TICKS=()
+}
+# mem_sample PID[,PID...] — updates the peaks and the CPU time.
+mem_sample() {
+    local pids pid k v rest stat total=0 f
+    IFS=',' read -r -a pids <<<"$1"
+    for pid in "${pids[@]}"; do
+        [[ $pid =~ ^[0-9]+$ && $pid -gt 0 && -r /proc/$pid/status ]] || continue
+        while read -r k v rest; do
+            case $k in
+            VmRSS:) ((v > MEM_RSS)) && MEM_RSS=$v ;;
+            RssAnon:) ((v > MEM_ANON)) && MEM_ANON=$v ;;
+            esac
+        done </proc/"$pid"/status 2>/dev/null || continue
+        stat=$(cat /proc/"$pid"/stat 2>/dev/null) || continue
+        stat=${stat##*) }
+        # fields after "(comm) ": state=0 ... utime=11 stime=12
+        read -r -a f <<<"$stat"
+        CPU_TICKS[$pid]=$((f[11] + f[12]))
+    done
+    for pid in "${!CPU_TICKS[@]}"; do
+        total=$((total + CPU_TICKS[$pid]))
+    done
+    CPU_SECS=$(calc "$total / $CLK_TCK")
+}
+# proc_cpu PID — CPU seconds used so far by PID ("-" if unknown)
+proc_cpu() {
+    local stat f
+    if [[ $1 =~ ^[0-9]+$ ]] && stat=$(cat /proc/"$1"/stat 2>/dev/null); then
+        stat=${stat##*) }
+        read -r -a f <<<"$stat"
+        calc "(${f[11]} + ${f[12]}) / $CLK_TCK"
+    else
+        echo "-"
+    fi
+}
+# walsender_cpu SLOT — CPU time of the source walsender streaming SLOT
+walsender_cpu() {
+    proc_cpu "$(qs "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1'" || true)"
+}
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# ---------------------------------------------------------------------------
+# source data
+# ---------------------------------------------------------------------------
+log "creating source database $SRC_DB: pgbench -i -s $SCALE, mixed ($MIXED_ROWS rows), ins_test, bench_marker"
+sql "$SRC_PORT" postgres "SET password_encryption = 'scram-sha-256';
+CREATE ROLE $SRC_USER LOGIN REPLICATION SUPERUSER PASSWORD '$SRC_PASSWORD';
+CREATE DATABASE $SRC_DB;" >/dev/null
+# pgbench -i creates logged tables by default (it has no --unlogged-tables=false).
+"$BINDIR/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" "$SRC_DB" \
+    >"$WORK/pgbench-init.log" 2>&1 || {
+    cat "$WORK/pgbench-init.log" >&2
+    pgenv_die "pgbench -i failed"
+}
+qs "CREATE TABLE mixed (
+    id    int PRIMARY KEY,
+    big   bigint,
+    num   numeric(14,4),
+    txt   text,
+    vc    varchar(64),
+    ts    timestamptz,
+    d     date,
+    flag  bool,
+    doc   jsonb,
+    bin   bytea,
+    u     uuid,
+    tags  text[]
+);
+INSERT INTO mixed
+SELECT g,
+       g::bigint * 1000003,
+       CASE WHEN g % 17 = 0 THEN NULL ELSE round(g * 1.2345, 4) END,
+       'text value ' || g || ' ' || repeat('x', g % 40),
+       'vc-' || md5(g::text),
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute',
+       date '2020-01-01' + g % 3650,
+       CASE WHEN g % 11 = 0 THEN NULL ELSE g % 3 = 0 END,
+       jsonb_build_object('id', g, 'tag', 't' || g % 100, 'arr', jsonb_build_array(g, g + 1)),
+       decode(md5(g::text), 'hex'),
+       gen_random_uuid(),
+       ARRAY['a' || g, 'b' || g % 7]
+  FROM generate_series(1, $MIXED_ROWS) AS g;
+CREATE TABLE ins_test (id bigserial PRIMARY KEY, v int NOT NULL, note text);
+CREATE TABLE bench_marker (id int PRIMARY KEY, what text);
+CREATE PUBLICATION $PUB FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers,
+    pgbench_history, mixed, ins_test, bench_marker;
+VACUUM ANALYZE;
+CHECKPOINT;" >/dev/null
+
+# The fingerprints below are computed the same way on the source and on each
+# destination; S is replaced by the schema.
+FP_COPY="SELECT (SELECT count(*) || '/' || sum(abalance) || '/' || sum(hashtext(a::text)::bigint) FROM S.pgbench_accounts a)
+ || ' ' || (SELECT count(*) || '/' || sum(hashtext(m::text)::bigint) FROM S.mixed m)
+ || ' ' || (SELECT count(*) FROM S.pgbench_branches) || '/' || (SELECT count(*) FROM S.pgbench_tellers)"
+FP_TPCB="SELECT (SELECT sum(abalance) FROM S.pgbench_accounts) || '/' || (SELECT sum(bbalance) FROM S.pgbench_branches)
+ || '/' || (SELECT sum(tbalance) FROM S.pgbench_tellers)
+ || '/' || (SELECT count(*) || ':' || coalesce(sum(delta), 0) FROM S.pgbench_history)"
+FP_INS="SELECT count(*) || '/' || coalesce(sum(v), 0) || '/' || coalesce(sum(hashtext(note)::bigint), 0) FROM S.ins_test"
+fp() { printf '%s' "${1//S./$2.}"; }
+
+SRC_ACCOUNTS=$(qs "SELECT count(*) FROM pgbench_accounts")
+SRC_MIXED=$(qs "SELECT count(*) FROM mixed")
+SRC_ROWS_TOTAL=$(qs "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM mixed)
+  + (SELECT count(*) FROM pgbench_branches) + (SELECT count(*) FROM pgbench_tellers)
+  + (SELECT count(*) FROM pgbench_history)")
+SRC_FP_COPY=$(qs "$(fp "$FP_COPY" public)")
+log "source: $SRC_ACCOUNTS pgbench_accounts + $SRC_MIXED mixed rows ($SRC_ROWS_TOTAL rows in all replicated tables)"
+
+# ---------------------------------------------------------------------------
+# destinations
+# ---------------------------------------------------------------------------
+log "creating destination databases $DST_SDB (synchdb) and $DST_BI (built-in)"
+sql "$DST_PORT" postgres "CREATE DATABASE $DST_SDB; CREATE DATABASE $DST_BI;" >/dev/null
+qsdb "CREATE EXTENSION synchdb;
+SELECT synchdb_add_conninfo('$CONN', '127.0.0.1', $SRC_PORT, '$SRC_USER', '$SRC_PASSWORD',
+                            '$SRC_DB', 'public', 'null', 'null', 'postgres');" >/dev/null
+# Built-in replication needs the tables on the subscriber beforehand (schema
+# only, with their primary keys, as pg_dump gives them).
+"$BINDIR/pg_dump" -s -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" \
+    --no-publications --no-subscriptions -t 'public.*' "$SRC_DB" >"$WORK/schema.sql" ||
+    pgenv_die "pg_dump -s of the source failed"
+"$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DST_PORT" -U "$PGENV_SUPERUSER" \
+    -d "$DST_BI" -f "$WORK/schema.sql" >/dev/null 2>"$WORK/schema.err" || {
+    cat "$WORK/schema.err" >&2
+    pgenv_die "loading the schema into $DST_BI failed"
+}
+SUB_CONNINFO="host=127.0.0.1 port=$SRC_PORT dbname=$SRC_DB user=$SRC_USER password=$SRC_PASSWORD"
+
+SERVER_NUM=$(qs "SHOW server_version_num")
+if ((SERVER_NUM >= 160000)); then
+    APPLY_FILTER="relid IS NULL AND leader_pid IS NULL"
+else
+    APPLY_FILTER="relid IS NULL"
+fi
+
+# ---------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------
+declare -A SECS CONF_SECS RATE TXRATE NOTE RSS ANON CPU WS_CPU CHECK
+SDB_BROKEN=""        # set once synchdb failed: later CDC scenarios are skipped
+SDB_SLOT=""
+
+# sdb_state — "pid|stage|state|err" of the connector (err last: it may hold '|')
+sdb_state() {
+    qsdb "SELECT pid, coalesce(stage, '-'), state, replace(err, E'\n', ' ') FROM synchdb_state_view WHERE name = '$CONN'" ||
+        true
+}
+sdb_fail() { # SCENARIO MESSAGE
+    local st err
+    st=$(sdb_state)
+    err=${st#*|*|*|}
+    NOTE[sdb,$1]="FAILED: $2 (state view: pid|stage|state = ${st%|"$err"}; err = ${err:-?})"
+    SDB_BROKEN="synchdb failed in scenario '$1'"
+    log "synchdb FAILED in '$1': $2"
+    log "  connector err: ${err:-?}"
+    grep -E 'synchdb|benchconn' "$DST_LOG" | grep -E 'WARNING|ERROR|FATAL|PANIC' | tail -n 5 | sed 's/^/  dest log: /' >&2 || true
+}
+bi_fail() {
+    NOTE[bi,$1]="FAILED: $2"
+    log "built-in FAILED in '$1': $2"
+    grep -E 'ERROR|FATAL|PANIC' "$DST_LOG" | grep -v synchdb | tail -n 5 | sed 's/^/  dest log: /' >&2 || true
+}
+
+# wait_slot_inactive SLOTNAME — the walsender of a paused replica has gone.
+wait_slot_inactive() {
+    local slot=$1 deadline=$((SECONDS + WAIT_STOP)) a
+    while :; do
+        a=$(qs "SELECT active FROM pg_replication_slots WHERE slot_name = '$slot'")
+        [[ $a == t ]] || return 0
+        ((SECONDS < deadline)) || {
+            log "slot $slot still active after ${WAIT_STOP}s"
+            return 1
+        }
+        sleep "$POLL"
+    done
+}
+
+sdb_stop() {
+    qsdb "SELECT synchdb_stop_engine_bgw('$CONN')" >/dev/null || log "synchdb_stop_engine_bgw failed"
+    local deadline=$((SECONDS + WAIT_STOP)) st
+    while :; do
+        st=$(sdb_state)
+        [[ ${st%%|*} == -1 ]] && break
+        ((SECONDS < deadline)) || {
+            log "synchdb worker still running after ${WAIT_STOP}s: $st"
+            return 1
+        }
+        sleep "$POLL"
+    done
+    [[ -z $SDB_SLOT ]] || wait_slot_inactive "$SDB_SLOT"
+}
+
+bi_apply_pid() {
+    qbi "SELECT pid FROM pg_stat_subscription WHERE subname = '$SUB' AND $APPLY_FILTER AND pid IS NOT NULL LIMIT 1" || true
+}
+bi_disable() {
+    qbi "ALTER SUBSCRIPTION $SUB DISABLE" >/dev/null || log "ALTER SUBSCRIPTION DISABLE failed"
+    local deadline=$((SECONDS + WAIT_STOP))
+    while [[ -n $(qbi "SELECT pid FROM pg_stat_subscription WHERE subname = '$SUB' AND pid IS NOT NULL LIMIT 1" || true) ]]; do
+        ((SECONDS < deadline)) || {
+            log "built-in workers still running ${WAIT_STOP}s after DISABLE"
+            return 1
+        }
+        sleep "$POLL"
+    done
+    wait_slot_inactive "$SUB"
+}
+
+prepare_measurement() {
+    qs "VACUUM ANALYZE; CHECKPOINT" >/dev/null
+    qsdb "VACUUM ANALYZE" >/dev/null 2>&1 || true
+    qbi "VACUUM ANALYZE" >/dev/null 2>&1 || true
+    sql "$DST_PORT" postgres "CHECKPOINT" >/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# 1. initial copy
+# ---------------------------------------------------------------------------
+S1="copy"
+copy_synchdb() {
+    local t0 deadline st pid state err have cnt
+    mem_reset
+    prepare_measurement
+    log "[initial copy] synchdb: synchdb_start_engine_bgw('$CONN')"
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_COPY))
+    qsdb "SELECT synchdb_start_engine_bgw('$CONN')" >/dev/null || {
+        sdb_fail "$S1" "synchdb_start_engine_bgw failed"
+        return 0
+    }
+    while :; do
+        st=$(qsdb "SELECT v.pid, v.state, to_regclass('$SRC_DB.pgbench_accounts') IS NOT NULL
+                          AND to_regclass('$SRC_DB.mixed') IS NOT NULL,
+                          replace(v.err, E'\n', ' ')
+                     FROM synchdb_state_view v WHERE v.name = '$CONN'") || st="-1|?|f|psql failed"
+        IFS='|' read -r pid state have err <<<"$st"
+        mem_sample "$pid"
+        if [[ $err != "no error" ]]; then
+            sdb_fail "$S1" "the connector reported an error during the snapshot"
+            return 0
+        fi
+        if [[ $have == t ]]; then
+            cnt=$(qsdb "SELECT (SELECT count(*) FROM $SRC_DB.pgbench_accounts) || '|' || (SELECT count(*) FROM $SRC_DB.mixed)") || cnt="?"
+            if [[ $cnt == "$SRC_ACCOUNTS|$SRC_MIXED" ]]; then
+                SECS[sdb,$S1]=$(calc "$(now) - $t0")
+                break
+            fi
+        fi
+        if ((SECONDS >= deadline)); then
+            sdb_fail "$S1" "timeout: tables not complete after ${WAIT_COPY}s (state=$state, tables present=$have)"
+            return 0
+        fi
+        sleep "$POLL"
+    done
+    RSS[sdb,$S1]=$MEM_RSS ANON[sdb,$S1]=$MEM_ANON CPU[sdb,$S1]=$CPU_SECS
+    RATE[sdb,$S1]=$(calc "$SRC_ROWS_TOTAL / ${SECS[sdb,$S1]}")
+    SDB_SLOT=$(qs "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'synchdb\_${CONN}\_%' LIMIT 1")
+    log "[initial copy] synchdb done in ${SECS[sdb,$S1]} s (slot $SDB_SLOT)"
+    local got
+    got=$(qsdb "$(fp "$FP_COPY" "$SRC_DB")" 2>&1) || true
+    if [[ $got == "$SRC_FP_COPY" ]]; then CHECK[sdb,$S1]="data identical"; else
+        CHECK[sdb,$S1]="DATA DIFFERS: source $SRC_FP_COPY, synchdb $got"
+        log "[initial copy] synchdb ${CHECK[sdb,$S1]}"
+    fi
+}
+
+copy_builtin() {
+    local t0 deadline st notready total pid serr aerr cnt
+    mem_reset
+    prepare_measurement
+    log "[initial copy] built-in: CREATE SUBSCRIPTION $SUB (copy_data = true by default)"
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_COPY))
+    qbi "CREATE SUBSCRIPTION $SUB CONNECTION '$SUB_CONNINFO' PUBLICATION $PUB" >/dev/null 2>"$WORK/sub.err" || {
+        bi_fail "$S1" "CREATE SUBSCRIPTION failed: $(cat "$WORK/sub.err")"
+        return 1
+    }
+    while :; do
+        st=$(qbi "SELECT (SELECT count(*) FILTER (WHERE srsubstate <> 'r') FROM pg_subscription_rel),
+                         (SELECT count(*) FROM pg_subscription_rel),
+                         coalesce((SELECT string_agg(pid::text, ',') FROM pg_stat_subscription WHERE subname = '$SUB' AND pid IS NOT NULL), '-1'),
+                         (SELECT sync_error_count || '|' || apply_error_count FROM pg_stat_subscription_stats WHERE subname = '$SUB')") ||
+            st="1|0|-1|0|0"
+        IFS='|' read -r notready total pid serr aerr <<<"$st"
+        mem_sample "$pid"
+        if [[ $notready == 0 && $total -gt 0 ]]; then
+            cnt=$(qbi "SELECT (SELECT count(*) FROM public.pgbench_accounts) || '|' || (SELECT count(*) FROM public.mixed)")
+            if [[ $cnt == "$SRC_ACCOUNTS|$SRC_MIXED" ]]; then
+                SECS[bi,$S1]=$(calc "$(now) - $t0")
+                break
+            fi
+        fi
+        if ((SECONDS >= deadline)); then
+            bi_fail "$S1" "timeout after ${WAIT_COPY}s: $notready of $total tables not ready, sync errors $serr, apply errors $aerr"
+            return 1
+        fi
+        sleep "$POLL"
+    done
+    [[ ${serr:-0} == 0 && ${aerr:-0} == 0 ]] || NOTE[bi,$S1]="sync errors $serr, apply errors $aerr (retried)"
+    RSS[bi,$S1]=$MEM_RSS ANON[bi,$S1]=$MEM_ANON CPU[bi,$S1]=$CPU_SECS
+    RATE[bi,$S1]=$(calc "$SRC_ROWS_TOTAL / ${SECS[bi,$S1]}")
+    log "[initial copy] built-in done in ${SECS[bi,$S1]} s"
+    local got
+    got=$(qbi "$(fp "$FP_COPY" public)" 2>&1) || true
+    if [[ $got == "$SRC_FP_COPY" ]]; then CHECK[bi,$S1]="data identical"; else
+        CHECK[bi,$S1]="DATA DIFFERS: source $SRC_FP_COPY, built-in $got"
+        log "[initial copy] built-in ${CHECK[bi,$S1]}"
+    fi
+}
+
+copy_synchdb
+BI_OK=1
+copy_builtin || BI_OK=0
+
+# Pause both replicas; their slots keep the WAL of the workloads to come.
+if [[ -z $SDB_BROKEN ]]; then
+    sdb_stop || sdb_fail "$S1" "could not stop the connector after the initial copy"
+else
+    sdb_stop >/dev/null 2>&1 || true
+fi
+if [[ $BI_OK == 1 ]]; then
+    bi_disable || {
+        bi_fail "$S1" "could not disable the subscription"
+        BI_OK=0
+    }
+fi
+
+# ---------------------------------------------------------------------------
+# CDC drains
+# ---------------------------------------------------------------------------
+# drain_synchdb SCEN MARK TARGET_LSN FP SRC_FP CHANGES TXS
+drain_synchdb() {
+    local scen=$1 mark=$2 target=$3 fpq=$4 srcfp=$5 changes=$6 txs=$7
+    local t0 deadline st pid stage state seen err conf got
+    if [[ -n $SDB_BROKEN ]]; then
+        NOTE[sdb,$scen]=${NOTE[sdb,$scen]:-"skipped: $SDB_BROKEN"}
+        return 0
+    fi
+    mem_reset
+    prepare_measurement
+    log "[$scen] synchdb: resuming the connector to apply the backlog"
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_CDC))
+    qsdb "SELECT synchdb_start_engine_bgw('$CONN')" >/dev/null || {
+        sdb_fail "$scen" "synchdb_start_engine_bgw failed"
+        return 0
+    }
+    # phase A: the marker row (committed last on the source) is visible
+    while :; do
+        st=$(qsdb "SELECT v.pid, coalesce(v.stage, '-'), v.state,
+                          EXISTS (SELECT 1 FROM $SRC_DB.bench_marker WHERE id = $mark),
+                          replace(v.err, E'\n', ' ')
+                     FROM synchdb_state_view v WHERE v.name = '$CONN'") || st="-1|?|?|f|psql failed"
+        IFS='|' read -r pid stage state seen err <<<"$st"
+        mem_sample "$pid"
+        if [[ $err != "no error" ]]; then
+            sdb_fail "$scen" "the connector reported an error during CDC"
+            sdb_stop >/dev/null 2>&1 || true
+            return 0
+        fi
+        if [[ $seen == t ]]; then
+            SECS[sdb,$scen]=$(calc "$(now) - $t0")
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            sdb_fail "$scen" "timeout: the backlog was not applied within ${WAIT_CDC}s (stage=$stage, state=$state)"
+            sdb_stop >/dev/null 2>&1 || true
+            return 0
+        fi
+        sleep "$POLL"
+    done
+    # phase B: the source knows (confirmed_flush_lsn of the slot)
+    while :; do
+        conf=$(qs "SELECT confirmed_flush_lsn >= '$target'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$SDB_SLOT'") || conf="?"
+        mem_sample "$pid"
+        if [[ $conf == t ]]; then
+            CONF_SECS[sdb,$scen]=$(calc "$(now) - $t0")
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            NOTE[sdb,$scen]="confirmed_flush_lsn of $SDB_SLOT did not reach $target within ${WAIT_CDC}s"
+            CONF_SECS[sdb,$scen]="-"
+            break
+        fi
+        sleep "$POLL"
+    done
+    mem_sample "$pid"
+    RSS[sdb,$scen]=$MEM_RSS ANON[sdb,$scen]=$MEM_ANON CPU[sdb,$scen]=$CPU_SECS
+    WS_CPU[sdb,$scen]=$(walsender_cpu "$SDB_SLOT")
+    RATE[sdb,$scen]=$(calc "$changes / ${SECS[sdb,$scen]}")
+    TXRATE[sdb,$scen]=$(calc "$txs / ${SECS[sdb,$scen]}")
+    STAGE_AFTER[$scen]=$(sdb_state)
+    log "[$scen] synchdb applied in ${SECS[sdb,$scen]} s, confirmed after ${CONF_SECS[sdb,$scen]} s"
+    sdb_stop || sdb_fail "$scen" "could not stop the connector"
+    got=$(qsdb "$(fp "$fpq" "$SRC_DB")" 2>&1) || true
+    if [[ $got == "$srcfp" ]]; then CHECK[sdb,$scen]="data identical"; else
+        CHECK[sdb,$scen]="DATA DIFFERS: source $srcfp, synchdb $got"
+        log "[$scen] synchdb ${CHECK[sdb,$scen]}"
+    fi
+}
+declare -A STAGE_AFTER
+
+drain_builtin() {
+    local scen=$1 mark=$2 target=$3 fpq=$4 srcfp=$5 changes=$6 txs=$7
+    local t0 deadline st pid seen aerr conf got
+    if [[ $BI_OK != 1 ]]; then
+        NOTE[bi,$scen]=${NOTE[bi,$scen]:-"skipped: the built-in subscription failed earlier"}
+        return 0
+    fi
+    mem_reset
+    prepare_measurement
+    log "[$scen] built-in: ALTER SUBSCRIPTION $SUB ENABLE to apply the backlog"
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_CDC))
+    qbi "ALTER SUBSCRIPTION $SUB ENABLE" >/dev/null || {
+        bi_fail "$scen" "ALTER SUBSCRIPTION ENABLE failed"
+        BI_OK=0
+        return 0
+    }
+    while :; do
+        st=$(qbi "SELECT coalesce((SELECT pid FROM pg_stat_subscription WHERE subname = '$SUB' AND $APPLY_FILTER AND pid IS NOT NULL LIMIT 1), -1),
+                         EXISTS (SELECT 1 FROM public.bench_marker WHERE id = $mark),
+                         (SELECT apply_error_count FROM pg_stat_subscription_stats WHERE subname = '$SUB')") ||
+            st="-1|f|?"
+        IFS='|' read -r pid seen aerr <<<"$st"
+        mem_sample "$pid"
+        if [[ $seen == t ]]; then
+            SECS[bi,$scen]=$(calc "$(now) - $t0")
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            bi_fail "$scen" "timeout: the backlog was not applied within ${WAIT_CDC}s (apply errors $aerr)"
+            bi_disable >/dev/null 2>&1 || true
+            return 0
+        fi
+        sleep "$POLL"
+    done
+    while :; do
+        conf=$(qs "SELECT confirmed_flush_lsn >= '$target'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$SUB'")
+        mem_sample "$pid"
+        if [[ $conf == t ]]; then
+            CONF_SECS[bi,$scen]=$(calc "$(now) - $t0")
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            NOTE[bi,$scen]="confirmed_flush_lsn of $SUB did not reach $target within ${WAIT_CDC}s"
+            CONF_SECS[bi,$scen]="-"
+            break
+        fi
+        sleep "$POLL"
+    done
+    mem_sample "$pid"
+    RSS[bi,$scen]=$MEM_RSS ANON[bi,$scen]=$MEM_ANON CPU[bi,$scen]=$CPU_SECS
+    WS_CPU[bi,$scen]=$(walsender_cpu "$SUB")
+    RATE[bi,$scen]=$(calc "$changes / ${SECS[bi,$scen]}")
+    TXRATE[bi,$scen]=$(calc "$txs / ${SECS[bi,$scen]}")
+    log "[$scen] built-in applied in ${SECS[bi,$scen]} s, confirmed after ${CONF_SECS[bi,$scen]} s"
+    bi_disable || {
+        bi_fail "$scen" "could not disable the subscription"
+        BI_OK=0
+    }
+    got=$(qbi "$(fp "$fpq" public)" 2>&1) || true
+    if [[ $got == "$srcfp" ]]; then CHECK[bi,$scen]="data identical"; else
+        CHECK[bi,$scen]="DATA DIFFERS: source $srcfp, built-in $got"
+        log "[$scen] built-in ${CHECK[bi,$scen]}"
+    fi
+}
+
+declare -A WL_SECS WL_TX TARGET
+# after_workload SCEN MARK — commit the marker row last, remember the WAL end
+after_workload() {
+    qs "INSERT INTO bench_marker VALUES ($2, '$1')" >/dev/null
+    TARGET[$1]=$(qs "SELECT pg_current_wal_lsn()")
+}
+
+# ---------------------------------------------------------------------------
+# 2. CDC of a pgbench TPC-B run
+# ---------------------------------------------------------------------------
+S2="tpcb"
+prepare_measurement
+H0=$(qs "SELECT count(*) FROM pgbench_history")
+log "[$S2] workload: pgbench -T $TPCB_SECS -c $CLIENTS -j $THREADS (both replicas paused)"
+t0=$(now)
+"$BINDIR/pgbench" -n -T "$TPCB_SECS" -c "$CLIENTS" -j "$THREADS" -h 127.0.0.1 -p "$SRC_PORT" \
+    -U "$PGENV_SUPERUSER" "$SRC_DB" >"$WORK/pgbench-tpcb.log" 2>&1 || {
+    cat "$WORK/pgbench-tpcb.log" >&2
+    pgenv_die "pgbench TPC-B run failed"
+}
+WL_SECS[$S2]=$(calc "$(now) - $t0")
+after_workload "$S2" 2
+WL_TX[$S2]=$(($(qs "SELECT count(*) FROM pgbench_history") - H0))
+TPCB_TX=${WL_TX[$S2]}
+TPCB_CHANGES=$((TPCB_TX * 4)) # 3 UPDATEs + 1 INSERT per transaction
+SRC_FP_TPCB=$(qs "$(fp "$FP_TPCB" public)")
+log "[$S2] $TPCB_TX transactions on the source in ${WL_SECS[$S2]} s; WAL end ${TARGET[$S2]}"
+drain_synchdb "$S2" 2 "${TARGET[$S2]}" "$FP_TPCB" "$SRC_FP_TPCB" "$TPCB_CHANGES" "$TPCB_TX"
+drain_builtin "$S2" 2 "${TARGET[$S2]}" "$FP_TPCB" "$SRC_FP_TPCB" "$TPCB_CHANGES" "$TPCB_TX"
+
+# ---------------------------------------------------------------------------
+# 3. CDC of single-row insert transactions
+# ---------------------------------------------------------------------------
+S3="inserts"
+cat >"$WORK/insert.sql" <<'EOF'
+\set r random(1, 1000000)
+INSERT INTO ins_test (v, note) VALUES (:r, 'row ' || :r);
+EOF
+chmod 644 "$WORK/insert.sql"
+prepare_measurement
+log "[$S3] workload: $INS_TOTAL single-row INSERT transactions (pgbench -c $CLIENTS -j $THREADS -t $INS_PER_CLIENT; both replicas paused)"
+t0=$(now)
+"$BINDIR/pgbench" -n -f "$WORK/insert.sql" -t "$INS_PER_CLIENT" -c "$CLIENTS" -j "$THREADS" \
+    -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" "$SRC_DB" >"$WORK/pgbench-ins.log" 2>&1 || {
+    cat "$WORK/pgbench-ins.log" >&2
+    pgenv_die "pgbench insert run failed"
+}
+WL_SECS[$S3]=$(calc "$(now) - $t0")
+after_workload "$S3" 3
+WL_TX[$S3]=$(qs "SELECT count(*) FROM ins_test")
+SRC_FP_INS=$(qs "$(fp "$FP_INS" public)")
+log "[$S3] ${WL_TX[$S3]} rows on the source in ${WL_SECS[$S3]} s; WAL end ${TARGET[$S3]}"
+# the other order this time
+drain_builtin "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
+drain_synchdb "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
+
+# The documented way out: stop (already stopped) and delete the connector,
+# which drops its slot and publication on the source.
+DEL_OUT=$(qsdb "SELECT synchdb_del_conninfo('$CONN')" 2>&1) || log "synchdb_del_conninfo failed: $DEL_OUT"
+LEFT_SLOTS=$(qs "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'synchdb\_%'")
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+cell() { # WHO SCEN — rows/s or FAILED/skipped
+    if [[ -n ${RATE[$1,$2]:-} ]]; then fmt_int "${RATE[$1,$2]}"; elif [[ ${NOTE[$1,$2]:-} == skipped* ]]; then
+        echo skipped
+    else echo FAILED; fi
+}
+ratio() { # SCEN
+    if [[ -n ${RATE[sdb,$1]:-} && -n ${RATE[bi,$1]:-} ]]; then fmt2 "$(calc "${RATE[sdb,$1]} / ${RATE[bi,$1]}")"; else echo n/a; fi
+}
+ratio_of() { # A B
+    if [[ -n $1 && -n $2 && $1 != 0 && $2 != 0 ]]; then fmt2 "$(calc "$1 / $2")"; else echo n/a; fi
+}
+secs() { if [[ -n ${1:-} && $1 != - ]]; then fmt2 "$1"; else echo "-"; fi; }
+
+copy_label="initial copy ($(awk -v n="$SRC_ROWS_TOTAL" 'BEGIN { printf (n >= 1e6 ? "%.1fM" : "%.0fk"), (n >= 1e6 ? n / 1e6 : n / 1e3) }') rows)"
+tpcb_label="CDC pgbench TPC-B ($TPCB_TX tx)"
+ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') single-row inserts"
+
+{
+    echo
+    echo "synchdb vs built-in logical replication — PostgreSQL $PGVER, $RUN_KIND, $(nproc) cores"
+    echo "method: one replica at a time on identical data (same source tables / the same retained WAL); both"
+    echo "        destinations are databases of one cluster (same settings). CDC = apply of a backlog produced"
+    echo "        while both replicas were paused, timed from resume until the last source commit is visible."
+    echo
+    printf '%-34s %15s %17s %27s\n' "scenario" "synchdb rows/s" "built-in rows/s" "ratio (synchdb/built-in)"
+    printf '%-34s %15s %17s %27s\n' "$copy_label" "$(cell sdb "$S1")" "$(cell bi "$S1")" "$(ratio "$S1")"
+    printf '%-34s %15s %17s %27s\n' "$tpcb_label" "$(cell sdb "$S2")" "$(cell bi "$S2")" "$(ratio "$S2")"
+    printf '%-34s %15s %17s %27s\n' "$ins_label" "$(cell sdb "$S3")" "$(cell bi "$S3")" "$(ratio "$S3")"
+    echo
+    echo "details (seconds until applied / until the source slot confirmed it; tx/s; peak memory and CPU time"
+    echo "         of the applying process(es): synchdb's worker; built-in: apply worker, plus its table sync"
+    echo "         workers during the initial copy)"
+    for s in "$S1" "$S2" "$S3"; do
+        case $s in
+        "$S1") label="initial copy" ;;
+        "$S2") label="TPC-B ($TPCB_CHANGES changes)" ;;
+        "$S3") label="inserts" ;;
+        esac
+        for who in sdb bi; do
+            name=synchdb
+            [[ $who == bi ]] && name=built-in
+            if [[ -n ${SECS[$who,$s]:-} ]]; then
+                line=$(printf '  %-28s %-8s %8s s' "$label" "$name" "$(secs "${SECS[$who,$s]}")")
+                [[ $s == "$S1" ]] || line+=$(printf ', confirmed %7s s, %8s tx/s' "$(secs "${CONF_SECS[$who,$s]:-}")" "$(fmt_int "${TXRATE[$who,$s]}")")
+                line+=$(printf ', peak RSS %7s MB (anon %6s MB), CPU %6s s' "$(mb "${RSS[$who,$s]}")" "$(mb "${ANON[$who,$s]}")" "$(secs "${CPU[$who,$s]}")")
+                [[ $s == "$S1" ]] || line+=$(printf ' (source walsender %6s s)' "$(secs "${WS_CPU[$who,$s]:-}")")
+                line+=", ${CHECK[$who,$s]:-not checked}"
+                echo "$line"
+            fi
+            [[ -z ${NOTE[$who,$s]:-} ]] || printf '  %-28s %-8s %s\n' "$label" "$name" "${NOTE[$who,$s]}"
+        done
+    done
+    echo "  source workloads (replicas paused): TPC-B $TPCB_TX tx in $(secs "${WL_SECS[$S2]}") s" \
+        "($(fmt_int "$(calc "$TPCB_TX / ${WL_SECS[$S2]}")") tx/s), inserts ${WL_TX[$S3]} tx in $(secs "${WL_SECS[$S3]}") s" \
+        "($(fmt_int "$(calc "${WL_TX[$S3]} / ${WL_SECS[$S3]}")") tx/s); CDC order: TPC-B synchdb first, inserts built-in first"
+    # peak memory over both CDC scenarios
+    ps=0 pa=0 bs=0 ba=0
+    for s in "$S2" "$S3"; do
+        ((${RSS[sdb,$s]:-0} > ps)) && ps=${RSS[sdb,$s]}
+        ((${ANON[sdb,$s]:-0} > pa)) && pa=${ANON[sdb,$s]}
+        ((${RSS[bi,$s]:-0} > bs)) && bs=${RSS[bi,$s]}
+        ((${ANON[bi,$s]:-0} > ba)) && ba=${ANON[bi,$s]}
+    done
+    echo
+    printf '%-34s %15s %17s %27s\n' "peak memory during CDC" "synchdb" "built-in" "ratio (synchdb/built-in)"
+    printf '%-34s %15s %17s %27s\n' "RSS (ps -o rss) of the applier, MB" "$(mb "$ps")" "$(mb "$bs")" "$(ratio_of "$ps" "$bs")"
+    printf '%-34s %15s %17s %27s\n' "private (RssAnon) of it, MB" "$(mb "$pa")" "$(mb "$ba")" "$(ratio_of "$pa" "$ba")"
+    echo "  (synchdb: its background worker; built-in: the subscription's apply worker; sampled every ${POLL} s."
+    echo "   RSS includes the shared buffers a process touched, RssAnon does not.)"
+    echo
+    echo "synchdb connector after the runs: ${STAGE_AFTER[$S3]:-${STAGE_AFTER[$S2]:-n/a}} (pid|stage|state|err, before the last stop)"
+    echo "synchdb_del_conninfo: ${DEL_OUT:-?}; synchdb slots left on the source: $LEFT_SLOTS"
+    nwarn=$(grep -cE '(WARNING|ERROR|FATAL|PANIC):.*' "$DST_LOG" | tr -d ' ' || true)
+    sdbwarn=$(grep -E 'WARNING|ERROR|FATAL|PANIC' "$DST_LOG" | grep -ciE 'synchdb|benchconn' || true)
+    srcwarn=$(grep -E 'synchdb_' "$SRC_LOG" | grep -cE 'WARNING|ERROR|FATAL|PANIC' || true)
+    echo "server logs: destination $nwarn WARNING/ERROR/FATAL lines ($sdbwarn mention synchdb), source $srcwarn from synchdb's connections"
+    if [[ $sdbwarn != 0 || $srcwarn != 0 ]]; then
+        { grep -E 'WARNING|ERROR|FATAL|PANIC' "$DST_LOG" | grep -iE 'synchdb|benchconn'; grep -E 'synchdb_' "$SRC_LOG" | grep -E 'WARNING|ERROR|FATAL|PANIC'; } |
+            head -n 10 | cut -c1-300 | sed 's/^/  /'
+    fi
+} | tee "$WORK/report.txt"
