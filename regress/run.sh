@@ -10,7 +10,11 @@
 #   nological  port 55515 / 55518: wal_level=replica, same pg_hba.conf,
 #              for the tests of "source cannot do logical decoding" errors
 #
-# The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_SRC_USER and
+#   other      port 55615 / 55618: the OTHER major version (18 when testing 15,
+#              15 when testing 18), wal_level=logical, no extension: a source
+#              on another server, as in a major-version migration
+#
+# The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_OTHER_PORT, SYNCHDB_SRC_USER and
 # SYNCHDB_SRC_PASSWORD in their environment (read them with psql's \getenv).
 # Tests come from regress/schedule, or from the command line when given.
 #
@@ -41,6 +45,8 @@ esac
 PGENV_TAG="regress PG$VER"
 MAIN_PORT=554$VER
 NOLOGICAL_PORT=555$VER
+OTHER_PORT=556$VER
+if [[ $VER == 15 ]]; then OTHER_VER=18; else OTHER_VER=15; fi
 SRC_USER=synchdb_src
 SRC_PASSWORD=synchdb_pw
 TIMEOUT=${SYNCHDB_REGRESS_TIMEOUT:-1200}
@@ -97,12 +103,14 @@ fi
 # ---------------------------------------------------------------------------
 MAIN=$WORK/main
 NOLOGICAL=$WORK/nological
+OTHER=$WORK/other
+OTHER_BINDIR=$("$(pg_config_for "$OTHER_VER")" --bindir)
 
 # From here on, any failure shows the tails of both server logs. Hooks run
 # last-registered-first, so this runs right after the clusters (registered
 # below) have been stopped and the logs are complete.
 # shellcheck disable=SC2016  # expanded when the hook runs
-pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$MAIN" "$NOLOGICAL"; fi'
+pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$MAIN" "$NOLOGICAL" "$OTHER"; fi'
 
 COMMON_CONF="max_replication_slots = 20
 max_wal_senders = 20
@@ -123,7 +131,12 @@ EOF
 
 # The source role exists on both clusters so that connecting to "nological"
 # gets past authentication and fails on wal_level, which is what tests check.
-for port in "$MAIN_PORT" "$NOLOGICAL_PORT"; do
+PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$OTHER_BINDIR" "$OTHER" "$OTHER_PORT" <<EOF
+wal_level = logical
+$COMMON_CONF
+EOF
+
+for port in "$MAIN_PORT" "$NOLOGICAL_PORT" "$OTHER_PORT"; do
     "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U "$PGENV_SUPERUSER" -d postgres \
         -c "SET password_encryption = 'scram-sha-256'" \
         -c "CREATE ROLE $SRC_USER LOGIN REPLICATION SUPERUSER PASSWORD '$SRC_PASSWORD'" </dev/null
@@ -159,6 +172,7 @@ regress_rc=0
 as_test_user env \
     SYNCHDB_PORT="$MAIN_PORT" \
     SYNCHDB_NOLOGICAL_PORT="$NOLOGICAL_PORT" \
+    SYNCHDB_OTHER_PORT="$OTHER_PORT" \
     SYNCHDB_SRC_USER="$SRC_USER" \
     SYNCHDB_SRC_PASSWORD="$SRC_PASSWORD" \
     timeout -k 30 "$TIMEOUT" \
@@ -181,7 +195,7 @@ FAILED=$(grep -cE '^(not ok [0-9]+ +[-+] |(test )? *[^ ]+ +\.\.\. (FAILED|failed
 # A crashed backend or worker can leave every test green (e.g. a panic that
 # aborts a background worker after the test finished). Count it as a failure.
 if grep -E 'terminated by signal (4|6|7|8|11)|PANIC:' "$(pgenv_server_log "$MAIN")" \
-    "$(pgenv_server_log "$NOLOGICAL")" >"$WORK/crashes.txt" 2>/dev/null; then
+    "$(pgenv_server_log "$NOLOGICAL")" "$(pgenv_server_log "$OTHER")" >"$WORK/crashes.txt" 2>/dev/null; then
     pgenv_log "server crash in the logs:"
     head -n 20 "$WORK/crashes.txt"
     FAILED=$((FAILED + 1))
