@@ -22,6 +22,9 @@
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "storage/latch.h"
+#if PG_VERSION_NUM >= 180000
+#include "storage/waiteventset.h"
+#endif
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -636,20 +639,54 @@ op_origin_set_commit(uint64_t lsn, int64_t ts)
 
 /* ------------------------------------------------------------ waiting, config */
 
+/*
+ * One wait set for the worker's life: building one per wait (what WaitLatchOrSocket
+ * does) costs an epoll instance per wake-up. It is rebuilt only when the watched
+ * descriptor changes; the core keeps its eventfd for the whole run.
+ */
+static WaitEventSet *sdb_wait_set = NULL;
+static int	sdb_wait_fd = -2;
+
+static WaitEventSet *
+sdb_get_wait_set(int fd)
+{
+	if (sdb_wait_set != NULL && sdb_wait_fd == fd)
+		return sdb_wait_set;
+	if (sdb_wait_set != NULL)
+		FreeWaitEventSet(sdb_wait_set);
+	sdb_wait_set = NULL;
+#if PG_VERSION_NUM >= 170000
+	sdb_wait_set = CreateWaitEventSet(NULL, 3);
+#else
+	sdb_wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+#endif
+	AddWaitEventToSet(sdb_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(sdb_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	if (fd >= 0)
+		AddWaitEventToSet(sdb_wait_set, WL_SOCKET_READABLE, fd, NULL, NULL);
+	sdb_wait_fd = fd;
+	return sdb_wait_set;
+}
+
 static int
 op_wait(int fd, int64_t timeout_ms)
 {
 	SDB_TRY_BEGIN
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
-		int			rc;
+		WaitEvent	events[3];
+		int			n;
+		int			i;
 
-		if (timeout_ms >= 0)
-			events |= WL_TIMEOUT;
-		if (fd >= 0)
-			rc = WaitLatchOrSocket(MyLatch, events | WL_SOCKET_READABLE, fd,
-								   timeout_ms, PG_WAIT_EXTENSION);
-		else
-			rc = WaitLatch(MyLatch, events, timeout_ms, PG_WAIT_EXTENSION);
+		n = WaitEventSetWait(sdb_get_wait_set(fd), timeout_ms >= 0 ? (long) timeout_ms : -1L,
+							 events, lengthof(events), PG_WAIT_EXTENSION);
+		for (i = 0; i < n; i++)
+		{
+			if (events[i].events & WL_LATCH_SET)
+				sdb_rc |= SDB_WAIT_LATCH;
+			if (events[i].events & WL_SOCKET_READABLE)
+				sdb_rc |= SDB_WAIT_SOCKET;
+		}
+		if (n == 0)
+			sdb_rc |= SDB_WAIT_TIMEOUT;
 		ResetLatch(MyLatch);
 		if (ConfigReloadPending)
 		{
@@ -658,9 +695,6 @@ op_wait(int fd, int64_t timeout_ms)
 		}
 		if (!sdb_got_sigterm)
 			CHECK_FOR_INTERRUPTS();
-		sdb_rc = ((rc & WL_LATCH_SET) ? SDB_WAIT_LATCH : 0) |
-			((rc & WL_SOCKET_READABLE) ? SDB_WAIT_SOCKET : 0) |
-			((rc & WL_TIMEOUT) ? SDB_WAIT_TIMEOUT : 0);
 	SDB_TRY_END
 }
 
