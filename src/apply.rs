@@ -5,6 +5,7 @@
 //! transaction. The source is told only positions that are durable here.
 
 use crate::config::{quote_ident, ConnectorConfig};
+use crate::ddl::ColumnChange;
 use crate::decoder::{Decoder, LogicalMessage, RelColumn, TupleValue};
 use crate::error::{DestContext, WorkerError};
 use crate::ffi::{SdbValue, SDB_VALUE_ABSENT, SDB_VALUE_NULL, SDB_VALUE_TEXT, SDB_VALUE_UNCHANGED};
@@ -539,12 +540,16 @@ impl<'a> Applier<'a> {
                 }
             }
         }
-        // schema change on the source: a new column appears on the destination too
-        let mut altered = false;
-        for c in &columns {
-            if !have.contains_key(&c.name) {
-                pg.apply_release()?;
-                let ty = pg
+        // schema changes on the source: the destination follows
+        let previous = self.rels.get(&rel_id).map(|m| m.source_cols.clone());
+        let changes =
+            crate::ddl::column_changes(previous.as_deref(), &columns, |n| have.contains_key(n));
+        if !changes.is_empty() {
+            pg.apply_release()?;
+        }
+        for change in &changes {
+            let ty = match change {
+                ColumnChange::Add(c) | ColumnChange::Retype(c) => pg
                     .query(
                         "SELECT format_type($1::oid, $2::int)",
                         &[
@@ -555,21 +560,24 @@ impl<'a> Applier<'a> {
                     .ctx(|| "resolving a column type".into())?
                     .first()
                     .and_then(|r| r[0].clone())
-                    .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?;
-                let sql = format!(
-                    "ALTER TABLE {dest} ADD COLUMN {} {ty}",
-                    quote_ident(&c.name)
-                );
-                pg.exec(&sql, &[])
-                    .ctx(|| format!("applying schema change: {sql}"))?;
-                altered = true;
-            }
+                    .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?,
+                _ => String::new(),
+            };
+            let sql = crate::ddl::alter_sql(&dest, change, &ty);
+            pg.exec(&sql, &[])
+                .ctx(|| format!("applying schema change: {sql}"))?;
+            pg.log(
+                crate::pg::LOG_LOG,
+                &format!("connector {}: {sql}", self.connector),
+            );
         }
+        let altered = !changes.is_empty();
         if let Some(old) = self.rels.remove(&rel_id) {
             pg.apply_release()?;
             pg.rel_close(old.handle);
         }
         if altered {
+            // look the table up again; `previous` is gone, so nothing repeats
             return self.relation(rel_id, namespace, name, columns);
         }
         let (handle, natts) = pg

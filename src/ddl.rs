@@ -1,6 +1,7 @@
 //! SQL that builds destination tables from what the source catalog says.
 
 use crate::config::quote_ident;
+use crate::decoder::RelColumn;
 use crate::source::SourceTable;
 
 /// CREATE TABLE without the primary key: keys and indexes are built after the rows
@@ -41,6 +42,96 @@ pub fn add_primary_key(dest_schema: &str, t: &SourceTable) -> Option<String> {
     ))
 }
 
+/// A change to a replicated table's columns, seen in a new Relation message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnChange {
+    Add(RelColumn),
+    Drop(String),
+    Rename { from: String, to: String },
+    Retype(RelColumn),
+}
+
+/// What the destination must do so its columns follow the source's again.
+///
+/// `old` is the previous description of the relation in this stream (None after a
+/// start: then only missing columns are added, since a destination column the
+/// source lacks may be the user's own). A column that keeps its position and type
+/// but changes its name is a rename, not a drop and an add, so its data stays.
+pub fn column_changes(
+    old: Option<&[RelColumn]>,
+    new: &[RelColumn],
+    dest_has: impl Fn(&str) -> bool,
+) -> Vec<ColumnChange> {
+    let mut out = Vec::new();
+    let mut renamed_to: Vec<&str> = Vec::new();
+    if let Some(old) = old {
+        let mut renamed_from: Vec<&str> = Vec::new();
+        if old.len() == new.len() {
+            for (o, n) in old.iter().zip(new) {
+                if o.name != n.name
+                    && o.type_oid == n.type_oid
+                    && !new.iter().any(|c| c.name == o.name)
+                    && !old.iter().any(|c| c.name == n.name)
+                {
+                    out.push(ColumnChange::Rename {
+                        from: o.name.clone(),
+                        to: n.name.clone(),
+                    });
+                    renamed_from.push(&o.name);
+                    renamed_to.push(&n.name);
+                }
+            }
+        }
+        for o in old {
+            if !new.iter().any(|c| c.name == o.name)
+                && !renamed_from.contains(&o.name.as_str())
+                && dest_has(&o.name)
+            {
+                out.push(ColumnChange::Drop(o.name.clone()));
+            }
+        }
+        for n in new {
+            if let Some(o) = old.iter().find(|o| o.name == n.name) {
+                if o.type_oid != n.type_oid || o.type_modifier != n.type_modifier {
+                    out.push(ColumnChange::Retype(n.clone()));
+                }
+            }
+        }
+    }
+    for n in new {
+        if !dest_has(&n.name) && !renamed_to.contains(&n.name.as_str()) {
+            out.push(ColumnChange::Add(n.clone()));
+        }
+    }
+    out
+}
+
+/// The ALTER TABLE for one change; `ty` is the destination type name of the column
+/// (for Add and Retype).
+pub fn alter_sql(dest: &str, change: &ColumnChange, ty: &str) -> String {
+    match change {
+        ColumnChange::Add(c) => format!(
+            "ALTER TABLE {dest} ADD COLUMN {} {ty}",
+            quote_ident(&c.name)
+        ),
+        ColumnChange::Drop(n) => format!(
+            "ALTER TABLE {dest} DROP COLUMN IF EXISTS {}",
+            quote_ident(n)
+        ),
+        ColumnChange::Rename { from, to } => {
+            format!(
+                "ALTER TABLE {dest} RENAME COLUMN {} TO {}",
+                quote_ident(from),
+                quote_ident(to)
+            )
+        }
+        ColumnChange::Retype(c) => {
+            let n = quote_ident(&c.name);
+            format!("ALTER TABLE {dest} ALTER COLUMN {n} TYPE {ty} USING {n}::text::{ty}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +166,62 @@ mod tests {
         assert_eq!(
             add_primary_key("postgres", &t).unwrap(),
             "ALTER TABLE \"postgres\".\"Orders\" ADD PRIMARY KEY (\"id\")"
+        );
+    }
+
+    fn col(name: &str, ty: u32, typmod: i32) -> RelColumn {
+        RelColumn {
+            flags: 0,
+            name: name.into(),
+            type_oid: ty,
+            type_modifier: typmod,
+        }
+    }
+
+    #[test]
+    fn column_changes_follow_the_source() {
+        let old = vec![
+            col("id", 23, -1),
+            col("a", 25, -1),
+            col("b", 1700, 655366),
+            col("c", 16, -1),
+        ];
+        // c renamed to d (same place, same type), b retyped, a dropped, e added
+        let new = vec![
+            col("id", 23, -1),
+            col("b", 1700, 917510),
+            col("d", 16, -1),
+            col("e", 20, -1),
+        ];
+        let dest = ["id", "a", "b", "c"];
+        let ch = column_changes(Some(&old), &new, |n| dest.contains(&n));
+        assert_eq!(
+            ch,
+            vec![
+                ColumnChange::Drop("a".into()),
+                ColumnChange::Drop("c".into()),
+                ColumnChange::Retype(col("b", 1700, 917510)),
+                ColumnChange::Add(col("d", 16, -1)),
+                ColumnChange::Add(col("e", 20, -1)),
+            ]
+        );
+        // a pure rename keeps the data
+        let old = vec![col("id", 23, -1), col("flag", 16, -1)];
+        let new = vec![col("id", 23, -1), col("active", 16, -1)];
+        let ch = column_changes(Some(&old), &new, |n| ["id", "flag"].contains(&n));
+        assert_eq!(
+            ch,
+            vec![ColumnChange::Rename {
+                from: "flag".into(),
+                to: "active".into()
+            }]
+        );
+        // after a start nothing is dropped, only missing columns added
+        let ch = column_changes(None, &new, |n| ["id", "flag", "mine"].contains(&n));
+        assert_eq!(ch, vec![ColumnChange::Add(col("active", 16, -1))]);
+        assert_eq!(
+            alter_sql("\"s\".\"t\"", &ColumnChange::Retype(col("b", 1700, 917510)), "numeric(14,2)"),
+            "ALTER TABLE \"s\".\"t\" ALTER COLUMN \"b\" TYPE numeric(14,2) USING \"b\"::text::numeric(14,2)"
         );
     }
 }

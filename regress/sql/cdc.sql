@@ -55,6 +55,15 @@ COMMIT;
 UPDATE fullid SET b = 'changed' WHERE a = 1;
 DELETE FROM fullid WHERE a = 2;
 INSERT INTO fullid VALUES (11, NULL);
+-- schema changes on the source: a new column, a rename, a new type, a drop
+ALTER TABLE items ADD COLUMN extra int;
+INSERT INTO items (id, name, extra) VALUES (4000, 'with extra', 7);
+ALTER TABLE items RENAME COLUMN flag TO active;
+UPDATE items SET active = false WHERE id = 1;
+ALTER TABLE items ALTER COLUMN price TYPE numeric(14,3);
+UPDATE items SET price = 1.125 WHERE id = 2;
+ALTER TABLE items DROP COLUMN doc;
+INSERT INTO items (id, name) VALUES (4001, 'after drop');
 TRUNCATE events;
 INSERT INTO events (kind, payload) VALUES ('after truncate', '\xff');
 SELECT md5(string_agg(t::text, '|' ORDER BY id)) AS items_sum FROM items t \gset
@@ -68,6 +77,9 @@ SELECT synchdb_test_wait(format($$SELECT md5(string_agg(t::text, '|' ORDER BY id
 SELECT synchdb_test_wait(format($$SELECT md5(string_agg(t::text, '|' ORDER BY a)) = %L FROM cdc_src.fullid t$$, :'fullid_sum'));
 SELECT id, name, price, tags, length(big) = :big_len AS toast_kept FROM cdc_src.items WHERE id IN (3000, 5000, 1001, 1002, 10) ORDER BY id;
 SELECT count(*) FROM cdc_src.items WHERE id = 9999 OR id BETWEEN 100 AND 110 OR id = 7;
+SELECT id, name, price, active, extra FROM cdc_src.items WHERE id IN (1, 2, 4000, 4001) ORDER BY id;
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+WHERE attrelid = 'cdc_src.items'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum;
 SELECT id, kind, payload FROM cdc_src.events ORDER BY id;
 SELECT * FROM cdc_src.fullid ORDER BY a;
 SELECT stage, state, err, last_dbz_offset::jsonb->>'messageType' AS last_type
