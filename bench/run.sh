@@ -106,15 +106,8 @@ BINDIR=$("$PG_CONFIG" --bindir)
     pgenv_die "synchdb is not installed for PostgreSQL $PGVER ($("$PG_CONFIG" --pkglibdir)/synchdb.so missing)"
 [[ -x $BINDIR/pgbench ]] || pgenv_die "no pgbench in $BINDIR"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/synchdb-bench.XXXXXX")
-chmod 755 "$WORK"
-if [[ ${SYNCHDB_KEEP_TMP:-0} == 1 ]]; then
-    pgenv_on_exit "pgenv_log 'kept $WORK'"
-else
-    pgenv_on_exit "rm -rf $(printf '%q' "$WORK")"
-fi
-ensure_test_user
-[[ $EUID -ne 0 ]] || chown "$PGENV_TEST_USER" "$WORK"
+pgenv_workdir bench
+WORK=$PGENV_WORKDIR
 SRC_DATA=$WORK/source
 DST_DATA=$WORK/dest
 SRC_LOG=$(pgenv_server_log "$SRC_DATA")

@@ -61,14 +61,8 @@ PG_REGRESS=$(pg_regress_for "$PG_CONFIG")
 # All state of this run lives in one fresh directory owned by the test user:
 # data dirs, sockets, server logs, a copy of regress/ (the repo may sit in a
 # directory the test user cannot read, e.g. under /root) and the results.
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/synchdb-regress$VER.XXXXXX")
-chmod 755 "$WORK"
-if [[ ${SYNCHDB_KEEP_TMP:-0} == 1 ]]; then
-    pgenv_on_exit "pgenv_log 'kept $WORK'"
-else
-    pgenv_on_exit "rm -rf $(printf '%q' "$WORK")"
-fi
-[[ $EUID -eq 0 ]] && chown "$PGENV_TEST_USER" "$WORK"
+pgenv_workdir "regress$VER"
+WORK=$PGENV_WORKDIR
 
 # Results are reported through the counts file even when we die early, so
 # the caller never mistakes a crash for "no tests".

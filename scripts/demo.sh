@@ -52,15 +52,8 @@ fi
 PG_CONFIG=$(pg_config_for "$PGVER")
 BINDIR=$("$PG_CONFIG" --bindir)
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/synchdb-demo.XXXXXX")
-chmod 755 "$WORK"
-if [[ ${SYNCHDB_KEEP_TMP:-0} == 1 ]]; then
-    pgenv_on_exit "pgenv_log 'kept $WORK'"
-else
-    pgenv_on_exit "rm -rf $(printf '%q' "$WORK")"
-fi
-ensure_test_user
-[[ $EUID -ne 0 ]] || chown "$PGENV_TEST_USER" "$WORK"
+pgenv_workdir demo
+WORK=$PGENV_WORKDIR
 DATA=$WORK/demo
 
 # ---------------------------------------------------------------------------

@@ -349,3 +349,19 @@ pgenv_tail_logs() {
         tail -n "$n" "$log"
     done
 }
+
+# pgenv_workdir NAME — makes a fresh temp dir for one run in $PGENV_WORKDIR,
+# readable by the test user and owned by it, removed at exit unless
+# SYNCHDB_KEEP_TMP=1. Call it directly (not in $(...)): the exit hook must be
+# registered in the calling shell.
+pgenv_workdir() {
+    PGENV_WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/synchdb-$1.XXXXXX")
+    chmod 755 "$PGENV_WORKDIR"
+    if [[ ${SYNCHDB_KEEP_TMP:-0} == 1 ]]; then
+        pgenv_on_exit "pgenv_log 'kept $PGENV_WORKDIR'"
+    else
+        pgenv_on_exit "rm -rf $(printf '%q' "$PGENV_WORKDIR")"
+    fi
+    ensure_test_user
+    [[ $EUID -ne 0 ]] || chown "$PGENV_TEST_USER" "$PGENV_WORKDIR"
+}

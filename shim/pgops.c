@@ -379,13 +379,29 @@ sdb_change_end(SdbRel *r)
 	CommandCounterIncrement();
 }
 
-static bool
-sdb_find_row(SdbRel *r)
+/*
+ * Puts the stored row that `keyvals` identifies into localslot (locked), through
+ * the replica identity index or, without one, a scan comparing whole rows. A
+ * missing row means the destination diverged: an error naming the operation.
+ */
+static void
+sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n, const char *what)
 {
+	MemoryContext oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+	bool		found;
+
+	sdb_fill_slot(r, r->remoteslot, keyvals, n, NULL, true);
+	MemoryContextSwitchTo(oldcxt);
 	if (OidIsValid(r->idxoid))
-		return RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
-											r->remoteslot, r->localslot);
-	return RelationFindReplTupleSeq(r->rel, LockTupleExclusive, r->remoteslot, r->localslot);
+		found = RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
+											 r->remoteslot, r->localslot);
+	else
+		found = RelationFindReplTupleSeq(r->rel, LockTupleExclusive, r->remoteslot, r->localslot);
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("row to be %s was not found in %s", what, r->qualname),
+				 errdetail("The destination has diverged from the source.")));
 }
 
 static int
@@ -412,14 +428,7 @@ op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, 
 		MemoryContext oldcxt;
 
 		sdb_change_begin(r);
-		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, oldvals ? oldvals : newvals, n, NULL, true);
-		MemoryContextSwitchTo(oldcxt);
-		if (!sdb_find_row(r))
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("row to be updated was not found in %s", r->qualname),
-					 errdetail("The destination has diverged from the source.")));
+		sdb_locate_row(r, oldvals ? oldvals : newvals, n, "updated");
 		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
 		sdb_fill_slot(r, r->remoteslot, newvals, n, r->localslot, false);
 		MemoryContextSwitchTo(oldcxt);
@@ -434,17 +443,9 @@ op_apply_delete(void *handle, const SdbValue *oldvals, int n)
 {
 	SDB_TRY_BEGIN
 		SdbRel	   *r = (SdbRel *) handle;
-		MemoryContext oldcxt;
 
 		sdb_change_begin(r);
-		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, oldvals, n, NULL, true);
-		MemoryContextSwitchTo(oldcxt);
-		if (!sdb_find_row(r))
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("row to be deleted was not found in %s", r->qualname),
-					 errdetail("The destination has diverged from the source.")));
+		sdb_locate_row(r, oldvals, n, "deleted");
 		EvalPlanQualSetSlot(&r->epq, r->localslot);
 		ExecSimpleRelationDelete(r->rri, r->estate, &r->epq, r->localslot);
 		sdb_change_end(r);
