@@ -43,6 +43,11 @@
 #define SDB_LOG_WARNING 3
 
 /**
+ * Number of counters `synchdb_stats_read` fills.
+ */
+#define SDB_NSTATS 18
+
+/**
  * One row of the state view, filled by `synchdb_state_read`.
  */
 typedef struct SdbStateRow {
@@ -129,6 +134,10 @@ typedef struct SdbPgOps {
    * (inside a transaction).
    */
   int32_t (*origin_setup)(const char *name);
+  /**
+   * Unbinds the session from its origin (while paused, so that SQL can move it).
+   */
+  int32_t (*origin_release)(void);
   /**
    * The session origin's remote LSN; `flush` makes the local commit durable first.
    */
@@ -250,5 +259,40 @@ int32_t synchdb_worker_run(const struct SdbPgOps *ops, int32_t slot, const char 
  * Message of the last failed copy read callback (for the shim's ereport).
  */
 const char *synchdb_copy_error(void);
+
+/**
+ * Posts request `cmd` (`CMD_*` of the state module) to connector `name`'s worker.
+ * Returns the worker's pid (the caller wakes it), 0 if it is not running.
+ */
+int32_t synchdb_slot_command(uint32_t dboid, const char *name, uint32_t cmd);
+
+/**
+ * Fills `name` (64 bytes) and `vals` (`SDB_NSTATS` counters) from slot `idx` if it
+ * belongs to database `dboid`.
+ *
+ * # Safety
+ * `name` points to 64 writable bytes, `vals` to `SDB_NSTATS` u64.
+ */
+bool synchdb_stats_read(int32_t idx, uint32_t dboid, char *name, uint64_t *vals);
+
+/**
+ * Zeroes connector `name`'s counters; false if it has none (never started).
+ */
+bool synchdb_stats_reset(uint32_t dboid, const char *name);
+
+/**
+ * Parses what synchdb_set_offset accepts (the state view's JSON or a plain LSN).
+ * Returns 0 with the LSN in `*lsn`, or -1 with the reason in `errbuf`.
+ *
+ * # Safety
+ * `lsn` points to a writable u64; `errbuf` to `errlen` bytes.
+ */
+int32_t synchdb_parse_offset(const char *text, uint64_t *lsn, char *errbuf, size_t errlen);
+
+/**
+ * Checks on the source that connector `name`'s slot can still serve changes from
+ * `lsn`. Returns 0, or -1 with the reason in `errbuf`.
+ */
+int32_t synchdb_check_offset(const char *data_dir, uint64_t system_identifier, uint32_t dboid, const char *name, const char *conninfo_json, uint64_t lsn, char *errbuf, size_t errlen);
 
 #endif  /* SYNCHDB_CORE_H */

@@ -613,6 +613,16 @@ op_origin_setup(const char *name)
 	SDB_TRY_END
 }
 
+static int
+op_origin_release(void)
+{
+	SDB_TRY_BEGIN
+		if (replorigin_session_origin != InvalidRepOriginId)
+			replorigin_session_reset();
+		replorigin_session_origin = InvalidRepOriginId;
+	SDB_TRY_END
+}
+
 static uint64_t
 op_origin_progress(bool flush)
 {
@@ -743,6 +753,7 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->apply_delete = op_apply_delete;
 	ops->apply_release = op_apply_release;
 	ops->origin_setup = op_origin_setup;
+	ops->origin_release = op_origin_release;
 	ops->origin_progress = op_origin_progress;
 	ops->origin_set_commit = op_origin_set_commit;
 	ops->wait = op_wait;

@@ -19,6 +19,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/guc.h"
 #include "utils/wait_event.h"
 
@@ -264,6 +265,97 @@ synchdb_drop_source(PG_FUNCTION_ARGS)
 
 	if (synchdb_drop_source_objects(DataDir, GetSystemIdentifier(), MyDatabaseId, name, data,
 									err, sizeof(err)) == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(err));
+}
+
+/*
+ * synchdb_send_command(name, cmd): posts a request to a running worker and wakes
+ * it (SIGUSR1 sets a background worker's latch). Returns its pid, 0 if not running.
+ */
+PG_FUNCTION_INFO_V1(synchdb_send_command);
+Datum
+synchdb_send_command(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int32		cmd = PG_GETARG_INT32(1);
+	int			pid;
+
+	sdb_require_shmem();
+	pid = synchdb_slot_command(MyDatabaseId, name, (uint32) cmd);
+	if (pid > 0)
+		(void) kill(pid, SIGUSR1);
+	PG_RETURN_INT32(pid);
+}
+
+/* synchdb_stats_rows(): every counter of this database's connectors. */
+PG_FUNCTION_INFO_V1(synchdb_stats_rows);
+Datum
+synchdb_stats_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	int			i;
+	int			j;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!sdb_shmem_ready)
+		return (Datum) 0;
+	n = synchdb_slot_count();
+	for (i = 0; i < n; i++)
+	{
+		char		name[64];
+		uint64_t	vals[SDB_NSTATS];
+		Datum		values[SDB_NSTATS + 1];
+		bool		nulls[SDB_NSTATS + 1];
+
+		if (!synchdb_stats_read(i, MyDatabaseId, name, vals))
+			continue;
+		name[sizeof(name) - 1] = '\0';
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = CStringGetTextDatum(name);
+		for (j = 0; j < SDB_NSTATS; j++)
+			values[j + 1] = Int64GetDatum((int64) vals[j]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(synchdb_reset_stats_c);
+Datum
+synchdb_reset_stats_c(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_BOOL(sdb_shmem_ready && synchdb_stats_reset(MyDatabaseId, name));
+}
+
+/* synchdb_parse_offset(text): the LSN an offset (JSON or LSN text) names. */
+PG_FUNCTION_INFO_V1(synchdb_parse_offset_sql);
+Datum
+synchdb_parse_offset_sql(PG_FUNCTION_ARGS)
+{
+	char	   *input = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	uint64_t	lsn = 0;
+	char		err[512];
+
+	if (synchdb_parse_offset(input, &lsn, err, sizeof(err)) != 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", err)));
+	PG_RETURN_LSN((XLogRecPtr) lsn);
+}
+
+/* synchdb_check_offset(name, data, lsn): NULL if the source's slot serves lsn, else why not. */
+PG_FUNCTION_INFO_V1(synchdb_check_offset_sql);
+Datum
+synchdb_check_offset_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *data = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	XLogRecPtr	lsn = PG_GETARG_LSN(2);
+	char		err[2048];
+
+	if (synchdb_check_offset(DataDir, GetSystemIdentifier(), MyDatabaseId, name, data, lsn,
+							 err, sizeof(err)) == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(err));
 }

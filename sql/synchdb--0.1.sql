@@ -91,10 +91,10 @@ RETURNS int LANGUAGE plpgsql AS $$
 DECLARE m text := lower(btrim(coalesce(mode, 'initial')));
 BEGIN
     PERFORM synchdb_check_connector(name);
-    IF m NOT IN ('initial', 'initial_only', 'no_data', 'never') THEN
+    IF m NOT IN ('initial', 'initial_only', 'no_data', 'never', 'schemasync') THEN
         RAISE EXCEPTION 'unknown snapshot mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Valid modes are: initial, initial_only, no_data, never.';
+                  HINT = 'Valid modes are: initial, initial_only, no_data, never, schemasync.';
     END IF;
     UPDATE synchdb_conninfo c SET isactive = true WHERE c.name = synchdb_start_engine_bgw.name;
     PERFORM synchdb_launch(name, m);
@@ -154,3 +154,157 @@ SELECT c.name,
                 'offset file not flushed yet') AS last_dbz_offset
   FROM synchdb_conninfo c
   LEFT JOIN synchdb_state_rows() s ON s.name = c.name;
+
+-- ------------------------------------------------------------ control, statistics
+
+CREATE FUNCTION synchdb_send_command(name text, cmd int) RETURNS int
+    AS 'MODULE_PATHNAME', 'synchdb_send_command' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_stats_rows(
+        OUT name text, OUT bad_events bigint, OUT total_events bigint, OUT batches_done bigint,
+        OUT first_src_ts bigint, OUT first_pg_ts bigint, OUT last_src_ts bigint, OUT last_pg_ts bigint,
+        OUT snap_tables bigint, OUT snap_rows bigint, OUT snap_begin_ts bigint, OUT snap_end_ts bigint,
+        OUT ddls bigint, OUT dmls bigint, OUT creates bigint, OUT updates bigint, OUT deletes bigint,
+        OUT txs bigint, OUT truncates bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'synchdb_stats_rows' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_reset_stats_c(name text) RETURNS bool
+    AS 'MODULE_PATHNAME', 'synchdb_reset_stats_c' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_parse_offset(text) RETURNS pg_lsn
+    AS 'MODULE_PATHNAME', 'synchdb_parse_offset_sql' LANGUAGE C STRICT IMMUTABLE;
+CREATE FUNCTION synchdb_check_offset(name text, data text, lsn pg_lsn) RETURNS text
+    AS 'MODULE_PATHNAME', 'synchdb_check_offset_sql' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION synchdb_send_command(text, int), synchdb_reset_stats_c(text),
+    synchdb_check_offset(text, text, pg_lsn) FROM PUBLIC;
+
+-- Waits (bounded) until the connector's worker reports state `want`.
+CREATE FUNCTION synchdb_wait_state(cname text, want text, secs int) RETURNS bool
+LANGUAGE plpgsql AS $$
+DECLARE deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
+BEGIN
+    LOOP
+        IF EXISTS (SELECT 1 FROM synchdb_state_rows() s WHERE s.name = cname AND s.state = want) THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION synchdb_check_running(cname text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE st text;
+BEGIN
+    PERFORM synchdb_check_connector(cname);
+    SELECT s.state INTO st FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0;
+    IF st IS NULL THEN
+        RAISE EXCEPTION 'connector "%" is not running', cname
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Start it with SELECT synchdb_start_engine_bgw(%L).', cname);
+    END IF;
+    RETURN st;
+END $$;
+
+CREATE FUNCTION synchdb_pause_engine(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    IF synchdb_check_running(name) = 'paused' THEN
+        RETURN 0;
+    END IF;
+    PERFORM synchdb_send_command(name, 1);
+    IF NOT synchdb_wait_state(name, 'paused', 10) THEN
+        PERFORM synchdb_send_command(name, 0);
+        RAISE EXCEPTION 'connector "%" did not pause within 10 s', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'A connector pauses between source transactions once its initial snapshot is done; try again.';
+    END IF;
+    RETURN 0;
+END $$;
+
+CREATE FUNCTION synchdb_resume_engine(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    IF synchdb_check_running(name) <> 'paused' THEN
+        RAISE EXCEPTION 'connector "%" is not paused', name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM synchdb_send_command(name, 2);
+    IF NOT synchdb_wait_state(name, 'polling', 10) THEN
+        RAISE EXCEPTION 'connector "%" did not resume within 10 s', name
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'See synchdb_state_view and the server log.';
+    END IF;
+    RETURN 0;
+END $$;
+
+-- Offset: the JSON shown in synchdb_state_view.last_dbz_offset, or a plain LSN.
+CREATE FUNCTION synchdb_set_offset(name text, "offset" text)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := synchdb_check_connector(name);
+    lsn pg_lsn;
+    msg text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM synchdb_state_rows() s
+                    WHERE s.name = synchdb_set_offset.name AND s.pid > 0 AND s.state = 'paused') THEN
+        RAISE EXCEPTION 'connector "%" must be paused to set its offset', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Pause it first with SELECT synchdb_pause_engine(%L).', name);
+    END IF;
+    lsn := synchdb_parse_offset("offset");
+    msg := synchdb_check_offset(name, d::text, lsn);
+    IF msg IS NOT NULL THEN
+        RAISE EXCEPTION '%', msg USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_replication_origin_advance(synchdb_origin_name(name), lsn);
+    PERFORM synchdb_send_command(name, 3);
+    RETURN 0;
+END $$;
+
+CREATE FUNCTION synchdb_restart_connector(name text, mode text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    PERFORM synchdb_stop_engine_bgw(name);
+    RETURN synchdb_start_engine_bgw(name, mode);
+END $$;
+
+CREATE FUNCTION synchdb_reset_stats(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    PERFORM synchdb_reset_stats_c(name);
+    RETURN 0;
+END $$;
+
+-- Counters live in shared memory: they start at zero with the server, as SynchDB's.
+CREATE VIEW synchdb_genstats AS
+SELECT c.name,
+       coalesce(s.bad_events, 0) AS bad_events,
+       coalesce(s.total_events, 0) AS total_events,
+       coalesce(s.batches_done, 0) AS batches_done,
+       coalesce(s.total_events / nullif(s.batches_done, 0), 0) AS average_batch_size,
+       coalesce(s.first_src_ts, 0) AS first_src_ts,
+       coalesce(s.first_pg_ts, 0) AS first_pg_ts,
+       coalesce(s.last_src_ts, 0) AS last_src_ts,
+       coalesce(s.last_pg_ts, 0) AS last_pg_ts
+  FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
+
+CREATE VIEW synchdb_snapstats AS
+SELECT c.name,
+       coalesce(s.snap_tables, 0) AS tables,
+       coalesce(s.snap_rows, 0) AS rows,
+       coalesce(s.snap_begin_ts, 0) AS snapshot_begin_ts,
+       coalesce(s.snap_end_ts, 0) AS snapshot_end_ts
+  FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
+
+CREATE VIEW synchdb_cdcstats AS
+SELECT c.name,
+       coalesce(s.ddls, 0) AS ddls,
+       coalesce(s.dmls, 0) AS dmls,
+       coalesce(s.creates, 0) AS creates,
+       coalesce(s.updates, 0) AS updates,
+       coalesce(s.deletes, 0) AS deletes,
+       coalesce(s.txs, 0) AS txs,
+       coalesce(s.truncates, 0) AS truncates
+  FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;

@@ -217,7 +217,34 @@ fn fill(buf: &mut Vec<SdbValue>, map: &[Option<usize>], vals: &[TupleValue]) -> 
     Ok(())
 }
 
+/// Counters of the destination transaction being built; published to the state
+/// area only when it commits, so the statistics count exactly what was applied.
+#[derive(Default)]
+struct BatchStats {
+    creates: u64,
+    updates: u64,
+    deletes: u64,
+    truncates: u64,
+    ddls: u64,
+    txs: u64,
+    first_src_ms: Option<i64>,
+    last_src_ms: i64,
+    first_pg_ms: Option<i64>,
+}
+
+pub fn now_ms_pub() -> i64 {
+    now_ms()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub struct Applier<'a> {
+    batch: BatchStats,
     pg: &'a Pg<'a>,
     net: &'a Net,
     slot_idx: i32,
@@ -246,6 +273,7 @@ impl<'a> Applier<'a> {
         cdc_stage_shown: bool,
     ) -> Self {
         Applier {
+            batch: BatchStats::default(),
             pg,
             net,
             slot_idx,
@@ -266,8 +294,79 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Streams from `start_lsn` until stopped or an error.
-    pub fn run(&mut self, target: StreamTarget) -> Result<(), WorkerError> {
+    /// Streams and applies until stopped or an error; a pause closes the stream
+    /// and waits (the slot keeps the WAL), a resume opens it again from the origin.
+    pub fn run(&mut self, mut target: StreamTarget, origin: &str) -> Result<(), WorkerError> {
+        loop {
+            self.stream(target.clone())?;
+            target.start_lsn = self.pause(origin)?;
+        }
+    }
+
+    /// Paused: the origin is released (synchdb_set_offset may move it); returns the
+    /// position to resume from once synchdb_resume_engine asks.
+    pub fn pause(&mut self, origin: &str) -> Result<u64, WorkerError> {
+        self.pg.origin_release()?;
+        state::set_state(self.slot_idx, state::STATE_PAUSED);
+        self.pg.log(
+            crate::pg::LOG_LOG,
+            &format!("connector {}: paused", self.connector),
+        );
+        loop {
+            self.net.sleep(self.pg, 1000)?;
+            match state::take_cmd(self.slot_idx) {
+                state::CMD_RESUME => break,
+                state::CMD_OFFSET_CHANGED => self.show_origin_position(origin)?,
+                _ => {}
+            }
+        }
+        let pg = self.pg;
+        let lsn = pg.in_xact(|| -> Result<u64, WorkerError> {
+            pg.origin_setup(origin)
+                .ctx(|| format!("setting up replication origin {origin}"))?;
+            Ok(pg.origin_progress(false)?)
+        })?;
+        state::set_state(self.slot_idx, state::STATE_POLLING);
+        self.pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: resumed at {}",
+                self.connector,
+                crate::offset::format_lsn(lsn)
+            ),
+        );
+        Ok(lsn)
+    }
+
+    /// After synchdb_set_offset: show the new position in the state view.
+    fn show_origin_position(&mut self, origin: &str) -> Result<(), WorkerError> {
+        let pg = self.pg;
+        let rows = pg.in_xact(|| {
+            pg.query(
+                "SELECT (remote_lsn - '0/0'::pg_lsn)::bigint::text FROM pg_replication_origin_status WHERE external_id = $1",
+                &[Some(origin)],
+            )
+            .ctx(|| "reading the replication origin".into())
+        })?;
+        if let Some(lsn) = rows
+            .first()
+            .and_then(|r| r[0].as_deref())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let off = Offset {
+                lsn_proc: lsn,
+                lsn_commit: lsn,
+                lsn,
+                message_type: MessageType::Commit,
+                ..Default::default()
+            };
+            state::set_offset(self.slot_idx, &off.to_json());
+        }
+        Ok(())
+    }
+
+    /// One replication stream, until a pause is asked (Ok), a stop or an error.
+    fn stream(&mut self, target: StreamTarget) -> Result<(), WorkerError> {
         let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
         let (fb_tx, fb_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
@@ -285,7 +384,8 @@ impl<'a> Applier<'a> {
             loop {
                 self.net.drain();
                 let mut got = 0;
-                while let Ok(item) = rx.try_recv() {
+                let mut pause = state::take_cmd(self.slot_idx) == state::CMD_PAUSE;
+                while let Some(item) = if pause { None } else { rx.try_recv().ok() } {
                     got += 1;
                     match item {
                         StreamItem::Batch(msgs) => {
@@ -306,6 +406,19 @@ impl<'a> Applier<'a> {
                     if self.pg.should_exit() {
                         return Err(WorkerError::Stopped);
                     }
+                    pause = state::take_cmd(self.slot_idx) == state::CMD_PAUSE;
+                }
+                if pause {
+                    // keep whole source transactions; a partial one is rolled back
+                    // and comes again from the origin's position on resume
+                    if self.in_xact && self.at_boundary {
+                        self.commit_batch()?;
+                    } else if self.in_xact {
+                        self.pg.abort();
+                        self.in_xact = false;
+                        self.batch = BatchStats::default();
+                    }
+                    return Ok(());
                 }
                 if self.in_xact && self.at_boundary {
                     self.commit_batch()?;
@@ -372,6 +485,7 @@ impl<'a> Applier<'a> {
         }
         self.in_xact = false;
         self.batch_changes = 0;
+        self.publish_batch_stats();
         if let Some((commit_lsn, _end, ts, xid)) = self.last_commit {
             let proc = if self.last_change_lsn > 0 {
                 self.last_change_lsn
@@ -411,6 +525,10 @@ impl<'a> Applier<'a> {
                 self.begin_if_needed()?;
                 self.pg.origin_set_commit(end_lsn, commit_ts)?;
                 self.last_commit = Some((commit_lsn, end_lsn, commit_ts, self.cur_xid));
+                let src_ms = crate::decoder::pg_ts_to_unix_usec(commit_ts) / 1000;
+                self.batch.txs += 1;
+                self.batch.first_src_ms.get_or_insert(src_ms);
+                self.batch.last_src_ms = src_ms;
                 self.at_boundary = true;
             }
             LogicalMessage::Relation {
@@ -487,7 +605,39 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    fn publish_batch_stats(&mut self) {
+        use state::Stat;
+        let b = std::mem::take(&mut self.batch);
+        let i = self.slot_idx;
+        let dmls = b.creates + b.updates + b.deletes + b.truncates;
+        state::stat_add(i, Stat::Creates, b.creates);
+        state::stat_add(i, Stat::Updates, b.updates);
+        state::stat_add(i, Stat::Deletes, b.deletes);
+        state::stat_add(i, Stat::Truncates, b.truncates);
+        state::stat_add(i, Stat::Dmls, dmls);
+        state::stat_add(i, Stat::Ddls, b.ddls);
+        state::stat_add(i, Stat::Txs, b.txs);
+        state::stat_add(i, Stat::TotalEvents, dmls + b.ddls);
+        state::stat_add(i, Stat::BatchesDone, 1);
+        if let Some(first) = b.first_src_ms {
+            state::stat_set(i, Stat::FirstSrcTs, first as u64);
+            state::stat_set(i, Stat::LastSrcTs, b.last_src_ms as u64);
+        }
+        if let Some(first) = b.first_pg_ms {
+            state::stat_set(i, Stat::FirstPgTs, first as u64);
+        }
+        state::stat_set(i, Stat::LastPgTs, now_ms() as u64);
+    }
+
     fn changed(&mut self, lsn: u64, t: MessageType) {
+        match t {
+            MessageType::Insert => self.batch.creates += 1,
+            MessageType::Update => self.batch.updates += 1,
+            MessageType::Delete => self.batch.deletes += 1,
+            MessageType::Truncate => self.batch.truncates += 1,
+            _ => {}
+        }
+        self.batch.first_pg_ms.get_or_insert_with(now_ms);
         self.batch_changes += 1;
         self.last_change_lsn = lsn;
         self.last_type = t;
@@ -572,6 +722,7 @@ impl<'a> Applier<'a> {
             );
         }
         let altered = !changes.is_empty();
+        self.batch.ddls += changes.len() as u64;
         if let Some(old) = self.rels.remove(&rel_id) {
             pg.apply_release()?;
             pg.rel_close(old.handle);

@@ -116,6 +116,8 @@ pub struct SdbPgOps {
     /// Creates the replication origin if missing and binds this session to it
     /// (inside a transaction).
     pub origin_setup: Option<extern "C" fn(name: *const c_char) -> i32>,
+    /// Unbinds the session from its origin (while paused, so that SQL can move it).
+    pub origin_release: Option<extern "C" fn() -> i32>,
     /// The session origin's remote LSN; `flush` makes the local commit durable first.
     pub origin_progress: Option<extern "C" fn(flush: bool) -> u64>,
     /// Source commit LSN and timestamp (µs since 2000-01-01) that the next local
@@ -428,4 +430,133 @@ pub unsafe extern "C" fn synchdb_worker_run(
 #[no_mangle]
 pub extern "C" fn synchdb_copy_error() -> *const c_char {
     crate::snapshot::copy_error_ptr()
+}
+
+// ---------------------------------------------------------------- control, statistics
+
+/// Posts request `cmd` (`CMD_*` of the state module) to connector `name`'s worker.
+/// Returns the worker's pid (the caller wakes it), 0 if it is not running.
+#[no_mangle]
+pub extern "C" fn synchdb_slot_command(dboid: u32, name: *const c_char, cmd: u32) -> i32 {
+    guard(|| {
+        let name = cstr_arg(name, "connector name")?;
+        let Some(idx) = crate::state::find(dboid, name) else {
+            return Ok(0);
+        };
+        let pid = crate::state::pid_of(idx as i32);
+        if pid > 0 {
+            crate::state::set_cmd(idx as i32, cmd);
+        }
+        Ok(pid.max(0))
+    })
+    .unwrap_or(0)
+}
+
+/// Number of counters `synchdb_stats_read` fills.
+pub const SDB_NSTATS: usize = 18;
+const _: () = assert!(SDB_NSTATS == crate::state::NSTATS);
+
+/// Fills `name` (64 bytes) and `vals` (`SDB_NSTATS` counters) from slot `idx` if it
+/// belongs to database `dboid`.
+///
+/// # Safety
+/// `name` points to 64 writable bytes, `vals` to `SDB_NSTATS` u64.
+#[no_mangle]
+pub unsafe extern "C" fn synchdb_stats_read(
+    idx: i32,
+    dboid: u32,
+    name: *mut c_char,
+    vals: *mut u64,
+) -> bool {
+    if name.is_null() || vals.is_null() {
+        return false;
+    }
+    guard(|| {
+        let Some(stats) = crate::state::stats_of(idx, dboid) else {
+            return Ok(false);
+        };
+        let mut row: SdbStateRow = unsafe { std::mem::zeroed() };
+        if !crate::state::read_row(idx, dboid, &mut row) {
+            return Ok(false);
+        }
+        // SAFETY: sizes as documented above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(row.name.as_ptr(), name, 64);
+            std::ptr::copy_nonoverlapping(stats.as_ptr(), vals, SDB_NSTATS);
+        }
+        Ok(true)
+    })
+    .unwrap_or(false)
+}
+
+/// Zeroes connector `name`'s counters; false if it has none (never started).
+#[no_mangle]
+pub extern "C" fn synchdb_stats_reset(dboid: u32, name: *const c_char) -> bool {
+    guard(|| {
+        let name = cstr_arg(name, "connector name")?;
+        Ok(crate::state::reset_stats(dboid, name))
+    })
+    .unwrap_or(false)
+}
+
+/// Parses what synchdb_set_offset accepts (the state view's JSON or a plain LSN).
+/// Returns 0 with the LSN in `*lsn`, or -1 with the reason in `errbuf`.
+///
+/// # Safety
+/// `lsn` points to a writable u64; `errbuf` to `errlen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn synchdb_parse_offset(
+    text: *const c_char,
+    lsn: *mut u64,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> i32 {
+    let r = guard(|| {
+        let t = cstr_arg(text, "offset")?;
+        crate::offset::parse_resume_lsn(t).map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(v) if !lsn.is_null() => {
+            // SAFETY: checked non-null; the caller passes a writable u64.
+            unsafe { *lsn = v };
+            0
+        }
+        Ok(_) => -1,
+        Err(e) => {
+            write_cbuf(errbuf, errlen, &e);
+            -1
+        }
+    }
+}
+
+/// Checks on the source that connector `name`'s slot can still serve changes from
+/// `lsn`. Returns 0, or -1 with the reason in `errbuf`.
+#[no_mangle]
+pub extern "C" fn synchdb_check_offset(
+    data_dir: *const c_char,
+    system_identifier: u64,
+    dboid: u32,
+    name: *const c_char,
+    conninfo_json: *const c_char,
+    lsn: u64,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> i32 {
+    let r = guard(|| {
+        let dir = cstr_arg(data_dir, "data directory")?;
+        let name = cstr_arg(name, "connector name")?;
+        let json = cstr_arg(conninfo_json, "connector data")?;
+        let ids = crate::config::LocalIds {
+            system_identifier,
+            database_oid: dboid,
+        };
+        crate::control::check_slot_serves(std::path::Path::new(dir), &ids, name, json, lsn)
+    });
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            write_cbuf(errbuf, errlen, &e);
+            -1
+        }
+    }
 }

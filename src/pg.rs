@@ -302,6 +302,11 @@ impl<'a> Pg<'a> {
         self.check(f(c.as_ptr()))
     }
 
+    pub fn origin_release(&self) -> Result<(), PgError> {
+        let f = op!(self.origin_release);
+        self.check(f())
+    }
+
     pub fn origin_progress(&self, flush: bool) -> Result<u64, PgError> {
         let f = op!(self.origin_progress);
         Ok(f(flush))

@@ -10,7 +10,7 @@ use crate::ffi::SdbStateRow;
 use std::ffi::c_void;
 use std::sync::atomic::{fence, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-const MAGIC: u64 = 0x5359_4e43_4844_4231;
+const MAGIC: u64 = 0x5359_4e43_4844_4232;
 const NAME_LEN: usize = 64;
 const STAGE_LEN: usize = 32;
 const STATE_LEN: usize = 32;
@@ -24,6 +24,40 @@ pub const STATE_INITIALIZING: &str = "initializing";
 pub const STATE_POLLING: &str = "polling";
 pub const STATE_STOPPED: &str = "stopped";
 pub const NO_ERROR: &str = "no error";
+pub const STATE_PAUSED: &str = "paused";
+
+/// Requests from SQL to a running worker.
+pub const CMD_NONE: u32 = 0;
+pub const CMD_PAUSE: u32 = 1;
+pub const CMD_RESUME: u32 = 2;
+/// While paused: the origin's position was moved (synchdb_set_offset).
+pub const CMD_OFFSET_CHANGED: u32 = 3;
+
+/// Counters of a connector, as SynchDB's synchdb_genstats / snapstats / cdcstats
+/// show them. Timestamps are Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Stat {
+    BadEvents,
+    TotalEvents,
+    BatchesDone,
+    FirstSrcTs,
+    FirstPgTs,
+    LastSrcTs,
+    LastPgTs,
+    SnapTables,
+    SnapRows,
+    SnapBeginTs,
+    SnapEndTs,
+    Ddls,
+    Dmls,
+    Creates,
+    Updates,
+    Deletes,
+    Txs,
+    Truncates,
+}
+pub const NSTATS: usize = 18;
 
 #[repr(C)]
 struct Header {
@@ -40,6 +74,9 @@ struct Slot {
     used: AtomicU32,
     dboid: AtomicU32,
     pid: AtomicI32,
+    /// A request from SQL (`CMD_*`), taken by the worker.
+    cmd: AtomicU32,
+    stats: [AtomicU64; NSTATS],
     name: [u8; NAME_LEN],
     stage: [u8; STAGE_LEN],
     state: [u8; STATE_LEN],
@@ -247,6 +284,13 @@ pub fn acquire(dboid: u32, name: &str) -> Result<usize, String> {
             )
         })?;
         let s = slot(idx).ok_or("slot index out of range")?;
+        if chosen.is_none() {
+            // a different connector takes this slot: its counters start at zero
+            for c in s.stats.iter() {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        s.cmd.store(CMD_NONE, Ordering::Release);
         s.dboid.store(dboid, Ordering::Release);
         s.pid.store(-1, Ordering::Release);
         s.used.store(1, Ordering::Release);
@@ -357,6 +401,56 @@ pub fn read_row(idx: i32, dboid: u32, row: &mut SdbStateRow) -> bool {
     put(&mut row.offset, &offset);
     row.pid = if pid > 0 { pid } else { -1 };
     true
+}
+
+/// Takes the pending request of slot `idx`.
+pub fn take_cmd(idx: i32) -> u32 {
+    slot(idx)
+        .map(|s| s.cmd.swap(CMD_NONE, Ordering::AcqRel))
+        .unwrap_or(CMD_NONE)
+}
+
+pub fn set_cmd(idx: i32, cmd: u32) {
+    if let Some(s) = slot(idx) {
+        s.cmd.store(cmd, Ordering::Release);
+    }
+}
+
+pub fn stat_add(idx: i32, st: Stat, n: u64) {
+    if let Some(s) = slot(idx) {
+        s.stats[st as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub fn stat_set(idx: i32, st: Stat, v: u64) {
+    if let Some(s) = slot(idx) {
+        s.stats[st as usize].store(v, Ordering::Relaxed);
+    }
+}
+
+/// All counters of slot `idx` if it belongs to database `dboid`.
+pub fn stats_of(idx: i32, dboid: u32) -> Option<[u64; NSTATS]> {
+    let s = slot(idx)?;
+    if s.used.load(Ordering::Acquire) != 1 || s.dboid.load(Ordering::Acquire) != dboid {
+        return None;
+    }
+    let mut out = [0u64; NSTATS];
+    for (o, c) in out.iter_mut().zip(s.stats.iter()) {
+        *o = c.load(Ordering::Relaxed);
+    }
+    Some(out)
+}
+
+pub fn reset_stats(dboid: u32, name: &str) -> bool {
+    match find(dboid, name).and_then(|i| slot(i as i32)) {
+        Some(s) => {
+            for c in s.stats.iter() {
+                c.store(0, Ordering::Relaxed);
+            }
+            true
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

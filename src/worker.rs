@@ -16,9 +16,11 @@ pub enum Mode {
     InitialOnly,
     NoData,
     Never,
+    /// Schema only, then paused for review; resume goes on to CDC.
+    SchemaSync,
 }
 
-pub const MODES: &[&str] = &["initial", "initial_only", "no_data", "never"];
+pub const MODES: &[&str] = &["initial", "initial_only", "no_data", "never", "schemasync"];
 
 impl Mode {
     pub fn parse(s: &str) -> Result<Mode, String> {
@@ -27,6 +29,7 @@ impl Mode {
             "initial_only" => Ok(Mode::InitialOnly),
             "no_data" => Ok(Mode::NoData),
             "never" => Ok(Mode::Never),
+            "schemasync" => Ok(Mode::SchemaSync),
             other => Err(format!(
                 "unknown snapshot mode \"{other}\"; valid modes are: {}",
                 MODES.join(", ")
@@ -126,9 +129,15 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
                 "connector \"{name}\" has no replication position yet; mode \"never\" needs one (start it once in mode \"initial\" or \"no_data\")"
             )));
         }
-        state::set_stage(slot, state::STAGE_SNAPSHOT);
+        let stage = if mode == Mode::SchemaSync {
+            state::STAGE_SCHEMA_SYNC
+        } else {
+            state::STAGE_SNAPSHOT
+        };
+        state::set_stage(slot, stage);
         state::set_offset(slot, NOT_FLUSHED);
         state::set_state(slot, state::STATE_POLLING);
+        let began = crate::apply::now_ms_pub();
         let r = crate::snapshot::run(
             pg,
             &net,
@@ -136,8 +145,16 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
             &params,
             &slot_name,
             &publication,
-            mode != Mode::NoData,
+            !matches!(mode, Mode::NoData | Mode::SchemaSync),
         )?;
+        state::stat_set(slot, state::Stat::SnapTables, r.tables as u64);
+        state::stat_set(slot, state::Stat::SnapRows, r.rows);
+        state::stat_set(slot, state::Stat::SnapBeginTs, began as u64);
+        state::stat_set(
+            slot,
+            state::Stat::SnapEndTs,
+            crate::apply::now_ms_pub() as u64,
+        );
         pg.log(
             LOG_LOG,
             &format!(
@@ -154,12 +171,22 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     };
     state::set_state(slot, state::STATE_POLLING);
     let mut applier = Applier::new(pg, &net, slot, &cfg, has_position);
-    applier.run(crate::apply::StreamTarget {
-        params,
-        slot: slot_name,
-        publication,
-        start_lsn,
-    })
+    // schemasync: the schema is there; wait for the user's review, then CDC from
+    // the point the schema was taken
+    let start_lsn = if mode == Mode::SchemaSync {
+        applier.pause(&origin)?
+    } else {
+        start_lsn
+    };
+    applier.run(
+        crate::apply::StreamTarget {
+            params,
+            slot: slot_name,
+            publication,
+            start_lsn,
+        },
+        &origin,
+    )
 }
 
 /// `initial_only`: nothing to stream; stay visible until stopped, as SynchDB does.
