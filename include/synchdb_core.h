@@ -130,6 +130,13 @@ typedef struct SdbPgOps {
    */
   int32_t (*apply_release)(void);
   /**
+   * Subtransaction around one change (error strategy 'skip'); the executor
+   * state of the change lives and dies with it.
+   */
+  int32_t (*subxact_begin)(void);
+  int32_t (*subxact_commit)(void);
+  void (*subxact_abort)(void);
+  /**
    * Creates the replication origin if missing and binds this session to it
    * (inside a transaction).
    */

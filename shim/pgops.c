@@ -30,6 +30,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "synchdb_shim.h"
@@ -495,6 +496,57 @@ op_xact_abort(void)
 	MemoryContextSwitchTo(TopMemoryContext);
 }
 
+/*
+ * Subtransactions for error strategy 'skip', as PL/pgSQL's exception blocks do
+ * them: the caller's memory context and resource owner are restored afterwards.
+ * Executor state made inside one is released with it (commit) or forgotten
+ * (abort: its resource owner already dropped the pins and references).
+ */
+static MemoryContext sdb_subxact_cxt;
+static ResourceOwner sdb_subxact_owner;
+
+static int
+op_subxact_begin(void)
+{
+	SDB_TRY_BEGIN
+		sdb_release_all();
+		sdb_subxact_cxt = CurrentMemoryContext;
+		sdb_subxact_owner = CurrentResourceOwner;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(sdb_subxact_cxt);
+	SDB_TRY_END
+}
+
+static int
+op_subxact_commit(void)
+{
+	SDB_TRY_BEGIN
+		sdb_release_all();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(sdb_subxact_cxt);
+		CurrentResourceOwner = sdb_subxact_owner;
+	SDB_TRY_END
+}
+
+static void
+op_subxact_abort(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	sdb_forget_all();
+	PG_TRY();
+	{
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(sdb_subxact_cxt);
+	CurrentResourceOwner = sdb_subxact_owner;
+}
+
 static int
 op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb row_cb,
 			void *ctx, uint64_t *processed)
@@ -734,6 +786,41 @@ op_guc(const char *name)
 	return v;
 }
 
+/*
+ * Error handling while applying (read by the core through GetConfigOption). SUSET,
+ * so that ALTER DATABASE/ROLE ... SET can choose it per connector's database.
+ */
+static int	sdb_error_strategy = 0;
+static bool sdb_log_change_on_error = true;
+static int	sdb_retry_interval = 5000;
+
+static const struct config_enum_entry sdb_strategy_options[] = {
+	{"exit", 0, false},
+	{"retry", 1, false},
+	{"skip", 2, false},
+	{NULL, 0, false}
+};
+
+void
+sdb_define_apply_gucs(void)
+{
+	DefineCustomEnumVariable("synchdb.error_handling_strategy",
+							 "What a connector does when a change cannot be applied: exit, retry or skip.",
+							 "exit stops the connector (the failing batch is retried at the next start); "
+							 "retry restarts it after synchdb.error_retry_interval; "
+							 "skip logs the failing change and applies the rest of its batch.",
+							 &sdb_error_strategy, 0, sdb_strategy_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("synchdb.log_change_on_error",
+							 "Log the change that could not be applied (its table, kind and values).",
+							 NULL, &sdb_log_change_on_error, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.error_retry_interval",
+							"Wait before a connector retries after an error (strategy retry).",
+							NULL, &sdb_retry_interval, 5000, 10, 3600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+}
+
 void
 sdb_init_ops(SdbPgOps *ops)
 {
@@ -753,6 +840,9 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->apply_delete = op_apply_delete;
 	ops->apply_release = op_apply_release;
 	ops->origin_setup = op_origin_setup;
+	ops->subxact_begin = op_subxact_begin;
+	ops->subxact_commit = op_subxact_commit;
+	ops->subxact_abort = op_subxact_abort;
 	ops->origin_release = op_origin_release;
 	ops->origin_progress = op_origin_progress;
 	ops->origin_set_commit = op_origin_set_commit;

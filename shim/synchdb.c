@@ -90,6 +90,7 @@ _PG_init(void)
 							"Changes applied per destination transaction (whole source transactions are never split).",
 							NULL, &sdb_batch_size, 5000, 1, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	sdb_define_apply_gucs();
 	MarkGUCPrefixReserved("synchdb");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -10,5 +10,6 @@
 
 extern volatile sig_atomic_t sdb_got_sigterm;
 extern void sdb_init_ops(SdbPgOps *ops);
+extern void sdb_define_apply_gucs(void);
 
 #endif

@@ -217,10 +217,29 @@ fn fill(buf: &mut Vec<SdbValue>, map: &[Option<usize>], vals: &[TupleValue]) -> 
     Ok(())
 }
 
+/// synchdb.error_handling_strategy
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Exit,
+    Retry,
+    Skip,
+}
+
+impl Strategy {
+    fn current(pg: &Pg) -> Strategy {
+        match pg.guc("synchdb.error_handling_strategy").as_deref() {
+            Some("retry") => Strategy::Retry,
+            Some("skip") => Strategy::Skip,
+            _ => Strategy::Exit,
+        }
+    }
+}
+
 /// Counters of the destination transaction being built; published to the state
 /// area only when it commits, so the statistics count exactly what was applied.
 #[derive(Default)]
 struct BatchStats {
+    bad: u64,
     creates: u64,
     updates: u64,
     deletes: u64,
@@ -245,6 +264,10 @@ fn now_ms() -> i64 {
 
 pub struct Applier<'a> {
     batch: BatchStats,
+    strategy: Strategy,
+    log_change_on_error: bool,
+    /// An error was reported and the worker retries: clear it once a batch commits.
+    recovering: bool,
     pg: &'a Pg<'a>,
     net: &'a Net,
     slot_idx: i32,
@@ -274,6 +297,9 @@ impl<'a> Applier<'a> {
     ) -> Self {
         Applier {
             batch: BatchStats::default(),
+            strategy: Strategy::current(pg),
+            log_change_on_error: pg.guc("synchdb.log_change_on_error").as_deref() != Some("off"),
+            recovering: false,
             pg,
             net,
             slot_idx,
@@ -298,9 +324,45 @@ impl<'a> Applier<'a> {
     /// and waits (the slot keeps the WAL), a resume opens it again from the origin.
     pub fn run(&mut self, mut target: StreamTarget, origin: &str) -> Result<(), WorkerError> {
         loop {
-            self.stream(target.clone())?;
-            target.start_lsn = self.pause(origin)?;
+            match self.stream(target.clone()) {
+                Ok(()) => target.start_lsn = self.pause(origin)?,
+                Err(WorkerError::Stopped) => return Err(WorkerError::Stopped),
+                Err(e)
+                    if Strategy::current(self.pg) == Strategy::Retry && !self.pg.should_exit() =>
+                {
+                    target.start_lsn = self.retry_after(&e)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Strategy 'retry': report the error, wait, and start again from the origin's
+    /// position (the failed batch was rolled back, so nothing is lost or doubled).
+    fn retry_after(&mut self, e: &WorkerError) -> Result<u64, WorkerError> {
+        let msg = e.to_string();
+        state::set_error(self.slot_idx, &msg);
+        state::set_state(self.slot_idx, state::STATE_RESTARTING);
+        let wait = self
+            .pg
+            .guc_int("synchdb.error_retry_interval", 5000)
+            .max(10);
+        self.pg.log(
+            crate::pg::LOG_WARNING,
+            &format!("connector {}: {msg}; retrying in {wait} ms", self.connector),
+        );
+        let until = Instant::now() + Duration::from_millis(wait as u64);
+        while Instant::now() < until {
+            self.net
+                .sleep(self.pg, (until - Instant::now()).as_millis().max(1) as i64)?;
+        }
+        // the failed transaction may have changed tables it rolled back: map again
+        for (_, m) in self.rels.drain() {
+            self.pg.rel_close(m.handle);
+        }
+        self.recovering = true;
+        state::set_state(self.slot_idx, state::STATE_POLLING);
+        Ok(self.pg.origin_progress(false)?)
     }
 
     /// Paused: the origin is released (synchdb_set_offset may move it); returns the
@@ -464,6 +526,9 @@ impl<'a> Applier<'a> {
 
     fn begin_if_needed(&mut self) -> Result<(), WorkerError> {
         if !self.in_xact {
+            self.strategy = Strategy::current(self.pg);
+            self.log_change_on_error =
+                self.pg.guc("synchdb.log_change_on_error").as_deref() != Some("off");
             self.pg.begin()?;
             self.in_xact = true;
             self.batch_changes = 0;
@@ -486,6 +551,10 @@ impl<'a> Applier<'a> {
         self.in_xact = false;
         self.batch_changes = 0;
         self.publish_batch_stats();
+        if self.recovering {
+            self.recovering = false;
+            state::set_error(self.slot_idx, state::NO_ERROR);
+        }
         if let Some((commit_lsn, _end, ts, xid)) = self.last_commit {
             let proc = if self.last_change_lsn > 0 {
                 self.last_change_lsn
@@ -541,10 +610,107 @@ impl<'a> Applier<'a> {
                 self.begin_if_needed()?;
                 self.relation(rel_id, &namespace, &name, columns)?;
             }
+            LogicalMessage::Insert { .. }
+            | LogicalMessage::Update { .. }
+            | LogicalMessage::Delete { .. }
+            | LogicalMessage::Truncate { .. } => self.apply_with_strategy(lsn, &msg)?,
+            LogicalMessage::Origin { .. }
+            | LogicalMessage::Type { .. }
+            | LogicalMessage::Message { .. } => {}
+            other => {
+                return Err(WorkerError::Internal(format!(
+                    "unexpected message in a protocol version 1 stream: {other:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one change under synchdb.error_handling_strategy: with 'skip' in a
+    /// subtransaction of its own, so that a failing change is logged, counted as a
+    /// bad event and left out while the rest of its batch is applied.
+    fn apply_with_strategy(&mut self, lsn: u64, msg: &LogicalMessage) -> Result<(), WorkerError> {
+        if self.strategy != Strategy::Skip {
+            return self
+                .apply_change(lsn, msg)
+                .inspect_err(|e| self.log_failed_change(msg, e));
+        }
+        self.pg.subxact_begin()?;
+        match self.apply_change(lsn, msg) {
+            Ok(()) => {
+                self.pg.subxact_commit()?;
+                Ok(())
+            }
+            Err(e @ WorkerError::Dest { .. }) => {
+                self.pg.subxact_abort();
+                self.log_failed_change(msg, &e);
+                self.pg.log(
+                    crate::pg::LOG_WARNING,
+                    &format!(
+                        "connector {}: skipped a change that failed: {e}",
+                        self.connector
+                    ),
+                );
+                self.batch.bad += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.pg.subxact_abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// synchdb.log_change_on_error: the failing change, with its values as text.
+    fn log_failed_change(&self, msg: &LogicalMessage, err: &WorkerError) {
+        if matches!(err, WorkerError::Stopped) || !self.log_change_on_error {
+            return;
+        }
+        let describe = |rel_id: &u32, kind: &str, vals: &[TupleValue]| {
+            let Some(m) = self.rels.get(rel_id) else {
+                return format!("{kind} on relation {rel_id}");
+            };
+            let cols: Vec<String> = m
+                .source_cols
+                .iter()
+                .zip(vals)
+                .map(|(c, v)| {
+                    let shown = match v {
+                        TupleValue::Null => "NULL".to_string(),
+                        TupleValue::UnchangedToast => "(unchanged)".to_string(),
+                        TupleValue::Text(b) | TupleValue::Binary(b) => {
+                            let t = String::from_utf8_lossy(b);
+                            let n = crate::ffi::truncate_at_char(&t, 200);
+                            format!("'{}'{}", &t[..n], if n < t.len() { "..." } else { "" })
+                        }
+                    };
+                    format!("{}={shown}", c.name)
+                })
+                .collect();
+            format!("{kind} on {}: ({})", m.dest, cols.join(", "))
+        };
+        let what = match msg {
+            LogicalMessage::Insert { rel_id, new, .. } => describe(rel_id, "INSERT", new),
+            LogicalMessage::Update { rel_id, new, .. } => describe(rel_id, "UPDATE", new),
+            LogicalMessage::Delete { rel_id, old, .. } => describe(rel_id, "DELETE", &old.1),
+            LogicalMessage::Truncate { rel_ids, .. } => {
+                format!("TRUNCATE of relations {rel_ids:?}")
+            }
+            _ => return,
+        };
+        self.pg.log(
+            crate::pg::LOG_LOG,
+            &format!("connector {}: change that failed: {what}", self.connector),
+        );
+    }
+
+    fn apply_change(&mut self, lsn: u64, msg: &LogicalMessage) -> Result<(), WorkerError> {
+        match msg {
             LogicalMessage::Insert { rel_id, new, .. } => {
+                let rel_id = *rel_id;
                 let pg = self.pg;
                 let m = self.rel(rel_id)?;
-                fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
+                fill(&mut m.new_buf, &m.from_source, new).map_err(WorkerError::Internal)?;
                 pg.insert(m.handle, &m.new_buf)
                     .ctx(|| format!("applying an INSERT into {}", m.dest))?;
                 self.changed(lsn, MessageType::Insert);
@@ -552,9 +718,10 @@ impl<'a> Applier<'a> {
             LogicalMessage::Update {
                 rel_id, old, new, ..
             } => {
+                let rel_id = *rel_id;
                 let pg = self.pg;
                 let m = self.rel(rel_id)?;
-                fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
+                fill(&mut m.new_buf, &m.from_source, new).map_err(WorkerError::Internal)?;
                 if let Some((_, oldv)) = &old {
                     fill(&mut m.old_buf, &m.from_source, oldv).map_err(WorkerError::Internal)?;
                 }
@@ -568,9 +735,10 @@ impl<'a> Applier<'a> {
                 old: (_, oldv),
                 ..
             } => {
+                let rel_id = *rel_id;
                 let pg = self.pg;
                 let m = self.rel(rel_id)?;
-                fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
+                fill(&mut m.old_buf, &m.from_source, oldv).map_err(WorkerError::Internal)?;
                 pg.delete(m.handle, &m.old_buf)
                     .ctx(|| format!("applying a DELETE to {}", m.dest))?;
                 self.changed(lsn, MessageType::Delete);
@@ -579,28 +747,21 @@ impl<'a> Applier<'a> {
                 options, rel_ids, ..
             } => {
                 let mut names = Vec::new();
-                for id in &rel_ids {
+                for id in rel_ids {
                     names.push(self.rel(*id)?.dest.clone());
                 }
                 self.pg.apply_release()?;
                 let mut sql = format!("TRUNCATE {}", names.join(", "));
-                if options & 2 != 0 {
+                if *options & 2 != 0 {
                     sql.push_str(" RESTART IDENTITY");
                 }
-                if options & 1 != 0 {
+                if *options & 1 != 0 {
                     sql.push_str(" CASCADE");
                 }
                 self.pg.exec(&sql, &[]).ctx(|| format!("applying {sql}"))?;
                 self.changed(lsn, MessageType::Truncate);
             }
-            LogicalMessage::Origin { .. }
-            | LogicalMessage::Type { .. }
-            | LogicalMessage::Message { .. } => {}
-            other => {
-                return Err(WorkerError::Internal(format!(
-                    "unexpected message in a protocol version 1 stream: {other:?}"
-                )))
-            }
+            _ => {}
         }
         Ok(())
     }
@@ -617,7 +778,8 @@ impl<'a> Applier<'a> {
         state::stat_add(i, Stat::Dmls, dmls);
         state::stat_add(i, Stat::Ddls, b.ddls);
         state::stat_add(i, Stat::Txs, b.txs);
-        state::stat_add(i, Stat::TotalEvents, dmls + b.ddls);
+        state::stat_add(i, Stat::BadEvents, b.bad);
+        state::stat_add(i, Stat::TotalEvents, dmls + b.ddls + b.bad);
         state::stat_add(i, Stat::BatchesDone, 1);
         if let Some(first) = b.first_src_ms {
             state::stat_set(i, Stat::FirstSrcTs, first as u64);

@@ -113,6 +113,11 @@ pub struct SdbPgOps {
         Option<extern "C" fn(handle: *mut c_void, oldvals: *const SdbValue, n: i32) -> i32>,
     /// Closes the executor state kept for the current transaction (before TRUNCATE or DDL).
     pub apply_release: Option<extern "C" fn() -> i32>,
+    /// Subtransaction around one change (error strategy 'skip'); the executor
+    /// state of the change lives and dies with it.
+    pub subxact_begin: Option<extern "C" fn() -> i32>,
+    pub subxact_commit: Option<extern "C" fn() -> i32>,
+    pub subxact_abort: Option<extern "C" fn()>,
     /// Creates the replication origin if missing and binds this session to it
     /// (inside a transaction).
     pub origin_setup: Option<extern "C" fn(name: *const c_char) -> i32>,

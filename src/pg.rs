@@ -296,6 +296,22 @@ impl<'a> Pg<'a> {
         self.check(f())
     }
 
+    pub fn subxact_begin(&self) -> Result<(), PgError> {
+        let f = op!(self.subxact_begin);
+        self.check(f())
+    }
+
+    pub fn subxact_commit(&self) -> Result<(), PgError> {
+        let f = op!(self.subxact_commit);
+        self.check(f())
+    }
+
+    pub fn subxact_abort(&self) {
+        if let Some(f) = self.ops.subxact_abort {
+            f();
+        }
+    }
+
     pub fn origin_setup(&self, name: &str) -> Result<(), PgError> {
         let f = op!(self.origin_setup);
         let c = cstring(name)?;

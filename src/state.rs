@@ -25,6 +25,7 @@ pub const STATE_POLLING: &str = "polling";
 pub const STATE_STOPPED: &str = "stopped";
 pub const NO_ERROR: &str = "no error";
 pub const STATE_PAUSED: &str = "paused";
+pub const STATE_RESTARTING: &str = "restarting";
 
 /// Requests from SQL to a running worker.
 pub const CMD_NONE: u32 = 0;
