@@ -91,12 +91,14 @@ RETURNS int LANGUAGE plpgsql AS $$
 DECLARE m text := lower(btrim(coalesce(mode, 'initial')));
 BEGIN
     PERFORM synchdb_check_connector(name);
-    IF m NOT IN ('initial', 'initial_only', 'no_data', 'never', 'schemasync') THEN
+    IF m NOT IN ('initial', 'initial_only', 'no_data', 'never', 'schemasync', 'when_needed') THEN
         RAISE EXCEPTION 'unknown snapshot mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Valid modes are: initial, initial_only, no_data, never, schemasync.';
+                  HINT = 'Valid modes are: initial, initial_only, no_data, never, schemasync, when_needed.';
     END IF;
-    UPDATE synchdb_conninfo c SET isactive = true WHERE c.name = synchdb_start_engine_bgw.name;
+    -- last_mode: the auto-launcher starts the connector in this mode after a server restart
+    UPDATE synchdb_conninfo c SET isactive = true, data = c.data || jsonb_build_object('last_mode', m)
+     WHERE c.name = synchdb_start_engine_bgw.name;
     PERFORM synchdb_launch(name, m);
     RETURN 0;
 END $$;

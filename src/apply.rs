@@ -605,10 +605,11 @@ impl<'a> Applier<'a> {
                 namespace,
                 name,
                 columns,
+                replica_identity,
                 ..
             } => {
                 self.begin_if_needed()?;
-                self.relation(rel_id, &namespace, &name, columns)?;
+                self.relation(rel_id, &namespace, &name, columns, replica_identity)?;
             }
             LogicalMessage::Insert { .. }
             | LogicalMessage::Update { .. }
@@ -766,6 +767,65 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// CREATE TABLE from a Relation message: its columns with their types; the
+    /// key columns become the primary key when the source's replica identity is
+    /// its primary key ('d'); with FULL or NOTHING there is no key to mirror.
+    fn create_from_relation(
+        &mut self,
+        dest: &str,
+        namespace: &str,
+        name: &str,
+        columns: &[RelColumn],
+        replica_identity: u8,
+    ) -> Result<(), WorkerError> {
+        let pg = self.pg;
+        pg.apply_release()?;
+        let mut cols = Vec::with_capacity(columns.len());
+        for c in columns {
+            let ty = pg
+                .query(
+                    "SELECT format_type($1::oid, $2::int)",
+                    &[
+                        Some(&c.type_oid.to_string()),
+                        Some(&c.type_modifier.to_string()),
+                    ],
+                )
+                .ctx(|| "resolving a column type".into())?
+                .first()
+                .and_then(|r| r[0].clone())
+                .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?;
+            cols.push(format!("{} {ty}", quote_ident(&c.name)));
+        }
+        let keys: Vec<String> = columns
+            .iter()
+            .filter(|c| c.flags & 1 == 1)
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        if replica_identity == b'd' && !keys.is_empty() {
+            cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+        }
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {dest} ({})",
+            quote_ident(&self.dest_schema),
+            cols.join(", ")
+        );
+        pg.exec(&sql, &[]).ctx(|| {
+            format!(
+                "creating {dest} for source table {}.{}",
+                quote_ident(namespace),
+                quote_ident(name)
+            )
+        })?;
+        pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: created {dest} from the source's description",
+                self.connector
+            ),
+        );
+        Ok(())
+    }
+
     fn publish_batch_stats(&mut self) {
         use state::Stat;
         let b = std::mem::take(&mut self.batch);
@@ -821,6 +881,7 @@ impl<'a> Applier<'a> {
         namespace: &str,
         name: &str,
         columns: Vec<RelColumn>,
+        replica_identity: u8,
     ) -> Result<(), WorkerError> {
         let dest = format!("{}.{}", quote_ident(&self.dest_schema), quote_ident(name));
         if let Some(old) = self.rels.get(&rel_id) {
@@ -837,12 +898,11 @@ impl<'a> Applier<'a> {
             )
             .ctx(|| format!("looking up {dest}"))?;
         if attrs.is_empty() {
-            return Err(WorkerError::Config(format!(
-                "destination table {dest} for source table {}.{} does not exist; \
-                 restart the connector with a snapshot mode that creates it",
-                quote_ident(namespace),
-                quote_ident(name)
-            )));
+            // not on the destination (mode never, or dropped by hand): create it
+            // from what the source says about it
+            self.create_from_relation(&dest, namespace, name, &columns, replica_identity)?;
+            self.batch.ddls += 1;
+            return self.relation(rel_id, namespace, name, columns, replica_identity);
         }
         let mut have: HashMap<String, usize> = HashMap::new();
         for a in &attrs {
@@ -891,7 +951,7 @@ impl<'a> Applier<'a> {
         }
         if altered {
             // look the table up again; `previous` is gone, so nothing repeats
-            return self.relation(rel_id, namespace, name, columns);
+            return self.relation(rel_id, namespace, name, columns, replica_identity);
         }
         let (handle, natts) = pg
             .rel_open(&self.dest_schema, name)

@@ -41,6 +41,18 @@ struct Prepared {
     consistent_point: u64,
 }
 
+/// What a start asks of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Create the destination tables now (else CDC creates them from the source's
+    /// description when their first change arrives: mode never).
+    pub create_tables: bool,
+    pub copy_rows: bool,
+    /// The tables exist from an earlier snapshot that can no longer be continued:
+    /// drop and build them again.
+    pub rebuild: bool,
+}
+
 pub struct SnapshotResult {
     pub consistent_point: u64,
     pub tables: usize,
@@ -229,7 +241,7 @@ fn copy_table(
 }
 
 /// Runs the snapshot; on success the destination has the tables (and rows when
-/// `copy_rows`) and the origin's progress is the slot's consistent point.
+/// the plan asks for them) and the origin's progress is the slot's consistent point.
 pub fn run(
     pg: &Pg,
     net: &Net,
@@ -237,7 +249,7 @@ pub fn run(
     params: &ConnParams,
     slot: &str,
     publication: &str,
-    copy_rows: bool,
+    plan: Plan,
 ) -> Result<SnapshotResult, WorkerError> {
     let prepared = net.call(
         pg,
@@ -270,7 +282,18 @@ pub fn run(
     let result = pg.in_xact(|| -> Result<u64, WorkerError> {
         pg.exec(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&dest_schema)), &[])
             .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))?;
-        for t in &tables {
+        // an xid, so that the commit records the origin's progress even when
+        // there is nothing to create
+        pg.exec("SELECT pg_current_xact_id()", &[])
+            .ctx(|| "starting the snapshot transaction".into())?;
+        for t in tables.iter().filter(|_| plan.create_tables) {
+            if plan.rebuild {
+                pg.exec(
+                    &format!("DROP TABLE IF EXISTS {}.{}", quote_ident(&dest_schema), quote_ident(&t.name)),
+                    &[],
+                )
+                .ctx(|| format!("dropping {}.{} to build it again", quote_ident(&dest_schema), quote_ident(&t.name)))?;
+            }
             let exists = pg
                 .query(
                     "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
@@ -289,12 +312,12 @@ pub fn run(
                 .ctx(|| format!("creating destination table for {}", t.qualified()))?;
         }
         let mut rows = 0;
-        if copy_rows {
+        if plan.create_tables && plan.copy_rows {
             for t in &tables {
                 rows += copy_table(pg, net, &client, &dest_schema, t)?;
             }
         }
-        for t in &tables {
+        for t in tables.iter().filter(|_| plan.create_tables) {
             if let Some(sql) = ddl::add_primary_key(&dest_schema, t) {
                 pg.exec(&sql, &[])
                     .ctx(|| format!("adding the primary key of {}.{}", quote_ident(&dest_schema), quote_ident(&t.name)))?;

@@ -18,9 +18,19 @@ pub enum Mode {
     Never,
     /// Schema only, then paused for review; resume goes on to CDC.
     SchemaSync,
+    /// Snapshot only when there is no usable position (none yet, or the slot is
+    /// gone or invalidated on the source).
+    WhenNeeded,
 }
 
-pub const MODES: &[&str] = &["initial", "initial_only", "no_data", "never", "schemasync"];
+pub const MODES: &[&str] = &[
+    "initial",
+    "initial_only",
+    "no_data",
+    "never",
+    "schemasync",
+    "when_needed",
+];
 
 impl Mode {
     pub fn parse(s: &str) -> Result<Mode, String> {
@@ -30,6 +40,7 @@ impl Mode {
             "no_data" => Ok(Mode::NoData),
             "never" => Ok(Mode::Never),
             "schemasync" => Ok(Mode::SchemaSync),
+            "when_needed" => Ok(Mode::WhenNeeded),
             other => Err(format!(
                 "unknown snapshot mode \"{other}\"; valid modes are: {}",
                 MODES.join(", ")
@@ -104,7 +115,30 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     })?;
 
     let net = Net::start()?;
-    let has_position = progress != 0;
+    let mut has_position = progress != 0;
+    let mut rebuild = false;
+    if has_position && mode == Mode::WhenNeeded {
+        if let Some(why) = net.call(pg, slot_unusable(params.clone(), slot_name.clone()))?? {
+            pg.log(
+                LOG_LOG,
+                &format!("connector {name}: {why}: taking a new snapshot"),
+            );
+            // the old position means nothing for a new slot: start the origin over
+            pg.origin_release()?;
+            pg.in_xact(|| -> Result<(), WorkerError> {
+                pg.exec(
+                    "SELECT pg_replication_origin_advance($1, '0/0')",
+                    &[Some(&origin)],
+                )
+                .ctx(|| format!("resetting replication origin {origin}"))?;
+                pg.origin_setup(&origin)
+                    .ctx(|| format!("setting up replication origin {origin}"))?;
+                Ok(())
+            })?;
+            has_position = false;
+            rebuild = true;
+        }
+    }
     let start_lsn = if has_position {
         state::set_stage(slot, state::STAGE_CDC);
         let off = Offset {
@@ -124,11 +158,6 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         }
         progress
     } else {
-        if mode == Mode::Never {
-            return Err(WorkerError::Config(format!(
-                "connector \"{name}\" has no replication position yet; mode \"never\" needs one (start it once in mode \"initial\" or \"no_data\")"
-            )));
-        }
         let stage = if mode == Mode::SchemaSync {
             state::STAGE_SCHEMA_SYNC
         } else {
@@ -145,7 +174,11 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
             &params,
             &slot_name,
             &publication,
-            !matches!(mode, Mode::NoData | Mode::SchemaSync),
+            crate::snapshot::Plan {
+                create_tables: mode != Mode::Never,
+                copy_rows: !matches!(mode, Mode::NoData | Mode::SchemaSync | Mode::Never),
+                rebuild,
+            },
         )?;
         state::stat_set(slot, state::Stat::SnapTables, r.tables as u64);
         state::stat_set(slot, state::Stat::SnapRows, r.rows);
@@ -194,4 +227,30 @@ fn idle_until_stopped(pg: &Pg, net: &Net) -> Result<(), WorkerError> {
     loop {
         net.sleep(pg, 1000)?;
     }
+}
+
+/// when_needed: why the connector's slot cannot continue, if it cannot.
+async fn slot_unusable(
+    params: crate::replconn::ConnParams,
+    slot: String,
+) -> Result<Option<String>, WorkerError> {
+    let client = crate::source::connect(&params)
+        .await
+        .map_err(WorkerError::Source)?;
+    let rows = client
+        .query(
+            "SELECT coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| WorkerError::Source(crate::source::pg_error_text(&params, &e)))?;
+    Ok(match rows.first().map(|r| r.get::<_, String>(0)) {
+        None => Some(format!(
+            "replication slot {slot} does not exist on the source"
+        )),
+        Some(s) if s == "lost" => Some(format!(
+            "replication slot {slot} was invalidated on the source"
+        )),
+        Some(_) => None,
+    })
 }
