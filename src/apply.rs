@@ -184,6 +184,22 @@ struct RelMap {
     old_buf: Vec<SdbValue>,
 }
 
+/// The destination's name for a source column's type (built-in type OIDs are the
+/// same on every server).
+fn dest_type(pg: &Pg, c: &RelColumn) -> Result<String, WorkerError> {
+    pg.query(
+        "SELECT format_type($1::oid, $2::int)",
+        &[
+            Some(&c.type_oid.to_string()),
+            Some(&c.type_modifier.to_string()),
+        ],
+    )
+    .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?
+    .first()
+    .and_then(|r| r[0].clone())
+    .ok_or_else(|| WorkerError::Internal(format!("no type name for type oid {}", c.type_oid)))
+}
+
 fn fill(buf: &mut Vec<SdbValue>, map: &[Option<usize>], vals: &[TupleValue]) -> Result<(), String> {
     buf.clear();
     for src in map {
@@ -782,18 +798,7 @@ impl<'a> Applier<'a> {
         pg.apply_release()?;
         let mut cols = Vec::with_capacity(columns.len());
         for c in columns {
-            let ty = pg
-                .query(
-                    "SELECT format_type($1::oid, $2::int)",
-                    &[
-                        Some(&c.type_oid.to_string()),
-                        Some(&c.type_modifier.to_string()),
-                    ],
-                )
-                .ctx(|| "resolving a column type".into())?
-                .first()
-                .and_then(|r| r[0].clone())
-                .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?;
+            let ty = dest_type(pg, c)?;
             cols.push(format!("{} {ty}", quote_ident(&c.name)));
         }
         let keys: Vec<String> = columns
@@ -921,18 +926,7 @@ impl<'a> Applier<'a> {
         }
         for change in &changes {
             let ty = match change {
-                ColumnChange::Add(c) | ColumnChange::Retype(c) => pg
-                    .query(
-                        "SELECT format_type($1::oid, $2::int)",
-                        &[
-                            Some(&c.type_oid.to_string()),
-                            Some(&c.type_modifier.to_string()),
-                        ],
-                    )
-                    .ctx(|| "resolving a column type".into())?
-                    .first()
-                    .and_then(|r| r[0].clone())
-                    .ok_or_else(|| WorkerError::Internal("format_type returned nothing".into()))?,
+                ColumnChange::Add(c) | ColumnChange::Retype(c) => dest_type(pg, c)?,
                 _ => String::new(),
             };
             let sql = crate::ddl::alter_sql(&dest, change, &ty);

@@ -182,6 +182,17 @@ pub(crate) fn truncate_at_char(s: &str, max: usize) -> usize {
     n
 }
 
+/// 0 for Ok, -1 with the message in `errbuf` for Err.
+pub(crate) fn status(r: Result<(), String>, errbuf: *mut c_char, errlen: usize) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            write_cbuf(errbuf, errlen, &e);
+            -1
+        }
+    }
+}
+
 /// Reads a C string argument; NULL and invalid UTF-8 become an error text.
 pub(crate) fn cstr_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
     if p.is_null() {
@@ -374,13 +385,7 @@ pub extern "C" fn synchdb_drop_source_objects(
         };
         crate::cleanup::drop_source_objects(std::path::Path::new(dir), &ids, name, json)
     });
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            write_cbuf(errbuf, errlen, &e);
-            -1
-        }
-    }
+    status(r, errbuf, errlen)
 }
 
 /// Name of the replication origin that records connector `name`'s progress.
@@ -557,11 +562,5 @@ pub extern "C" fn synchdb_check_offset(
         };
         crate::control::check_slot_serves(std::path::Path::new(dir), &ids, name, json, lsn)
     });
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            write_cbuf(errbuf, errlen, &e);
-            -1
-        }
-    }
+    status(r, errbuf, errlen)
 }
