@@ -14,8 +14,19 @@
 #              15 when testing 18), wal_level=logical, no extension: a source
 #              on another server, as in a major-version migration
 #
-# The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_OTHER_PORT, SYNCHDB_SRC_USER and
-# SYNCHDB_SRC_PASSWORD in their environment (read them with psql's \getenv).
+#   ssl        port 55715 / 55718: wal_level=logical, ssl=on with certificates
+#              this script makes with openssl (a CA, a server certificate for
+#              DNS:localhost + IP:127.0.0.1, an unrelated second CA, a client
+#              certificate); it also listens on 127.0.0.2, which its certificate
+#              does not name. synchdb_src must use SSL (scram; plain is
+#              rejected), synchdb_cert logs in with its client certificate.
+#              Same major version as the run when that build has OpenSSL,
+#              else the other one (our PostgreSQL 18 is built without it).
+#
+# The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_OTHER_PORT,
+# SYNCHDB_SSL_PORT, SYNCHDB_SSL_DIR (the certificate and key files),
+# SYNCHDB_SRC_USER and SYNCHDB_SRC_PASSWORD in their environment (read them
+# with psql's \getenv).
 # Tests come from regress/schedule, or from the command line when given.
 #
 # Environment knobs:
@@ -47,6 +58,7 @@ MAIN_PORT=554$VER
 NOLOGICAL_PORT=555$VER
 OTHER_PORT=556$VER
 if [[ $VER == 15 ]]; then OTHER_VER=18; else OTHER_VER=15; fi
+SSL_PORT=557$VER
 SRC_USER=synchdb_src
 SRC_PASSWORD=synchdb_pw
 TIMEOUT=${SYNCHDB_REGRESS_TIMEOUT:-1200}
@@ -99,12 +111,14 @@ MAIN=$WORK/main
 NOLOGICAL=$WORK/nological
 OTHER=$WORK/other
 OTHER_BINDIR=$("$(pg_config_for "$OTHER_VER")" --bindir)
+SSL=$WORK/ssl
+SSL_DIR=$WORK/sslfiles
 
 # From here on, any failure shows the tails of both server logs. Hooks run
 # last-registered-first, so this runs right after the clusters (registered
 # below) have been stopped and the logs are complete.
 # shellcheck disable=SC2016  # expanded when the hook runs
-pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$MAIN" "$NOLOGICAL" "$OTHER"; fi'
+pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$MAIN" "$NOLOGICAL" "$OTHER" "$SSL"; fi'
 
 COMMON_CONF="max_replication_slots = 20
 max_wal_senders = 20
@@ -130,10 +144,91 @@ wal_level = logical
 $COMMON_CONF
 EOF
 
-for port in "$MAIN_PORT" "$NOLOGICAL_PORT" "$OTHER_PORT"; do
+# --- the ssl cluster -------------------------------------------------------
+# A server build with OpenSSL: this run's version if it has one, else the other.
+has_openssl() { "$1/pg_config" --configure 2>/dev/null | grep -qE -- "--with-(openssl|ssl=openssl)"; }
+if has_openssl "$BINDIR"; then
+    SSL_BINDIR=$BINDIR
+elif has_openssl "$OTHER_BINDIR"; then
+    SSL_BINDIR=$OTHER_BINDIR
+    pgenv_log "PostgreSQL $VER here is built without OpenSSL: the ssl source runs PostgreSQL $OTHER_VER"
+else
+    pgenv_die "no PostgreSQL server built with OpenSSL for the ssl cluster"
+fi
+command -v openssl >/dev/null || pgenv_die "openssl is needed to make the test certificates"
+
+# Certificates: EC P-256 keys, CA-signed, valid for 10 years. Keys are 0600 and
+# belong to the cluster owner (the server and libpq both insist).
+make_ssl_files() (
+    set -e
+    cd "$1"
+    ossl() { openssl "$@" 2>>openssl.log; }
+    newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    for ca in ca other-ca; do
+        ossl req -x509 -new "${newkey[@]}" -sha256 -days 3650 -subj "/CN=synchdb test $ca" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$ca.key" -out "$ca.crt"
+    done
+    # sign NAME CN EXTENSIONS: NAME.crt and NAME.key, signed by ca
+    sign() {
+        ossl req -new "${newkey[@]}" -subj "/CN=$2" -keyout "$1.key" -out "$1.csr"
+        printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" "$3" >"$1.ext"
+        ossl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+            -extfile "$1.ext" -out "$1.crt"
+        rm -f "$1.csr" "$1.ext"
+    }
+    sign server localhost $'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1'
+    sign client synchdb_cert "extendedKeyUsage=clientAuth"
+    cat client.crt client.key >client.pem # certificate and key in one file
+    cp client.key client-open.key         # for the key permission check
+    cp ca.crt noread.crt                  # for the unreadable-file check
+    chmod 644 ./*.crt
+    chmod 600 ./*.key client.pem
+    chmod 644 client-open.key
+    chmod 000 noread.crt
+)
+mkdir -p "$SSL_DIR"
+make_ssl_files "$SSL_DIR" || {
+    cat "$SSL_DIR/openssl.log" >&2
+    pgenv_die "making the test certificates failed"
+}
+[[ $EUID -eq 0 ]] && chown -R "$PGENV_TEST_USER" "$SSL_DIR"
+
+# First matching line wins: synchdb_src only over SSL, synchdb_cert by its client
+# certificate, everyone else (the tests' superuser) as on the other clusters.
+PGENV_HBA="local     all          all                            trust
+hostssl   all          $SRC_USER    127.0.0.0/8     scram-sha-256
+hostssl   replication  $SRC_USER    127.0.0.0/8     scram-sha-256
+hostnossl all          $SRC_USER    127.0.0.0/8     reject
+hostnossl replication  $SRC_USER    127.0.0.0/8     reject
+hostssl   all          synchdb_cert 127.0.0.1/32    cert
+hostssl   replication  synchdb_cert 127.0.0.1/32    cert
+host      all          all          127.0.0.1/32    trust" start_cluster "$SSL_BINDIR" "$SSL" "$SSL_PORT" <<EOF
+wal_level = logical
+listen_addresses = '127.0.0.1, 127.0.0.2'
+ssl = on
+ssl_cert_file = '$SSL_DIR/server.crt'
+ssl_key_file = '$SSL_DIR/server.key'
+ssl_ca_file = '$SSL_DIR/ca.crt'
+$COMMON_CONF
+EOF
+
+for port in "$MAIN_PORT" "$NOLOGICAL_PORT" "$OTHER_PORT" "$SSL_PORT"; do
     "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U "$PGENV_SUPERUSER" -d postgres \
         -c "SET password_encryption = 'scram-sha-256'" \
         -c "CREATE ROLE $SRC_USER LOGIN REPLICATION SUPERUSER PASSWORD '$SRC_PASSWORD'" </dev/null
+done
+"$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SSL_PORT" -U "$PGENV_SUPERUSER" -d postgres \
+    -c "CREATE ROLE synchdb_cert LOGIN REPLICATION SUPERUSER" </dev/null
+# Check the certificates with libpq before blaming the extension.
+for conninfo in "user=$SRC_USER sslmode=verify-full sslrootcert=$SSL_DIR/ca.crt" \
+    "user=synchdb_cert sslmode=verify-full sslrootcert=$SSL_DIR/ca.crt sslcert=$SSL_DIR/client.crt sslkey=$SSL_DIR/client.key"; do
+    got=$(as_test_user env PGPASSWORD="$SRC_PASSWORD" "$SSL_BINDIR/psql" -X -q -At \
+        "host=127.0.0.1 port=$SSL_PORT dbname=postgres $conninfo" \
+        -c "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" </dev/null) ||
+        pgenv_die "SSL login to the ssl cluster failed ($conninfo)"
+    [[ $got == t ]] || pgenv_die "the ssl cluster's connection is not encrypted ($conninfo)"
 done
 # --use-existing makes pg_regress neither drop nor create its database, so
 # create it here (the cluster is fresh; template0 as pg_regress would).
@@ -167,6 +262,8 @@ as_test_user env \
     SYNCHDB_PORT="$MAIN_PORT" \
     SYNCHDB_NOLOGICAL_PORT="$NOLOGICAL_PORT" \
     SYNCHDB_OTHER_PORT="$OTHER_PORT" \
+    SYNCHDB_SSL_PORT="$SSL_PORT" \
+    SYNCHDB_SSL_DIR="$SSL_DIR" \
     SYNCHDB_SRC_USER="$SRC_USER" \
     SYNCHDB_SRC_PASSWORD="$SRC_PASSWORD" \
     timeout -k 30 "$TIMEOUT" \
@@ -189,7 +286,8 @@ FAILED=$(grep -cE '^(not ok [0-9]+ +[-+] |(test )? *[^ ]+ +\.\.\. (FAILED|failed
 # A crashed backend or worker can leave every test green (e.g. a panic that
 # aborts a background worker after the test finished). Count it as a failure.
 if grep -E 'terminated by signal (4|6|7|8|11)|PANIC:' "$(pgenv_server_log "$MAIN")" \
-    "$(pgenv_server_log "$NOLOGICAL")" "$(pgenv_server_log "$OTHER")" >"$WORK/crashes.txt" 2>/dev/null; then
+    "$(pgenv_server_log "$NOLOGICAL")" "$(pgenv_server_log "$OTHER")" \
+    "$(pgenv_server_log "$SSL")" >"$WORK/crashes.txt" 2>/dev/null; then
     pgenv_log "server crash in the logs:"
     head -n 20 "$WORK/crashes.txt"
     FAILED=$((FAILED + 1))

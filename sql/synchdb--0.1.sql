@@ -310,3 +310,158 @@ SELECT c.name,
        coalesce(s.txs, 0) AS txs,
        coalesce(s.truncates, 0) AS truncates
   FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
+
+-- ------------------------------------------------------------ SSL to the source
+
+-- A certificate or key file given to synchdb_add_extra_conninfo: an absolute path to
+-- a regular file that the server can read, holding the PEM block expected. Returns
+-- the path, or NULL when none is given (NULL, '' or 'null'). Never shows the contents.
+CREATE FUNCTION synchdb_check_ssl_file(what text, path text, is_key bool) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    p text := btrim(coalesce(path, ''));
+    st record;
+    body bytea;
+BEGIN
+    IF p = '' OR lower(p) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF left(p, 1) <> '/' THEN
+        RAISE EXCEPTION '% file "%" is not an absolute path', what, p
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the full path of the file on this server, where synchdb runs.';
+    END IF;
+    BEGIN
+        SELECT * INTO st FROM pg_stat_file(p, true);
+        IF st.size IS NOT NULL AND NOT st.isdir THEN
+            body := pg_read_binary_file(p, 0, 1048576, true);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION '% file "%" cannot be read: %', what, p, SQLERRM
+            USING ERRCODE = SQLSTATE,
+                  HINT = 'The file must be readable by the operating system user the server runs as; '
+                         'checking it needs superuser or the pg_read_server_files role.';
+    END;
+    IF st.size IS NULL THEN
+        RAISE EXCEPTION '% file "%" does not exist', what, p
+            USING ERRCODE = 'undefined_file',
+                  HINT = 'The file must exist on this server, where synchdb runs.';
+    END IF;
+    IF st.isdir THEN
+        RAISE EXCEPTION '% file "%" is a directory', what, p
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF is_key THEN
+        IF position(convert_to('-----BEGIN ENCRYPTED PRIVATE KEY-----', 'UTF8') IN body) > 0
+           OR position(convert_to('Proc-Type: 4,ENCRYPTED', 'UTF8') IN body) > 0 THEN
+            RAISE EXCEPTION '% file "%" holds an encrypted private key', what, p
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Only unencrypted keys are supported: decrypt it with openssl pkey -in <file> -out <new file> '
+                             'and make the new file readable by the server''s user only (chmod 600).';
+        END IF;
+        IF position(convert_to('PRIVATE KEY-----', 'UTF8') IN body) = 0 THEN
+            RAISE EXCEPTION '% file "%" does not contain a PEM private key', what, p
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Expected "-----BEGIN PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----" or '
+                             '"-----BEGIN EC PRIVATE KEY-----"; without ssl_key, the key is read from the ssl_cert file.';
+        END IF;
+    ELSIF position(convert_to('-----BEGIN CERTIFICATE-----', 'UTF8') IN body) = 0 THEN
+        RAISE EXCEPTION '% file "%" does not contain a PEM certificate', what, p
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Expected "-----BEGIN CERTIFICATE-----"; convert a DER file with '
+                         'openssl x509 -inform der -in <file> -out <new file>.';
+    END IF;
+    RETURN p;
+END $$;
+
+-- SSL of a connector's connections to its source (the replication connection and the
+-- SQL ones), as libpq's sslmode: disable, prefer (the default), require, verify-ca,
+-- verify-full. ssl_rootcert: PEM file of the CA certificate(s) the server's
+-- certificate must chain to (needed by verify-ca and verify-full; with prefer or
+-- require it makes them check the chain, as libpq). ssl_cert / ssl_key: client
+-- certificate and its unencrypted key (PEM) for cert authentication; ssl_key defaults
+-- to ssl_cert (one file holding both). Stored in synchdb_conninfo.data as ssl_mode,
+-- ssl_rootcert, ssl_cert, ssl_key; used from the connector's next start.
+CREATE FUNCTION synchdb_add_extra_conninfo(name text, ssl_mode text, ssl_rootcert text DEFAULT NULL,
+                                           ssl_cert text DEFAULT NULL, ssl_key text DEFAULT NULL)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    m text := lower(btrim(coalesce(ssl_mode, '')));
+    root text;
+    cert text;
+    keyfile text;
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    -- SynchDB's names of the modes are accepted too
+    m := CASE m WHEN 'disabled' THEN 'disable' WHEN 'preferred' THEN 'prefer'
+                WHEN 'required' THEN 'require' WHEN 'verify_ca' THEN 'verify-ca'
+                WHEN 'verify_full' THEN 'verify-full' WHEN 'verify_identity' THEN 'verify-full'
+                ELSE m END;
+    IF m NOT IN ('disable', 'prefer', 'require', 'verify-ca', 'verify-full') THEN
+        RAISE EXCEPTION '%', CASE WHEN ssl_mode IS NULL THEN 'ssl_mode must not be NULL'
+                                  ELSE format('unknown ssl_mode "%s"', ssl_mode) END
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Valid modes are: disable, prefer, require, verify-ca, verify-full '
+                         '(SynchDB''s disabled, preferred, required, verify_ca and verify_identity are accepted too).';
+    END IF;
+    root := synchdb_check_ssl_file('ssl_rootcert', ssl_rootcert, false);
+    cert := synchdb_check_ssl_file('ssl_cert', ssl_cert, false);
+    keyfile := synchdb_check_ssl_file('ssl_key', ssl_key, true);
+    IF keyfile IS NOT NULL AND cert IS NULL THEN
+        RAISE EXCEPTION 'ssl_key is given without ssl_cert'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the client certificate file as ssl_cert too.';
+    END IF;
+    IF cert IS NOT NULL AND keyfile IS NULL THEN
+        keyfile := synchdb_check_ssl_file('ssl_cert', cert, true);
+    END IF;
+    IF m IN ('verify-ca', 'verify-full') AND root IS NULL THEN
+        RAISE EXCEPTION 'ssl_mode "%" needs ssl_rootcert', m
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the PEM file of the CA certificate(s) that signed the source server''s certificate.';
+    END IF;
+    IF m = 'disable' AND (root IS NOT NULL OR cert IS NOT NULL) THEN
+        RAISE EXCEPTION 'ssl_mode "disable" uses no certificate files'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave ssl_rootcert, ssl_cert and ssl_key NULL, or choose another ssl_mode.';
+    END IF;
+    UPDATE synchdb_conninfo c
+       SET data = (c.data - ARRAY['ssl_mode', 'ssl_rootcert', 'ssl_cert', 'ssl_key'])
+                  || jsonb_strip_nulls(jsonb_build_object('ssl_mode', m, 'ssl_rootcert', root,
+                                                          'ssl_cert', cert, 'ssl_key', keyfile))
+     WHERE c.name = synchdb_add_extra_conninfo.name;
+    RETURN 0;
+END $$;
+
+-- SynchDB's form, whose JVM key and trust stores become PEM files here: ssl_truststore
+-- is the CA certificate(s) file (ssl_rootcert), ssl_keystore one file holding the
+-- client certificate and its unencrypted key (ssl_cert = ssl_key). The passwords must
+-- be NULL or 'null'.
+CREATE FUNCTION synchdb_add_extra_conninfo(name text, ssl_mode text, ssl_keystore text,
+                                           ssl_keystore_pass text, ssl_truststore text,
+                                           ssl_truststore_pass text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    IF lower(btrim(coalesce(ssl_keystore_pass, ''))) NOT IN ('', 'null')
+       OR lower(btrim(coalesce(ssl_truststore_pass, ''))) NOT IN ('', 'null') THEN
+        RAISE EXCEPTION 'password-protected key and trust stores are not supported'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'synchdb reads PEM files: give the CA certificate file as ssl_truststore and one file '
+                         'holding the client certificate and its unencrypted key as ssl_keystore, with NULL '
+                         'passwords; or call synchdb_add_extra_conninfo(name, ssl_mode, ssl_rootcert, ssl_cert, ssl_key).';
+    END IF;
+    RETURN synchdb_add_extra_conninfo(name, ssl_mode, ssl_truststore, ssl_keystore, NULL::text);
+END $$;
+
+-- Removes what synchdb_add_extra_conninfo set: the connector goes back to ssl_mode
+-- prefer without certificate files, from its next start.
+CREATE FUNCTION synchdb_del_extra_conninfo(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    UPDATE synchdb_conninfo c
+       SET data = c.data - ARRAY['ssl_mode', 'ssl_rootcert', 'ssl_cert', 'ssl_key']
+     WHERE c.name = synchdb_del_extra_conninfo.name;
+    RETURN 0;
+END $$;

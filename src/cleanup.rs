@@ -24,7 +24,7 @@ pub fn drop_source_objects(
         crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| format!("{e}; {by_hand}"))?;
     let params = crate::source::conn_params(&cfg, &password);
     let work = async move {
-        let client = crate::source::connect(&params).await?;
+        let (client, driver) = crate::source::connect_with_driver(&params).await?;
         let err = |e: tokio_postgres::Error| crate::source::pg_error_text(&params, &e);
         // the walsender of a just-stopped worker may hold the slot for a moment
         let mut tries = 0;
@@ -51,6 +51,9 @@ pub fn drop_source_objects(
             ))
             .await
             .map_err(err)?;
+        // close politely before the runtime goes away
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
         Ok::<(), String>(())
     };
     let handle = std::thread::Builder::new()

@@ -1,6 +1,7 @@
 //! A connector's configuration (the `data` of its `synchdb_conninfo` row) and the
 //! names of the objects it owns on the source and the destination.
 
+use crate::tls::{SslMode, TlsSettings};
 use serde_json::Value;
 
 /// Identifies the destination, so that object names on a shared source never clash
@@ -24,6 +25,9 @@ pub struct ConnectorConfig {
     /// Explicit `schema.table` list; empty means every table of `srcschemas`.
     pub tables: Vec<(String, String)>,
     pub connector: String,
+    /// ssl_mode, ssl_rootcert, ssl_cert, ssl_key (synchdb_add_extra_conninfo);
+    /// `prefer` without files when not set, as libpq.
+    pub ssl: TlsSettings,
 }
 
 impl std::fmt::Debug for ConnectorConfig {
@@ -37,6 +41,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("srcdb", &self.srcdb)
             .field("srcschemas", &self.srcschemas)
             .field("tables", &self.tables)
+            .field("ssl", &self.ssl)
             .finish()
     }
 }
@@ -92,6 +97,7 @@ impl ConnectorConfig {
         let table = text_field(&data, "table").unwrap_or_default();
         let srcdb = req("srcdb")?;
         let tables = parse_table_list(&table, &srcdb, &srcschemas)?;
+        let ssl = parse_ssl(&data).map_err(|e| format!("connector \"{name}\": {e}"))?;
         Ok(ConnectorConfig {
             name: name.to_string(),
             hostname: req("hostname")?,
@@ -102,6 +108,7 @@ impl ConnectorConfig {
             srcschemas,
             tables,
             connector: text_field(&data, "connector").unwrap_or_else(|| "postgres".into()),
+            ssl,
         })
     }
 
@@ -109,6 +116,21 @@ impl ConnectorConfig {
     pub fn dest_schema(&self) -> String {
         self.srcdb.to_lowercase()
     }
+}
+
+/// The `ssl_*` keys written by synchdb_add_extra_conninfo.
+fn parse_ssl(data: &Value) -> Result<TlsSettings, String> {
+    let opt = |k: &str| text_field(data, k).filter(|v| !is_unset(v));
+    let mode = match opt("ssl_mode") {
+        Some(m) => SslMode::parse(&m)?,
+        None => SslMode::default(),
+    };
+    Ok(TlsSettings {
+        mode,
+        rootcert: opt("ssl_rootcert"),
+        cert: opt("ssl_cert"),
+        key: opt("ssl_key"),
+    })
 }
 
 /// Parses the `table` option: comma-separated `schema.table` or `db.schema.table`.
@@ -207,6 +229,30 @@ mod tests {
         assert!(c.tables.is_empty());
         assert_eq!(c.dest_schema(), "postgres");
         assert!(!format!("{c:?}").contains("\"x\""));
+        assert_eq!(c.ssl, TlsSettings::default());
+        assert_eq!(c.ssl.mode, SslMode::Prefer);
+    }
+
+    #[test]
+    fn parses_the_ssl_settings() {
+        let with = SEED.replace(
+            "\"connector\":\"postgres\"",
+            "\"connector\":\"postgres\",\"ssl_mode\":\"verify-full\",\"ssl_rootcert\":\"/x/ca.crt\",\"ssl_cert\":\"/x/c.pem\",\"ssl_key\":\"null\"",
+        );
+        let c = ConnectorConfig::from_json("c", &with).unwrap();
+        assert_eq!(c.ssl.mode, SslMode::VerifyFull);
+        assert_eq!(c.ssl.rootcert.as_deref(), Some("/x/ca.crt"));
+        assert_eq!(c.ssl.cert.as_deref(), Some("/x/c.pem"));
+        assert_eq!(c.ssl.key, None);
+        let bad = SEED.replace(
+            "\"connector\":\"postgres\"",
+            "\"connector\":\"postgres\",\"ssl_mode\":\"sometimes\"",
+        );
+        let e = ConnectorConfig::from_json("c", &bad).unwrap_err();
+        assert!(
+            e.starts_with("connector \"c\": unknown ssl_mode \"sometimes\""),
+            "{e}"
+        );
     }
 
     #[test]

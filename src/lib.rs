@@ -16,4 +16,5 @@ pub mod secret;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod tls;
 pub mod worker;

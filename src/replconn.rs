@@ -10,8 +10,12 @@
 //!
 //! Reading is done into one large `BytesMut`; frames are split off it in place
 //! so that the payload of every XLogData message is a zero-copy `Bytes` slice
-//! of the read buffer. No TLS support (the server must allow a non-SSL
-//! connection for the replication user).
+//! of the read buffer.
+//!
+//! TLS follows libpq's sslmode (see `tls`): over TCP an SSLRequest is sent
+//! before the startup message unless ssl_mode is `disable`; `prefer` goes on
+//! without TLS when the server declines, and retries once without it when the
+//! SSL attempt fails. SCRAM uses channel binding over TLS when offered.
 
 use std::fmt;
 use std::io;
@@ -19,9 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::tls::{self, SslMode, TlsSettings};
 
 /// Size of one socket read (and the amount reserved when the buffer runs low).
 const READ_CHUNK: usize = 256 * 1024;
@@ -53,6 +61,8 @@ pub struct ConnParams {
     /// Bound for the whole of `ReplConnection::connect`. `Duration::ZERO`
     /// means "no limit" (like libpq's `connect_timeout=0`).
     pub connect_timeout: Duration,
+    /// sslmode and certificate files (TCP hosts only).
+    pub tls: TlsSettings,
 }
 
 impl fmt::Debug for ConnParams {
@@ -65,6 +75,7 @@ impl fmt::Debug for ConnParams {
             .field("dbname", &self.dbname)
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -79,7 +90,7 @@ impl ConnParams {
     }
 
     /// Human readable connection target used in `ReplError::Connect`.
-    fn target(&self) -> String {
+    pub fn target(&self) -> String {
         if self.is_unix_socket() {
             self.socket_path()
         } else if self.host.contains(':') {
@@ -95,6 +106,8 @@ pub enum ReplError {
     /// DNS / TCP / unix socket failure, timeout, or a client-side
     /// authentication problem (e.g. no password supplied).
     Connect { target: String, reason: String },
+    /// The SSL part failed: certificate files, handshake, verification.
+    Tls { target: String, reason: String },
     /// ErrorResponse from the server, fields as the server sent them.
     Server {
         severity: String,
@@ -118,6 +131,10 @@ impl fmt::Display for ReplError {
                     "could not connect to source server at {target}: {reason}"
                 )
             }
+            ReplError::Tls { target, reason } if target.is_empty() => {
+                write!(f, "SSL error on the replication connection: {reason}")
+            }
+            ReplError::Tls { target, reason } => f.write_str(&tls::ssl_failed(target, reason)),
             ReplError::Server {
                 severity,
                 message,
@@ -210,6 +227,15 @@ fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, Repl
 }
 
 fn io_error(e: io::Error) -> ReplError {
+    // TLS trouble after the handshake (e.g. the server refusing our client
+    // certificate, which TLS 1.3 reports on the first read); the target is
+    // filled in by the caller that knows it
+    if let Some(reason) = tls::tls_failure_in(&e) {
+        return ReplError::Tls {
+            target: String::new(),
+            reason,
+        };
+    }
     match e.kind() {
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::ConnectionReset
@@ -581,6 +607,22 @@ impl fmt::Debug for ReplConnection {
     }
 }
 
+/// How an SSL attempt failed: for good, or in a way libpq's `prefer` retries
+/// without SSL.
+enum SslAttempt {
+    Failed(ReplError),
+    RetryPlain(ReplError),
+}
+
+/// An error's text without the "could not connect to ..." / "SSL connection
+/// to ..." lead, for combining two attempts in one message.
+fn bare_reason(e: &ReplError) -> String {
+    match e {
+        ReplError::Connect { reason, .. } | ReplError::Tls { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Auth state during startup.
 enum AuthState {
     None,
@@ -635,11 +677,122 @@ impl ReplConnection {
     }
 
     async fn connect_inner(p: &ConnParams, target: &str) -> Result<ReplConnection, ReplError> {
+        let mode = p.tls.mode_for(&p.host);
+        if mode == SslMode::Disable {
+            let io = Self::open_socket(p, target).await?;
+            return Self::startup(p, target, io, None).await;
+        }
+        let ssl_error = match Self::connect_ssl(p, target, mode).await {
+            Ok(conn) => return Ok(conn),
+            Err(SslAttempt::Failed(e)) => return Err(e),
+            Err(SslAttempt::RetryPlain(e)) if mode == SslMode::Prefer => e,
+            Err(SslAttempt::RetryPlain(e)) => return Err(e),
+        };
+        // libpq's prefer: a failed SSL attempt is followed by one without SSL
+        let plain = match Self::open_socket(p, target).await {
+            Ok(io) => Self::startup(p, target, io, None).await,
+            Err(e) => Err(e),
+        };
+        plain.map_err(|e| {
+            let (now, before) = (bare_reason(&e), bare_reason(&ssl_error));
+            if now == before {
+                e
+            } else {
+                ReplError::Connect {
+                    target: target.to_owned(),
+                    reason: format!(
+                        "{now}; an SSL connection was tried first and failed: {before}"
+                    ),
+                }
+            }
+        })
+    }
+
+    /// SSLRequest, then the TLS handshake and the startup over TLS; or the startup
+    /// in plain when the server declines and the mode allows it.
+    async fn connect_ssl(
+        p: &ConnParams,
+        target: &str,
+        mode: SslMode,
+    ) -> Result<ReplConnection, SslAttempt> {
+        let tls_fail = |reason: String| ReplError::Tls {
+            target: target.to_owned(),
+            reason,
+        };
+        // The files first: a broken configuration is reported before any network trouble.
+        let connector = tls::Connector::new(&p.tls, &p.host)
+            .map_err(|m| SslAttempt::RetryPlain(tls_fail(m)))?;
+        let mut io = Self::open_socket(p, target)
+            .await
+            .map_err(SslAttempt::Failed)?;
+        let mut req = BytesMut::with_capacity(8);
+        frontend::ssl_request(&mut req);
+        let mut answer = [0u8; 1];
+        let exchange = async {
+            io.write_all(&req).await?;
+            io.flush().await?;
+            io.read_exact(&mut answer).await
+        };
+        if let Err(e) = exchange.await {
+            return Err(SslAttempt::Failed(ReplError::Connect {
+                target: target.to_owned(),
+                reason: format!("could not send SSL negotiation packet: {e}"),
+            }));
+        }
+        let refused = |why: &str| ReplError::Connect {
+            target: target.to_owned(),
+            reason: format!("{}{why}", tls::no_ssl_reason(mode)),
+        };
+        match answer[0] {
+            b'S' => {}
+            b'N' if mode.requires_tls() => return Err(SslAttempt::Failed(refused(""))),
+            // prefer: go on without TLS on this connection
+            b'N' => {
+                return Self::startup(p, target, io, None)
+                    .await
+                    .map_err(SslAttempt::Failed)
+            }
+            // An error message in reply to SSLRequest comes from an unauthenticated
+            // server: it is not shown (CVE-2024-10977), the connection is dropped.
+            b'E' => {
+                return Err(SslAttempt::RetryPlain(refused(
+                    " (the server answered the SSL request with an error)",
+                )))
+            }
+            b => {
+                return Err(SslAttempt::Failed(ReplError::Protocol(format!(
+                    "received invalid response to SSL negotiation: '{}'",
+                    char::from(b).escape_default()
+                ))))
+            }
+        }
+        let stream = connector
+            .handshake(io)
+            .await
+            .map_err(|m| SslAttempt::RetryPlain(tls_fail(m)))?;
+        let cb = stream.channel_binding();
+        Self::startup(p, target, Box::new(stream), cb)
+            .await
+            .map_err(|e| match e {
+                ReplError::Tls { reason, .. } => SslAttempt::RetryPlain(tls_fail(reason)),
+                // libpq retries a prefer connection that the server refused over SSL
+                e @ ReplError::Server { .. } => SslAttempt::RetryPlain(e),
+                e => SslAttempt::Failed(e),
+            })
+    }
+
+    /// StartupMessage, authentication, until ReadyForQuery. `channel_binding`:
+    /// tls-server-end-point data when the connection is encrypted.
+    async fn startup(
+        p: &ConnParams,
+        target: &str,
+        io: Box<dyn Io>,
+        channel_binding: Option<Vec<u8>>,
+    ) -> Result<ReplConnection, ReplError> {
         let fail = |reason: &str| ReplError::Connect {
             target: target.to_owned(),
             reason: reason.to_owned(),
         };
-        let io = Self::open_socket(p, target).await?;
         let mut conn = ReplConnection {
             t: Transport::new(io),
             server_version_num: 0,
@@ -676,7 +829,14 @@ impl ReplConnection {
             let frame = conn.t.next_frame().await.map_err(closed)?;
             match frame.tag {
                 b'R' => {
-                    Self::handle_auth(&mut conn.t, p, &frame.body, &mut auth, &fail)?;
+                    Self::handle_auth(
+                        &mut conn.t,
+                        p,
+                        &frame.body,
+                        &mut auth,
+                        channel_binding.as_deref(),
+                        &fail,
+                    )?;
                     conn.t.flush().await.map_err(closed)?;
                 }
                 b'E' => return Err(parse_error_response(&frame.body)),
@@ -707,6 +867,7 @@ impl ReplConnection {
         p: &ConnParams,
         body: &[u8],
         auth: &mut AuthState,
+        channel_binding: Option<&[u8]>,
         fail: &dyn Fn(&str) -> ReplError,
     ) -> Result<(), ReplError> {
         let code = be_i32(body, 0).ok_or_else(|| truncated("Authentication"))?;
@@ -746,15 +907,30 @@ impl ReplConnection {
                     }
                     mechanisms.push(lossy(m));
                 }
-                if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
-                    return Err(fail(&format!(
-                        "server offered no supported SASL mechanism ({})",
-                        mechanisms.join(", ")
-                    )));
-                }
+                let offered = |name: &str| mechanisms.iter().any(|m| m == name);
+                // as libpq's channel_binding=prefer: bind to the TLS connection
+                // when the server offers it
+                let (binding, mechanism) = match channel_binding {
+                    Some(cb) if offered(SCRAM_SHA_256_PLUS) => (
+                        ChannelBinding::tls_server_end_point(cb.to_vec()),
+                        SCRAM_SHA_256_PLUS,
+                    ),
+                    Some(_) if offered(SCRAM_SHA_256) => {
+                        (ChannelBinding::unrequested(), SCRAM_SHA_256)
+                    }
+                    None if offered(SCRAM_SHA_256) => {
+                        (ChannelBinding::unsupported(), SCRAM_SHA_256)
+                    }
+                    _ => {
+                        return Err(fail(&format!(
+                            "server offered no supported SASL mechanism ({})",
+                            mechanisms.join(", ")
+                        )))
+                    }
+                };
                 need_password()?;
-                let scram = ScramSha256::new(p.password.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut t.wbuf)
+                let scram = ScramSha256::new(p.password.as_bytes(), binding);
+                frontend::sasl_initial_response(mechanism, scram.message(), &mut t.wbuf)
                     .map_err(|e| ReplError::Protocol(format!("SASL initial response: {e}")))?;
                 *auth = AuthState::Scram(Box::new(scram));
                 Ok(())
@@ -1330,6 +1506,7 @@ mod tests {
             dbname: "d".into(),
             application_name: "a".into(),
             connect_timeout: Duration::from_secs(1),
+            tls: TlsSettings::default(),
         };
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("s3cr3t-pw"));
@@ -1480,6 +1657,7 @@ mod tests {
             dbname: env("SYNCHDB_TEST_DB").unwrap_or_else(|| "postgres".into()),
             application_name: "synchdb_replconn_test".into(),
             connect_timeout: Duration::from_secs(10),
+            tls: TlsSettings::default(),
         };
         let slot = "synchdb_replconn_test_slot";
 

@@ -4,8 +4,11 @@
 
 use crate::config::{quote_ident, ConnectorConfig};
 use crate::replconn::ConnParams;
+use crate::tls::{self, SslMode};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,7 @@ pub fn conn_params(cfg: &ConnectorConfig, password: &str) -> ConnParams {
         dbname: cfg.srcdb.clone(),
         application_name: format!("synchdb_{}", cfg.name),
         connect_timeout: Duration::from_secs(10),
+        tls: cfg.ssl.clone(),
     }
 }
 
@@ -79,7 +83,16 @@ pub fn pg_error_text(p: &ConnParams, e: &tokio_postgres::Error) -> String {
 }
 
 /// Opens a regular SQL connection; its driver runs as a task on the current runtime.
+/// TLS as the connector's ssl_mode says, with libpq's semantics (see `tls`).
 pub async fn connect(p: &ConnParams) -> Result<Client, String> {
+    connect_with_driver(p).await.map(|(client, _)| client)
+}
+
+/// `connect`, also returning the driver task: it ends once the client is dropped
+/// and the connection closed politely (Terminate; over TLS also close_notify, without
+/// which the server logs "could not receive data from client"). Await it before a
+/// runtime that is about to go away is dropped.
+pub async fn connect_with_driver(p: &ConnParams) -> Result<(Client, JoinHandle<()>), String> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&p.host)
         .port(p.port)
@@ -88,11 +101,92 @@ pub async fn connect(p: &ConnParams) -> Result<Client, String> {
         .dbname(&p.dbname)
         .application_name(&p.application_name)
         .connect_timeout(p.connect_timeout);
+    let mode = p.tls.mode_for(&p.host);
+    if mode == SslMode::Disable {
+        return connect_plain(p, &mut cfg).await;
+    }
+    let target = p.target();
+    let ssl_error = match connect_ssl(p, &mut cfg, mode).await {
+        Ok(client) => return Ok(client),
+        Err((e, retry)) if retry && mode == SslMode::Prefer => e,
+        Err((e, _)) => return Err(e),
+    };
+    // libpq's prefer: a failed SSL attempt is followed by one without SSL
+    connect_plain(p, &mut cfg).await.map_err(|e| {
+        let lead = format!("could not connect to source server at {target}: ");
+        let now = e.strip_prefix(&lead).unwrap_or(&e);
+        let before = ssl_error
+            .strip_prefix(&format!(
+                "SSL connection to source server at {target} failed: "
+            ))
+            .unwrap_or(&ssl_error);
+        if now == before {
+            e.clone()
+        } else {
+            format!("{lead}{now}; an SSL connection was tried first and failed: {before}")
+        }
+    })
+}
+
+async fn connect_plain(
+    p: &ConnParams,
+    cfg: &mut tokio_postgres::Config,
+) -> Result<(Client, JoinHandle<()>), String> {
+    cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let (client, conn) = cfg.connect(NoTls).await.map_err(|e| pg_error_text(p, &e))?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(client)
+    Ok((client, driver))
+}
+
+/// One connection attempt with SSL. Err((message, whether libpq's prefer would
+/// retry without SSL)).
+async fn connect_ssl(
+    p: &ConnParams,
+    cfg: &mut tokio_postgres::Config,
+    mode: SslMode,
+) -> Result<(Client, JoinHandle<()>), (String, bool)> {
+    let target = p.target();
+    let connector =
+        tls::Connector::new(&p.tls, &p.host).map_err(|m| (tls::ssl_failed(&target, &m), true))?;
+    let attempt = Arc::new(tls::Attempt::default());
+    cfg.ssl_mode(if mode.requires_tls() {
+        tokio_postgres::config::SslMode::Require
+    } else {
+        tokio_postgres::config::SslMode::Prefer
+    });
+    let make = tls::MakeTls::new(Arc::new(connector), attempt.clone());
+    match cfg.connect(make).await {
+        Ok((client, conn)) => {
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok((client, driver))
+        }
+        Err(e) => {
+            if let Some(m) = attempt.error().or_else(|| tls::tls_failure_in(&e)) {
+                return Err((tls::ssl_failed(&target, &m), true));
+            }
+            // tokio-postgres' words for an 'N' answer to the SSLRequest (in the
+            // error's cause, which pg_error_text includes)
+            let text = pg_error_text(p, &e);
+            if !attempt.started()
+                && e.as_db_error().is_none()
+                && text.contains("server does not support TLS")
+            {
+                return Err((
+                    format!(
+                        "could not connect to source server at {target}: {}",
+                        tls::no_ssl_reason(mode)
+                    ),
+                    false,
+                ));
+            }
+            // a server error after a successful handshake: libpq retries prefer
+            Err((text, attempt.started() && e.as_db_error().is_some()))
+        }
+    }
 }
 
 /// The tables the connector replicates, with their columns and keys, read in the
