@@ -1,6 +1,6 @@
 //! Removing a connector: its replication slot and publication on the source.
-//! Runs in an ordinary backend (synchdb_del_conninfo) on a short-lived thread with
-//! its own runtime, so the backend's signal handling is untouched.
+//! Runs in an ordinary backend (synchdb_del_conninfo), through
+//! control::run_blocking, so the backend's signal handling is untouched.
 
 use crate::config::{self, quote_ident, quote_literal, ConnectorConfig, LocalIds};
 use std::path::Path;
@@ -56,25 +56,6 @@ pub fn drop_source_objects(
         let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
         Ok::<(), String>(())
     };
-    let handle = std::thread::Builder::new()
-        .name("synchdb-cleanup".into())
-        .spawn(move || {
-            // SAFETY: blocks signals on this thread only, so they stay with the backend.
-            unsafe {
-                let mut all: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut all);
-                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), work).await })
-                .map_err(|_| "timed out after 30 s".to_string())?
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let r = handle
-        .join()
-        .map_err(|_| "the cleanup thread panicked".to_string())?;
+    let r = crate::control::run_blocking(work);
     r.map_err(|e| format!("could not drop the replication slot and publication of connector \"{name}\" on the source ({e}); {by_hand}"))
 }
