@@ -23,7 +23,7 @@ pub struct ConnectorConfig {
     pub srcdb: String,
     pub srcschemas: Vec<String>,
     /// Explicit `schema.table` list; empty means every table of `srcschemas`.
-    pub tables: Vec<(String, String)>,
+    pub tables: Vec<TableSel>,
     pub connector: String,
     /// ssl_mode, ssl_rootcert, ssl_cert, ssl_key (synchdb_add_extra_conninfo);
     /// `prefer` without files when not set, as libpq.
@@ -133,36 +133,121 @@ fn parse_ssl(data: &Value) -> Result<TlsSettings, String> {
     })
 }
 
-/// Parses the `table` option: comma-separated `schema.table` or `db.schema.table`.
+/// One entry of the `table` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableSel {
+    /// `schema.table` (or `db.schema.table`), exactly.
+    Exact(String, String),
+    /// A PostgreSQL regular expression matched, whole, against `schema.table` of
+    /// the tables in the connector's source schemas.
+    Pattern(String),
+}
+
+/// Characters that make an entry a regular expression (a lone `.` separates
+/// schema and table).
+const PATTERN_CHARS: &[char] = &[
+    '*', '+', '?', '[', ']', '(', ')', '|', '^', '$', '\\', '{', '}',
+];
+
+/// Parses the `table` option: a comma list of `schema.table`, `db.schema.table` or
+/// regular expressions, or `file:<path>` naming a JSON file with a `table_list`
+/// array of such entries (read on this server).
 pub fn parse_table_list(
     spec: &str,
     srcdb: &str,
     schemas: &[String],
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<TableSel>, String> {
     if is_unset(spec) {
         return Ok(Vec::new());
     }
+    let spec = spec.trim();
+    let entries: Vec<String> = match spec.strip_prefix("file:") {
+        Some(path) => read_table_file(path.trim())?.0,
+        None => split_entries(spec),
+    };
+    entries
+        .iter()
+        .map(|e| parse_entry(e, srcdb, schemas))
+        .collect()
+}
+
+/// Entries of a comma list; a comma inside {...} (a regex bound) does not split.
+fn split_entries(spec: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let parts: Vec<&str> = entry.split('.').collect();
-        let (schema, table) = match parts.as_slice() {
-            [t] => (schemas.first().cloned().unwrap_or_else(|| "public".into()), t.to_string()),
-            [s, t] => (s.to_string(), t.to_string()),
-            [db, s, t] if db.eq_ignore_ascii_case(srcdb) => (s.to_string(), t.to_string()),
-            [db, _, _] => {
-                return Err(format!(
-                    "table \"{entry}\" names database \"{db}\", but the connector's source database is \"{srcdb}\""
-                ))
+    let mut depth = 0i32;
+    let mut cur = String::new();
+    for ch in spec.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth <= 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
             }
-            _ => {
-                return Err(format!(
-                    "table entry \"{entry}\" is malformed: expected schema.table or db.schema.table"
-                ))
-            }
-        };
-        out.push((schema, table));
+            _ => {}
+        }
+        cur.push(ch);
     }
-    Ok(out)
+    out.push(cur);
+    out.into_iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// `file:` JSON: `{"table_list": [...], "snapshot_table_list": [...]}`.
+pub fn read_table_file(path: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!("cannot read table list file \"{path}\" on the destination server: {e}")
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("table list file \"{path}\" is not valid JSON: {e}"))?;
+    let list = |key: &str| -> Result<Vec<String>, String> {
+        match v.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("table list file \"{path}\": \"{key}\" must hold strings, found {x}"))
+                })
+                .collect(),
+            Some(other) => Err(format!(
+                "table list file \"{path}\": \"{key}\" must be an array of table names, found {other}"
+            )),
+        }
+    };
+    let tables = list("table_list")?;
+    if tables.is_empty() {
+        return Err(format!(
+            "table list file \"{path}\" has no \"table_list\" entries; expected {{\"table_list\": [\"schema.table\", ...]}}"
+        ));
+    }
+    Ok((tables, list("snapshot_table_list")?))
+}
+
+fn parse_entry(entry: &str, srcdb: &str, schemas: &[String]) -> Result<TableSel, String> {
+    if entry.contains(PATTERN_CHARS) {
+        return Ok(TableSel::Pattern(entry.to_string()));
+    }
+    let parts: Vec<&str> = entry.split('.').collect();
+    let (schema, table) = match parts.as_slice() {
+        [t] => (schemas.first().cloned().unwrap_or_else(|| "public".into()), t.to_string()),
+        [s, t] => (s.to_string(), t.to_string()),
+        [db, s, t] if db.eq_ignore_ascii_case(srcdb) => (s.to_string(), t.to_string()),
+        [db, _, _] => {
+            return Err(format!(
+                "table \"{entry}\" names database \"{db}\", but the connector's source database is \"{srcdb}\""
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "table entry \"{entry}\" is malformed: expected schema.table, db.schema.table or a regular expression"
+            ))
+        }
+    };
+    Ok(TableSel::Exact(schema, table))
 }
 
 /// Keeps `[a-z0-9_]` of a name, for object names built from it.
@@ -270,11 +355,42 @@ mod tests {
         assert_eq!(
             t,
             vec![
-                ("public".into(), "a".into()),
-                ("other".into(), "b".into()),
-                ("public".into(), "c".into())
+                TableSel::Exact("public".into(), "a".into()),
+                TableSel::Exact("other".into(), "b".into()),
+                TableSel::Exact("public".into(), "c".into())
             ]
         );
+        // a regex (its comma inside {} does not split the list)
+        let t = parse_table_list(r"sales\.o.*, public.x_{1,3}", "db", &[]).unwrap();
+        assert_eq!(
+            t,
+            vec![
+                TableSel::Pattern(r"sales\.o.*".into()),
+                TableSel::Pattern("public.x_{1,3}".into())
+            ]
+        );
+        // file: JSON
+        let path = std::env::temp_dir().join(format!("sdb_tables_{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"table_list": ["public.a", "s\\..*"], "snapshot_table_list": ["public.a"]}"#,
+        )
+        .unwrap();
+        let t = parse_table_list(&format!("file:{}", path.display()), "db", &[]).unwrap();
+        assert_eq!(
+            t,
+            vec![
+                TableSel::Exact("public".into(), "a".into()),
+                TableSel::Pattern(r"s\..*".into())
+            ]
+        );
+        std::fs::write(&path, r#"{"tables": []}"#).unwrap();
+        let e = parse_table_list(&format!("file:{}", path.display()), "db", &[]).unwrap_err();
+        assert!(e.contains("no \"table_list\""), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        assert!(parse_table_list("file:/nonexistent/x.json", "db", &[])
+            .unwrap_err()
+            .contains("cannot read table list file \"/nonexistent/x.json\""));
         assert!(parse_table_list("x.y.z", "postgres", &[])
             .unwrap_err()
             .contains("names database \"x\""));

@@ -2,7 +2,7 @@
 //! the tables to replicate, their columns, types, NOT NULL, constant defaults and
 //! primary keys. Runs on the network thread.
 
-use crate::config::{quote_ident, ConnectorConfig};
+use crate::config::{quote_ident, ConnectorConfig, TableSel};
 use crate::replconn::ConnParams;
 use crate::tls::{self, SslMode};
 use std::collections::HashMap;
@@ -209,7 +209,7 @@ pub async fn read_catalog(
                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                    AND d.deptype = 'e')
               ORDER BY 2, 3",
-            &[&cfg.srcschemas],
+            &[&searched_schemas(cfg)],
         )
         .await
         .map_err(err)?;
@@ -225,22 +225,7 @@ pub async fn read_catalog(
         .collect();
 
     if !cfg.tables.is_empty() {
-        let mut chosen = Vec::new();
-        for (s, t) in &cfg.tables {
-            match tables.iter().find(|x| &x.schema == s && &x.name == t) {
-                Some(x) => chosen.push(x.clone()),
-                None => {
-                    return Err(format!(
-                        "table \"{s}.{t}\" does not exist in database \"{}\" on the source (schemas searched: {}); \
-                         fix the \"table\" option of connector \"{}\"",
-                        cfg.srcdb,
-                        cfg.srcschemas.join(", "),
-                        cfg.name
-                    ))
-                }
-            }
-        }
-        tables = chosen;
+        tables = select_tables(client, cfg, tables).await?;
     }
     check_name_clashes(&tables, &cfg.dest_schema())?;
     if tables.is_empty() {
@@ -317,6 +302,83 @@ pub async fn read_catalog(
         }
     }
     Ok(tables)
+}
+
+/// The source schemas to look in: `srcschema`, plus any schema an exact `table`
+/// entry names.
+fn searched_schemas(cfg: &ConnectorConfig) -> Vec<String> {
+    let mut out = cfg.srcschemas.clone();
+    for sel in &cfg.tables {
+        if let TableSel::Exact(s, _) = sel {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Applies the `table` option to the source's tables, in the option's order: an
+/// exact entry must exist; a pattern (a PostgreSQL regular expression, matched
+/// whole against `schema.table` by the source itself) must match at least one
+/// table of the source schemas.
+async fn select_tables(
+    client: &Client,
+    cfg: &ConnectorConfig,
+    all: Vec<SourceTable>,
+) -> Result<Vec<SourceTable>, String> {
+    let mut chosen: Vec<SourceTable> = Vec::new();
+    let push = |chosen: &mut Vec<SourceTable>, t: &SourceTable| {
+        if !chosen.iter().any(|c| c.oid == t.oid) {
+            chosen.push(t.clone());
+        }
+    };
+    for sel in &cfg.tables {
+        match sel {
+            TableSel::Exact(s, t) => match all.iter().find(|x| &x.schema == s && &x.name == t) {
+                Some(x) => push(&mut chosen, x),
+                None => {
+                    return Err(format!(
+                        "table \"{s}.{t}\" does not exist in database \"{}\" on the source; \
+                         fix the \"table\" option of connector \"{}\"",
+                        cfg.srcdb, cfg.name
+                    ))
+                }
+            },
+            TableSel::Pattern(p) => {
+                let names: Vec<String> = all
+                    .iter()
+                    .filter(|x| cfg.srcschemas.contains(&x.schema))
+                    .map(|x| format!("{}.{}", x.schema, x.name))
+                    .collect();
+                let rows = client
+                    .query(
+                        "SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) WHERE n ~ ('^(?:' || $2 || ')$') ORDER BY i",
+                        &[&names, p],
+                    )
+                    .await
+                    .map_err(|e| match e.as_db_error() {
+                        Some(db) => format!("table pattern \"{p}\" of connector \"{}\": {}", cfg.name, db.message()),
+                        None => format!("table pattern \"{p}\" of connector \"{}\": {e}", cfg.name),
+                    })?;
+                if rows.is_empty() {
+                    return Err(format!(
+                        "table pattern \"{p}\" of connector \"{}\" matches no table in schema(s) {} of database \"{}\"",
+                        cfg.name,
+                        cfg.srcschemas.join(", "),
+                        cfg.srcdb
+                    ));
+                }
+                for r in rows {
+                    let n: String = r.get(0);
+                    if let Some(x) = all.iter().find(|x| format!("{}.{}", x.schema, x.name) == n) {
+                        push(&mut chosen, x);
+                    }
+                }
+            }
+        }
+    }
+    Ok(chosen)
 }
 
 /// Two source tables must not land on the same destination table.
