@@ -810,8 +810,8 @@ impl<'a> Applier<'a> {
             cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
         }
         let sql = format!(
-            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {dest} ({})",
-            quote_ident(&self.dest_schema),
+            "{}; CREATE TABLE {dest} ({})",
+            crate::ddl::ensure_schema_sql(&self.dest_schema),
             cols.join(", ")
         );
         pg.exec(&sql, &[]).ctx(|| {

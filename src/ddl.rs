@@ -42,6 +42,17 @@ pub fn add_primary_key(dest_schema: &str, t: &SourceTable) -> Option<String> {
     ))
 }
 
+/// Creates `schema` if missing. Concurrent `CREATE SCHEMA IF NOT EXISTS` can fail
+/// with a unique violation when several connectors land in one schema, so the
+/// creation is serialised by an advisory lock held to the end of the transaction.
+pub fn ensure_schema_sql(schema: &str) -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock(hashtext('synchdb create schema'), hashtext({})); CREATE SCHEMA IF NOT EXISTS {}",
+        crate::config::quote_literal(schema),
+        quote_ident(schema)
+    )
+}
+
 /// A change to a replicated table's columns, seen in a new Relation message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnChange {

@@ -279,9 +279,13 @@ pub fn run(
             crate::offset::format_lsn(consistent_point)
         ),
     );
+    // the schema in a short transaction of its own: other connectors may be
+    // creating it too, and their snapshots must not wait for ours
+    pg.in_xact(|| {
+        pg.exec(&ddl::ensure_schema_sql(&dest_schema), &[])
+            .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))
+    })?;
     let result = pg.in_xact(|| -> Result<u64, WorkerError> {
-        pg.exec(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&dest_schema)), &[])
-            .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))?;
         // an xid, so that the commit records the origin's progress even when
         // there is nothing to create
         pg.exec("SELECT pg_current_xact_id()", &[])
