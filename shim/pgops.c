@@ -455,6 +455,23 @@ op_apply_delete(void *handle, const SdbValue *oldvals, int n)
 
 /* ------------------------------------------------------------ transactions, SPI */
 
+/*
+ * The source position the open transaction commits (origin_set_commit). It is
+ * handed to PostgreSQL only around the commit: from PostgreSQL 16 on, an abort in
+ * a session with a replication origin also advances the origin to
+ * replorigin_session_origin_lsn, so a batch rolled back (a stop request, an error)
+ * would otherwise be skipped for good at the next start.
+ */
+static XLogRecPtr sdb_commit_lsn = InvalidXLogRecPtr;
+static TimestampTz sdb_commit_ts = 0;
+
+static void
+sdb_origin_lsn_clear(void)
+{
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+}
+
 static int
 op_xact_begin(void)
 {
@@ -472,7 +489,12 @@ op_xact_commit(void)
 		sdb_release_all();
 		if (ActiveSnapshotSet())
 			PopActiveSnapshot();
+		replorigin_session_origin_lsn = sdb_commit_lsn;
+		replorigin_session_origin_timestamp = sdb_commit_ts;
 		CommitTransactionCommand();
+		sdb_origin_lsn_clear();
+		sdb_commit_lsn = InvalidXLogRecPtr;
+		sdb_commit_ts = 0;
 		pgstat_report_stat(false);
 	SDB_TRY_END
 }
@@ -482,6 +504,10 @@ op_xact_abort(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
+	/* a rolled-back batch must not move the origin (see sdb_commit_lsn) */
+	sdb_origin_lsn_clear();
+	sdb_commit_lsn = InvalidXLogRecPtr;
+	sdb_commit_ts = 0;
 	sdb_forget_all();
 	PG_TRY();
 	{
@@ -533,6 +559,7 @@ op_subxact_abort(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
+	sdb_origin_lsn_clear();
 	sdb_forget_all();
 	PG_TRY();
 	{
@@ -696,8 +723,9 @@ op_origin_progress(bool flush)
 static void
 op_origin_set_commit(uint64_t lsn, int64_t ts)
 {
-	replorigin_session_origin_lsn = lsn;
-	replorigin_session_origin_timestamp = ts;
+	/* applied by op_xact_commit */
+	sdb_commit_lsn = lsn;
+	sdb_commit_ts = ts;
 }
 
 /* ------------------------------------------------------------ waiting, config */
