@@ -3,7 +3,7 @@
 #   make PG_CONFIG=/path/to/pg_config && make PG_CONFIG=/path/to/pg_config install
 EXTENSION = synchdb
 MODULE_big = synchdb
-OBJS = shim/synchdb.o shim/pgops.o
+OBJS = shim/synchdb.o shim/pgops.o shim/launcher.o
 DATA = sql/synchdb--0.1.sql
 PGFILEDESC = "synchdb - PostgreSQL to PostgreSQL replication"
 

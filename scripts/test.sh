@@ -12,6 +12,7 @@
 #      SYNCHDB_TEST_DB (role synchdb_src/synchdb_pw, scram, like the
 #      regression clusters).
 #   4. regress/run.sh 15 and/or 18             (counts every pg_regress test)
+#   5. regress/autolaunch.sh, same versions    (counts its checks; server restarts)
 #
 # Every step runs even when an earlier one failed, so one run shows all
 # problems. The last line printed is exactly "N passed, N failed", N being
@@ -148,6 +149,21 @@ for v in "${VERSIONS[@]}"; do
     # run.sh failed before counting anything (e.g. build error): one failure.
     if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
     record "pg_regress PG$v" "$p" "$f"
+
+    # What pg_regress cannot do: restarts of the server (the auto-launcher).
+    # Its last line is "N passed, N failed".
+    banner "auto-launch across restarts, PostgreSQL $v"
+    log=$TMP/autolaunch$v.log
+    rc=0
+    timeout -k 30 "${SYNCHDB_AUTOLAUNCH_TIMEOUT:-600}" bash "$REPO/regress/autolaunch.sh" "$v" </dev/null 2>&1 |
+        tee "$log" || rc=$?
+    [[ $rc -eq 124 ]] && echo "regress/autolaunch.sh timed out"
+    p=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1/p' "$log" | tail -n 1)
+    f=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\2/p' "$log" | tail -n 1)
+    p=${p:-0}
+    f=${f:-0}
+    if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+    record "autolaunch PG$v" "$p" "$f"
 done
 
 # ---------------------------------------------------------------------------

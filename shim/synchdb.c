@@ -91,6 +91,7 @@ _PG_init(void)
 							NULL, &sdb_batch_size, 5000, 1, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	sdb_define_apply_gucs();
+	sdb_launcher_init();
 	MarkGUCPrefixReserved("synchdb");
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -126,13 +127,14 @@ synchdb_encrypt_secret_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 
-/* synchdb_launch(name, mode): starts a connector's worker; returns its pid. */
-PG_FUNCTION_INFO_V1(synchdb_launch);
-Datum
-synchdb_launch(PG_FUNCTION_ARGS)
+/*
+ * Starts the worker of connector `name` of database `dboid`, running as `userid`,
+ * and waits until it has started; returns its pid. ERROR when it cannot start.
+ * Used by synchdb_launch and by the auto-launcher (launcher.c).
+ */
+int
+sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char		err[512];
 	int			slot;
 	BackgroundWorker bgw;
@@ -144,13 +146,13 @@ synchdb_launch(PG_FUNCTION_ARGS)
 	sdb_require_shmem();
 	if (strlen(name) >= sizeof(extra.name) || strlen(mode) >= sizeof(extra.mode))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("connector name or mode too long")));
-	slot = synchdb_slot_acquire(MyDatabaseId, name, err, sizeof(err));
+	slot = synchdb_slot_acquire(dboid, name, err, sizeof(err));
 	if (slot < 0)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("%s", err)));
 
 	memset(&extra, 0, sizeof(extra));
-	extra.dboid = MyDatabaseId;
-	extra.userid = GetUserId();
+	extra.dboid = dboid;
+	extra.userid = userid;
 	strlcpy(extra.mode, mode, sizeof(extra.mode));
 	strlcpy(extra.name, name, sizeof(extra.name));
 
@@ -184,7 +186,18 @@ synchdb_launch(PG_FUNCTION_ARGS)
 				 errhint("See the server log.")));
 	}
 	synchdb_slot_set_pid(slot, pid);
-	PG_RETURN_INT32(pid);
+	return (int) pid;
+}
+
+/* synchdb_launch(name, mode): starts a connector's worker; returns its pid. */
+PG_FUNCTION_INFO_V1(synchdb_launch);
+Datum
+synchdb_launch(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	PG_RETURN_INT32(sdb_register_connector_worker(MyDatabaseId, GetUserId(), name, mode));
 }
 
 /*
