@@ -131,7 +131,7 @@ PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$MAIN" "$MAIN_PORT" <<EOF
 wal_level = logical
 shared_preload_libraries = 'synchdb'
 # small enough for the 'multi' test to reach it; no other test runs more at once
-synchdb.max_connector_workers = 6
+synchdb.max_connector_workers = 10
 $COMMON_CONF
 EOF
 PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$NOLOGICAL" "$NOLOGICAL_PORT" <<EOF

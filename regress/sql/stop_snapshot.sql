@@ -9,7 +9,8 @@ CREATE DATABASE st_src;
 \c st_src
 CREATE EXTENSION dblink;
 CREATE TABLE a_first (id int PRIMARY KEY, v text);
-INSERT INTO a_first SELECT g, 'v' || g FROM generate_series(1, 5000) g;
+-- big enough that the snapshot is still copying it when the test takes its lock
+INSERT INTO a_first SELECT g, repeat('v', 100) FROM generate_series(1, 200000) g;
 CREATE TABLE z_last (id int PRIMARY KEY, v text);
 INSERT INTO z_last SELECT g, 'v' || g FROM generate_series(1, 100) g;
 CREATE FUNCTION wait_until(q text, secs int DEFAULT 90) RETURNS bool
