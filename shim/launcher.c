@@ -85,14 +85,8 @@ sdb_launcher_init(void)
 	if (!sdb_auto_launcher)
 		return;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "synchdb");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "synchdb_auto_launcher_main");
+	sdb_init_bgw(&bgw, "synchdb_auto_launcher_main", SDB_LAUNCHER_TYPE);
 	snprintf(bgw.bgw_name, BGW_MAXLEN, SDB_LAUNCHER_TYPE);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, SDB_LAUNCHER_TYPE);
 	bgw.bgw_main_arg = (Datum) 0;
 	bgw.bgw_notify_pid = 0;
 	RegisterBackgroundWorker(&bgw);
@@ -336,14 +330,8 @@ sdb_launch_in_database(const SdbDatabase *db)
 	BgwHandleStatus status;
 	pid_t		pid;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "synchdb");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "synchdb_db_launcher_main");
+	sdb_init_bgw(&bgw, "synchdb_db_launcher_main", SDB_LAUNCHER_TYPE);
 	snprintf(bgw.bgw_name, BGW_MAXLEN, SDB_LAUNCHER_TYPE " for database %s", db->name);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, SDB_LAUNCHER_TYPE);
 	bgw.bgw_main_arg = ObjectIdGetDatum(db->oid);
 	bgw.bgw_notify_pid = MyProcPid;
 	StaticAssertStmt(NAMEDATALEN <= BGW_EXTRALEN, "bgw_extra cannot hold a database name");

@@ -127,6 +127,24 @@ synchdb_encrypt_secret_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 
+
+/*
+ * Every synchdb background worker: shared memory and a database connection,
+ * started once recovery is done, never restarted by the postmaster (a stopped
+ * connector stays stopped). The caller sets name, argument, notify pid, extra.
+ */
+void
+sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type)
+{
+	memset(bgw, 0, sizeof(*bgw));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw->bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw->bgw_library_name, BGW_MAXLEN, "synchdb");
+	snprintf(bgw->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(bgw->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
 /*
  * Starts the worker of connector `name` of database `dboid`, running as `userid`,
  * and waits until it has started; returns its pid. ERROR when it cannot start.
@@ -156,14 +174,8 @@ sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const cha
 	strlcpy(extra.mode, mode, sizeof(extra.mode));
 	strlcpy(extra.name, name, sizeof(extra.name));
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "synchdb");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "synchdb_worker_main");
+	sdb_init_bgw(&bgw, "synchdb_worker_main", "synchdb connector");
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "synchdb connector %s", name);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "synchdb connector");
 	bgw.bgw_main_arg = Int32GetDatum(slot);
 	bgw.bgw_notify_pid = MyProcPid;
 	memcpy(bgw.bgw_extra, &extra, sizeof(extra));

@@ -6,11 +6,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "postmaster/bgworker.h"
 #include "synchdb_core.h"
 
 extern volatile sig_atomic_t sdb_got_sigterm;
 extern void sdb_init_ops(SdbPgOps *ops);
 extern void sdb_define_apply_gucs(void);
+/* synchdb.c: common settings of synchdb's background workers */
+extern void sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type);
 /* synchdb.c: starts a connector's worker (needs postgres.h for Oid) */
 extern int	sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode);
 /* launcher.c: the synchdb.synchdb_auto_launcher GUC and the auto-launcher worker */
