@@ -61,7 +61,8 @@ SELECT synchdb_test_wait($$SELECT (SELECT count(*) FROM multi_src.t1) = 10 AND (
                              AND (SELECT count(*) FROM multi_src.t7) = 70 AND (SELECT count(*) FROM multi_src.t8) = 80
                              AND (SELECT count(*) FROM multi_src.t9) = 90$$);
 SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace::regnamespace::text = 'multi_src' ORDER BY 1;
-SELECT name, stage, state, err FROM synchdb_state_view WHERE name LIKE 'mc%' ORDER BY name;
+-- (no stage: a connector whose snapshot already held the rows sees no change)
+SELECT name, state, err FROM synchdb_state_view WHERE name LIKE 'mc%' ORDER BY name;
 SELECT synchdb_stop_engine_bgw('mc' || g) FROM generate_series(1, 9) g;
 SELECT synchdb_del_conninfo('mc' || g) FROM generate_series(1, 9) g;
 -- (the nine tables were created concurrently: the cascade's list has no fixed order)

@@ -47,6 +47,16 @@ SELECT synchdb_test_wait($$SELECT count(*) = 100 FROM sslsrc.items$$);
 \c sslsrc postgres 127.0.0.1 :sslport
 INSERT INTO items VALUES (101, 'over ssl');
 UPDATE items SET label = 'changed' WHERE id = 1;
+-- the stream's connection opens after the snapshot: wait for it (bounded)
+DO $$
+BEGIN
+    FOR i IN 1..4500 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity
+                           WHERE application_name = 'synchdb_sslfull' AND backend_type = 'walsender');
+        PERFORM pg_sleep(0.02);
+        PERFORM pg_stat_clear_snapshot();
+    END LOOP;
+END $$;
 SELECT count(*) > 0 AS walsender, bool_and(s.ssl) AS encrypted
 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
 WHERE a.application_name = 'synchdb_sslfull';
