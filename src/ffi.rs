@@ -193,6 +193,37 @@ pub(crate) fn status(r: Result<(), String>, errbuf: *mut c_char, errlen: usize) 
     }
 }
 
+/// The arguments of SQL functions that act on a connector's source: the data
+/// directory (for the key that decrypts its password), the destination's ids,
+/// the connector's name and its `data` JSON.
+fn connector_args<'a>(
+    data_dir: *const c_char,
+    system_identifier: u64,
+    dboid: u32,
+    name: *const c_char,
+    conninfo_json: *const c_char,
+) -> Result<
+    (
+        &'a std::path::Path,
+        crate::config::LocalIds,
+        &'a str,
+        &'a str,
+    ),
+    String,
+> {
+    let dir = cstr_arg(data_dir, "data directory")?;
+    let ids = crate::config::LocalIds {
+        system_identifier,
+        database_oid: dboid,
+    };
+    Ok((
+        std::path::Path::new(dir),
+        ids,
+        cstr_arg(name, "connector name")?,
+        cstr_arg(conninfo_json, "connector data")?,
+    ))
+}
+
 /// Reads a C string argument; NULL and invalid UTF-8 become an error text.
 pub(crate) fn cstr_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
     if p.is_null() {
@@ -376,14 +407,9 @@ pub extern "C" fn synchdb_drop_source_objects(
     errlen: usize,
 ) -> i32 {
     let r = guard(|| {
-        let dir = cstr_arg(data_dir, "data directory")?;
-        let name = cstr_arg(name, "connector name")?;
-        let json = cstr_arg(conninfo_json, "connector data")?;
-        let ids = crate::config::LocalIds {
-            system_identifier,
-            database_oid: dboid,
-        };
-        crate::cleanup::drop_source_objects(std::path::Path::new(dir), &ids, name, json)
+        let (dir, ids, name, json) =
+            connector_args(data_dir, system_identifier, dboid, name, conninfo_json)?;
+        crate::cleanup::drop_source_objects(dir, &ids, name, json)
     });
     status(r, errbuf, errlen)
 }
@@ -553,14 +579,9 @@ pub extern "C" fn synchdb_check_offset(
     errlen: usize,
 ) -> i32 {
     let r = guard(|| {
-        let dir = cstr_arg(data_dir, "data directory")?;
-        let name = cstr_arg(name, "connector name")?;
-        let json = cstr_arg(conninfo_json, "connector data")?;
-        let ids = crate::config::LocalIds {
-            system_identifier,
-            database_oid: dboid,
-        };
-        crate::control::check_slot_serves(std::path::Path::new(dir), &ids, name, json, lsn)
+        let (dir, ids, name, json) =
+            connector_args(data_dir, system_identifier, dboid, name, conninfo_json)?;
+        crate::control::check_slot_serves(dir, &ids, name, json, lsn)
     });
     status(r, errbuf, errlen)
 }
