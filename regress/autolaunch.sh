@@ -14,7 +14,8 @@
 #      that were never started or were stopped stay stopped; the launcher's
 #      processes are gone afterwards;
 #   2. synchdb.synchdb_auto_launcher = off: nothing starts after a restart;
-#   3. back on: everything written meanwhile arrives exactly.
+#   3. back on: everything written meanwhile arrives exactly;
+#   4. a schemasync connector resumed by hand comes back streaming, not paused.
 #
 # Connectors:  c1 dst1 <- src    started 'initial' (explicitly)
 #              c2 dst2 <- src    started with the default mode
@@ -336,6 +337,20 @@ expect_soon "c1 is running again" dst1 "SELECT pid > 0 FROM synchdb_state_view W
 expect_soon "c2 is running again" dst2 "SELECT pid > 0 FROM synchdb_state_view WHERE name = 'c2'"
 expect_same "caught up after being off"
 expect "still no new snapshot" postgres "SELECT $(count_log "$OFF" 'initial snapshot done')" "0"
+
+# ---------------------------------------------------------------------------
+echo "# a schemasync connector resumed by hand comes back streaming"
+expect_soon "c6 is running again, paused" dst2 \
+    "SELECT pid > 0 AND state = 'paused' FROM synchdb_state_view WHERE name = 'c6'"
+sql dst2 "SELECT synchdb_resume_engine('c6')"
+expect_soon "c6 resumed: CDC from the point its schema was taken" dst2 "SELECT count(*) = 50 FROM src_c.c"
+expect "c6's recorded mode is now initial" dst2 \
+    "SELECT data->>'last_mode' FROM synchdb_conninfo WHERE name = 'c6'" "initial"
+OFF=$(restart_server)
+sql src_c "INSERT INTO c SELECT generate_series(151, 160)"
+expect_soon "c6 streams after the restart, not paused" dst2 "SELECT count(*) = 60 FROM src_c.c"
+expect "c6 is polling, without error" dst2 \
+    "SELECT state || '/' || err FROM synchdb_state_view WHERE name = 'c6'" "polling/no error"
 
 expect "no server crash" postgres \
     "SELECT $(grep -cE 'terminated by signal (4|6|7|8|11)|PANIC:' "$LOG" || true)" "0"

@@ -10,6 +10,19 @@ CREATE TABLE synchdb_conninfo (
 );
 REVOKE ALL ON synchdb_conninfo FROM PUBLIC;
 
+-- Mode 'always' with 'snapshottable' copies some tables again at a new point of the
+-- source (until_lsn) while the others keep their position. Until CDC has passed
+-- that point, changes to those tables from transactions that committed before it
+-- are already in the copy and are left out. Written with the copied rows.
+CREATE TABLE synchdb_snapshot_skip (
+    name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    srcschema text NOT NULL,
+    srctable text NOT NULL,
+    until_lsn pg_lsn NOT NULL,
+    PRIMARY KEY (name, srcschema, srctable)
+);
+REVOKE ALL ON synchdb_snapshot_skip FROM PUBLIC;
+
 -- Internal entry points of the shim (C) and core (Rust).
 CREATE FUNCTION synchdb_encrypt_secret(text) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_encrypt_secret_sql' LANGUAGE C STRICT VOLATILE;
@@ -91,13 +104,16 @@ RETURNS int LANGUAGE plpgsql AS $$
 DECLARE m text := lower(btrim(coalesce(mode, 'initial')));
 BEGIN
     PERFORM synchdb_check_connector(name);
-    IF m NOT IN ('initial', 'initial_only', 'no_data', 'never', 'schemasync', 'when_needed') THEN
+    IF m NOT IN ('initial', 'initial_only', 'no_data', 'always', 'never', 'schemasync', 'when_needed') THEN
         RAISE EXCEPTION 'unknown snapshot mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Valid modes are: initial, initial_only, no_data, never, schemasync, when_needed.';
+                  HINT = 'Valid modes are: initial, initial_only, no_data, always, never, schemasync, when_needed.';
     END IF;
-    -- last_mode: the auto-launcher starts the connector in this mode after a server restart
-    UPDATE synchdb_conninfo c SET isactive = true, data = c.data || jsonb_build_object('last_mode', m)
+    -- last_mode: the auto-launcher starts the connector in this mode after a server
+    -- restart. A restart must not copy everything again: 'always' comes back as
+    -- 'when_needed', which resumes, or finishes a rebuild that was cut short.
+    UPDATE synchdb_conninfo c SET isactive = true,
+           data = c.data || jsonb_build_object('last_mode', CASE m WHEN 'always' THEN 'when_needed' ELSE m END)
      WHERE c.name = synchdb_start_engine_bgw.name;
     PERFORM synchdb_launch(name, m);
     RETURN 0;
@@ -232,6 +248,10 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     PERFORM synchdb_send_command(name, 2);
+    -- a schemasync connector resumed by hand is in CDC now: a server restart
+    -- must bring it back streaming, not paused again
+    UPDATE synchdb_conninfo c SET data = c.data || '{"last_mode": "initial"}'
+     WHERE c.name = synchdb_resume_engine.name AND c.data->>'last_mode' = 'schemasync';
     IF NOT synchdb_wait_state(name, 'polling', 10) THEN
         RAISE EXCEPTION 'connector "%" did not resume within 10 s', name
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'See synchdb_state_view and the server log.';

@@ -301,6 +301,17 @@ pub struct Applier<'a> {
     last_change_lsn: u64,
     last_type: MessageType,
     last_commit: Option<(u64, u64, i64, u32)>,
+    /// Tables a partial snapshot copied at a later point than the stream's
+    /// position, by source (schema, table): their changes from transactions that
+    /// committed before that point are in the copy already.
+    skips: HashMap<(String, String), u64>,
+    /// Source name of each relation id, for `skips`.
+    rel_names: HashMap<u32, (String, String)>,
+    /// Relation messages of skipped tables, mapped when their first change to
+    /// apply arrives: a description from before the copy must not alter it.
+    pending: HashMap<u32, (String, String, Vec<RelColumn>, u8)>,
+    /// Commit LSN of the source transaction being applied (from its Begin).
+    cur_final_lsn: u64,
 }
 
 impl<'a> Applier<'a> {
@@ -333,7 +344,26 @@ impl<'a> Applier<'a> {
             last_change_lsn: 0,
             last_type: MessageType::Insert,
             last_commit: None,
+            skips: HashMap::new(),
+            rel_names: HashMap::new(),
+            pending: HashMap::new(),
+            cur_final_lsn: 0,
         }
+    }
+
+    pub fn set_skips(&mut self, skips: HashMap<(String, String), u64>) {
+        self.skips = skips;
+    }
+
+    /// Whether a change to this relation in the current transaction is already in
+    /// a partial snapshot's copy.
+    fn skipped(&self, rel_id: u32) -> bool {
+        !self.skips.is_empty()
+            && self
+                .rel_names
+                .get(&rel_id)
+                .and_then(|k| self.skips.get(k))
+                .is_some_and(|&until| self.cur_final_lsn < until)
     }
 
     /// Streams and applies until stopped or an error; a pause closes the stream
@@ -596,10 +626,16 @@ impl<'a> Applier<'a> {
 
     fn handle(&mut self, lsn: u64, msg: LogicalMessage) -> Result<(), WorkerError> {
         match msg {
-            LogicalMessage::Begin { xid, .. } => {
+            LogicalMessage::Begin { xid, final_lsn, .. } => {
                 self.begin_if_needed()?;
                 self.at_boundary = false;
                 self.cur_xid = xid;
+                self.cur_final_lsn = final_lsn;
+                // transactions arrive in commit order: once one commits at or
+                // after a table's point, no later one is in its copy
+                if !self.skips.is_empty() {
+                    self.skips.retain(|_, until| final_lsn < *until);
+                }
             }
             LogicalMessage::Commit {
                 commit_lsn,
@@ -625,7 +661,38 @@ impl<'a> Applier<'a> {
                 ..
             } => {
                 self.begin_if_needed()?;
-                self.relation(rel_id, &namespace, &name, columns, replica_identity)?;
+                self.rel_names
+                    .insert(rel_id, (namespace.clone(), name.clone()));
+                if self.skipped(rel_id) {
+                    if let Some(old) = self.rels.remove(&rel_id) {
+                        self.pg.apply_release()?;
+                        self.pg.rel_close(old.handle);
+                    }
+                    self.pending
+                        .insert(rel_id, (namespace, name, columns, replica_identity));
+                } else {
+                    self.pending.remove(&rel_id);
+                    self.relation(rel_id, &namespace, &name, columns, replica_identity)?;
+                }
+            }
+            LogicalMessage::Insert { rel_id, .. }
+            | LogicalMessage::Update { rel_id, .. }
+            | LogicalMessage::Delete { rel_id, .. }
+                if self.skipped(rel_id) => {}
+            LogicalMessage::Truncate {
+                options,
+                rel_ids,
+                xid,
+            } if rel_ids.iter().any(|&r| self.skipped(r)) => {
+                let rel_ids: Vec<u32> = rel_ids.into_iter().filter(|&r| !self.skipped(r)).collect();
+                if !rel_ids.is_empty() {
+                    let msg = LogicalMessage::Truncate {
+                        options,
+                        rel_ids,
+                        xid,
+                    };
+                    self.apply_with_strategy(lsn, &msg)?;
+                }
             }
             LogicalMessage::Insert { .. }
             | LogicalMessage::Update { .. }
@@ -871,6 +938,11 @@ impl<'a> Applier<'a> {
     }
 
     fn rel(&mut self, rel_id: u32) -> Result<&mut RelMap, WorkerError> {
+        if !self.rels.contains_key(&rel_id) {
+            if let Some((ns, name, cols, ri)) = self.pending.remove(&rel_id) {
+                self.relation(rel_id, &ns, &name, cols, ri)?;
+            }
+        }
         self.rels.get_mut(&rel_id).ok_or_else(|| {
             WorkerError::Internal(format!(
                 "change for relation {rel_id} arrived before its description"

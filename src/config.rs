@@ -24,6 +24,9 @@ pub struct ConnectorConfig {
     pub srcschemas: Vec<String>,
     /// Explicit `schema.table` list; empty means every table of `srcschemas`.
     pub tables: Vec<TableSel>,
+    /// `snapshottable`: the tables a start in mode `always` copies again (a subset
+    /// of `tables`); empty means all of them.
+    pub snapshot_tables: Vec<TableSel>,
     pub connector: String,
     /// ssl_mode, ssl_rootcert, ssl_cert, ssl_key (synchdb_add_extra_conninfo);
     /// `prefer` without files when not set, as libpq.
@@ -41,6 +44,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("srcdb", &self.srcdb)
             .field("srcschemas", &self.srcschemas)
             .field("tables", &self.tables)
+            .field("snapshot_tables", &self.snapshot_tables)
             .field("ssl", &self.ssl)
             .finish()
     }
@@ -97,6 +101,9 @@ impl ConnectorConfig {
         let table = text_field(&data, "table").unwrap_or_default();
         let srcdb = req("srcdb")?;
         let tables = parse_table_list(&table, &srcdb, &srcschemas)?;
+        let snapshottable = text_field(&data, "snapshottable").unwrap_or_default();
+        let snapshot_tables = parse_snapshot_list(&snapshottable, &table, &srcdb, &srcschemas)
+            .map_err(|e| format!("connector \"{name}\": snapshottable: {e}"))?;
         let ssl = parse_ssl(&data).map_err(|e| format!("connector \"{name}\": {e}"))?;
         Ok(ConnectorConfig {
             name: name.to_string(),
@@ -107,6 +114,7 @@ impl ConnectorConfig {
             srcdb,
             srcschemas,
             tables,
+            snapshot_tables,
             connector: text_field(&data, "connector").unwrap_or_else(|| "postgres".into()),
             ssl,
         })
@@ -171,6 +179,49 @@ pub fn parse_table_list(
         .collect()
 }
 
+/// Parses the `snapshottable` option, in the same forms as `table`. A `file:`
+/// holds `snapshot_table_list` (or, failing that, `table_list`). When the option is
+/// not set and `table` is a `file:`, that file's `snapshot_table_list` applies.
+pub fn parse_snapshot_list(
+    spec: &str,
+    table_spec: &str,
+    srcdb: &str,
+    schemas: &[String],
+) -> Result<Vec<TableSel>, String> {
+    let from_file = |path: &str, fallback: bool| -> Result<Vec<String>, String> {
+        let (list, snap) = read_lists(path)?;
+        Ok(if snap.is_empty() && fallback {
+            list
+        } else {
+            snap
+        })
+    };
+    let entries: Vec<String> = if is_unset(spec) {
+        match table_spec.trim().strip_prefix("file:") {
+            Some(path) => from_file(path.trim(), false)?,
+            None => Vec::new(),
+        }
+    } else {
+        match spec.trim().strip_prefix("file:") {
+            Some(path) => {
+                let e = from_file(path.trim(), true)?;
+                if e.is_empty() {
+                    return Err(format!(
+                        "file \"{}\" has no \"snapshot_table_list\" entries",
+                        path.trim()
+                    ));
+                }
+                e
+            }
+            None => split_entries(spec.trim()),
+        }
+    };
+    entries
+        .iter()
+        .map(|e| parse_entry(e, srcdb, schemas))
+        .collect()
+}
+
 /// Entries of a comma list; a comma inside {...} (a regex bound) does not split.
 fn split_entries(spec: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -197,6 +248,17 @@ fn split_entries(spec: &str) -> Vec<String> {
 
 /// `file:` JSON: `{"table_list": [...], "snapshot_table_list": [...]}`.
 pub fn read_table_file(path: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let (tables, snapshot) = read_lists(path)?;
+    if tables.is_empty() {
+        return Err(format!(
+            "table list file \"{path}\" has no \"table_list\" entries; expected {{\"table_list\": [\"schema.table\", ...]}}"
+        ));
+    }
+    Ok((tables, snapshot))
+}
+
+/// Both lists of a table list file; either may be empty.
+fn read_lists(path: &str) -> Result<(Vec<String>, Vec<String>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!("cannot read table list file \"{path}\" on the destination server: {e}")
     })?;
@@ -218,13 +280,7 @@ pub fn read_table_file(path: &str) -> Result<(Vec<String>, Vec<String>), String>
             )),
         }
     };
-    let tables = list("table_list")?;
-    if tables.is_empty() {
-        return Err(format!(
-            "table list file \"{path}\" has no \"table_list\" entries; expected {{\"table_list\": [\"schema.table\", ...]}}"
-        ));
-    }
-    Ok((tables, list("snapshot_table_list")?))
+    Ok((list("table_list")?, list("snapshot_table_list")?))
 }
 
 fn parse_entry(entry: &str, srcdb: &str, schemas: &[String]) -> Result<TableSel, String> {
@@ -383,6 +439,37 @@ mod tests {
                 TableSel::Exact("public".into(), "a".into()),
                 TableSel::Pattern(r"s\..*".into())
             ]
+        );
+        // snapshottable: from the table file when not set, or its own file or list
+        let file = format!("file:{}", path.display());
+        let a = vec![TableSel::Exact("public".into(), "a".into())];
+        assert_eq!(parse_snapshot_list("null", &file, "db", &[]).unwrap(), a);
+        assert_eq!(parse_snapshot_list(&file, "null", "db", &[]).unwrap(), a);
+        assert_eq!(parse_snapshot_list("", "x.y", "db", &[]).unwrap(), vec![]);
+        assert_eq!(
+            parse_snapshot_list("free.customers, s\\.o.*", "null", "db", &[]).unwrap(),
+            vec![
+                TableSel::Exact("free".into(), "customers".into()),
+                TableSel::Pattern(r"s\.o.*".into())
+            ]
+        );
+        let json = SEED.replace(
+            "\"snapshottable\":\"null\"",
+            "\"snapshottable\":\"free.customers\"",
+        );
+        let c = ConnectorConfig::from_json("c", &json).unwrap();
+        assert_eq!(
+            c.snapshot_tables,
+            vec![TableSel::Exact("free".into(), "customers".into())]
+        );
+        let bad = SEED.replace(
+            "\"snapshottable\":\"null\"",
+            "\"snapshottable\":\"a.b.c.d\"",
+        );
+        let e = ConnectorConfig::from_json("c", &bad).unwrap_err();
+        assert!(
+            e.starts_with("connector \"c\": snapshottable: table entry"),
+            "{e}"
         );
         std::fs::write(&path, r#"{"tables": []}"#).unwrap();
         let e = parse_table_list(&format!("file:{}", path.display()), "db", &[]).unwrap_err();

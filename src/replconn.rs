@@ -506,15 +506,16 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn create_slot_command(slot: &str, server_version_num: u32) -> String {
+fn create_slot_command(slot: &str, server_version_num: u32, temporary: bool) -> String {
+    let temp = if temporary { " TEMPORARY" } else { "" };
     if server_version_num >= 150000 {
         format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'export')",
             quote_ident(slot)
         )
     } else {
         format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput EXPORT_SNAPSHOT",
             quote_ident(slot)
         )
     }
@@ -1094,7 +1095,17 @@ impl ReplConnection {
     /// snapshot. The snapshot stays valid until the next command on this
     /// connection.
     pub async fn create_logical_slot(&mut self, slot: &str) -> Result<SlotInfo, ReplError> {
-        let cmd = create_slot_command(slot, self.server_version_num);
+        self.create_slot(slot, false).await
+    }
+
+    /// As `create_logical_slot`, but the slot lives only as long as this
+    /// connection: the source drops it however the connection ends.
+    pub async fn create_temporary_slot(&mut self, slot: &str) -> Result<SlotInfo, ReplError> {
+        self.create_slot(slot, true).await
+    }
+
+    async fn create_slot(&mut self, slot: &str, temporary: bool) -> Result<SlotInfo, ReplError> {
+        let cmd = create_slot_command(slot, self.server_version_num, temporary);
         let rows = self.simple_query(&cmd).await?;
         let row = rows.first().ok_or_else(|| {
             ReplError::Protocol("CREATE_REPLICATION_SLOT returned no row".to_owned())
@@ -1469,12 +1480,20 @@ mod tests {
         assert_eq!(version_num_from_string("17beta1"), 170000);
         assert_eq!(version_num_from_string("x"), 0);
         assert_eq!(
-            create_slot_command("s\"x", 150000),
+            create_slot_command("s\"x", 150000, false),
             "CREATE_REPLICATION_SLOT \"s\"\"x\" LOGICAL pgoutput (SNAPSHOT 'export')"
         );
         assert_eq!(
-            create_slot_command("s", 140005),
+            create_slot_command("s", 140005, false),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_command("s", 180000, true),
+            "CREATE_REPLICATION_SLOT \"s\" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')"
+        );
+        assert_eq!(
+            create_slot_command("s", 140005, true),
+            "CREATE_REPLICATION_SLOT \"s\" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
         );
         assert_eq!(
             start_replication_command("s", 0x1_0000_0000, "p'q\"r", 1, false),

@@ -240,6 +240,63 @@ fn copy_table(
     })
 }
 
+/// Whether the destination has a table of that name.
+fn dest_table_exists(pg: &Pg, schema: &str, name: &str) -> Result<bool, WorkerError> {
+    let rows = pg
+        .query(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[Some(schema), Some(name)],
+        )
+        .ctx(|| "looking up destination tables".into())?;
+    Ok(!rows.is_empty())
+}
+
+/// Creates the destination tables, copies their rows when asked, then adds their
+/// primary keys (after the rows: a bulk index build is cheaper than row by row).
+/// `rebuild` drops tables that exist; otherwise an existing table is an error.
+fn build_tables(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    cfg: &ConnectorConfig,
+    tables: &[&SourceTable],
+    rebuild: bool,
+    copy_rows: bool,
+) -> Result<u64, WorkerError> {
+    let dest_schema = cfg.dest_schema();
+    let qualified =
+        |t: &SourceTable| format!("{}.{}", quote_ident(&dest_schema), quote_ident(&t.name));
+    for t in tables {
+        if rebuild {
+            pg.exec(&format!("DROP TABLE IF EXISTS {}", qualified(t)), &[])
+                .ctx(|| format!("dropping {} to build it again", qualified(t)))?;
+        }
+        if dest_table_exists(pg, &dest_schema, &t.name)? {
+            return Err(WorkerError::Config(format!(
+                "destination table {} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\", \
+                 or start the connector in mode 'always' to replace it",
+                qualified(t),
+                cfg.name
+            )));
+        }
+        pg.exec(&ddl::create_table(&dest_schema, t), &[])
+            .ctx(|| format!("creating destination table for {}", t.qualified()))?;
+    }
+    let mut rows = 0;
+    if copy_rows {
+        for t in tables {
+            rows += copy_table(pg, net, client, &dest_schema, t)?;
+        }
+    }
+    for t in tables {
+        if let Some(sql) = ddl::add_primary_key(&dest_schema, t) {
+            pg.exec(&sql, &[])
+                .ctx(|| format!("adding the primary key of {}", qualified(t)))?;
+        }
+    }
+    Ok(rows)
+}
+
 /// Runs the snapshot; on success the destination has the tables (and rows when
 /// the plan asks for them) and the origin's progress is the slot's consistent point.
 pub fn run(
@@ -290,43 +347,18 @@ pub fn run(
         // there is nothing to create
         pg.exec("SELECT pg_current_xact_id()", &[])
             .ctx(|| "starting the snapshot transaction".into())?;
-        for t in tables.iter().filter(|_| plan.create_tables) {
-            if plan.rebuild {
-                pg.exec(
-                    &format!("DROP TABLE IF EXISTS {}.{}", quote_ident(&dest_schema), quote_ident(&t.name)),
-                    &[],
-                )
-                .ctx(|| format!("dropping {}.{} to build it again", quote_ident(&dest_schema), quote_ident(&t.name)))?;
-            }
-            let exists = pg
-                .query(
-                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                    &[Some(&dest_schema), Some(&t.name)],
-                )
-                .ctx(|| "looking up destination tables".into())?;
-            if !exists.is_empty() {
-                return Err(WorkerError::Config(format!(
-                    "destination table {}.{} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\"",
-                    quote_ident(&dest_schema),
-                    quote_ident(&t.name),
-                    cfg.name
-                )));
-            }
-            pg.exec(&ddl::create_table(&dest_schema, t), &[])
-                .ctx(|| format!("creating destination table for {}", t.qualified()))?;
-        }
-        let mut rows = 0;
-        if plan.create_tables && plan.copy_rows {
-            for t in &tables {
-                rows += copy_table(pg, net, &client, &dest_schema, t)?;
-            }
-        }
-        for t in tables.iter().filter(|_| plan.create_tables) {
-            if let Some(sql) = ddl::add_primary_key(&dest_schema, t) {
-                pg.exec(&sql, &[])
-                    .ctx(|| format!("adding the primary key of {}.{}", quote_ident(&dest_schema), quote_ident(&t.name)))?;
-            }
-        }
+        // a new slot: positions kept for an earlier partial snapshot mean nothing now
+        pg.exec(
+            "DELETE FROM synchdb_snapshot_skip WHERE name = $1",
+            &[Some(&cfg.name)],
+        )
+        .ctx(|| "clearing the connector's snapshot positions".into())?;
+        let rows = if plan.create_tables {
+            let all: Vec<&SourceTable> = tables.iter().collect();
+            build_tables(pg, net, &client, cfg, &all, plan.rebuild, plan.copy_rows)?
+        } else {
+            0
+        };
         pg.origin_set_commit(consistent_point, 0)?;
         Ok(rows)
     });
@@ -339,6 +371,196 @@ pub fn run(
     Ok(SnapshotResult {
         consistent_point,
         tables: tables.len(),
+        rows,
+    })
+}
+
+/// What the source side holds for a partial snapshot: a temporary slot's exported
+/// snapshot, and which tables `snapshottable` names in it.
+struct PreparedPartial {
+    inner: Prepared,
+    snapshottable: Vec<u32>,
+}
+
+/// Makes sure the connector's publication holds every table it replicates (the
+/// `table` option may have grown), then takes a snapshot through a temporary slot.
+/// The connector's own slot, and so every other table's position, is untouched.
+async fn prepare_partial(
+    cfg: ConnectorConfig,
+    params: ConnParams,
+    slot: String,
+    publication: String,
+) -> Result<PreparedPartial, WorkerError> {
+    let mut repl = ReplConnection::connect(&params).await?;
+    check_source(&mut repl, &params).await?;
+    let client = source::connect(&params)
+        .await
+        .map_err(WorkerError::Source)?;
+    let srcerr = |what: &str, e: tokio_postgres::Error| {
+        WorkerError::Source(format!(
+            "{what} on the source failed: {}",
+            source::pg_error_text(&params, &e)
+        ))
+    };
+    let tables = source::read_catalog(&client, &cfg)
+        .await
+        .map_err(WorkerError::Config)?;
+    // a wrong snapshottable is an error before anything is created on the source
+    source::select_snapshot_tables(&client, &cfg, &tables)
+        .await
+        .map_err(WorkerError::Config)?;
+    let published: Vec<(String, String)> = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| srcerr("reading the publication", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let missing: Vec<String> = tables
+        .iter()
+        .filter(|t| {
+            !published
+                .iter()
+                .any(|(s, n)| *s == t.schema && *n == t.name)
+        })
+        .map(|t| t.qualified())
+        .collect();
+    if !missing.is_empty() {
+        let pq = quote_ident(&publication);
+        let exists = !client
+            .query(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&publication],
+            )
+            .await
+            .map_err(|e| srcerr("reading the publication", e))?
+            .is_empty();
+        // added before the temporary slot exists, so that every change after its
+        // snapshot is published to the connector's slot
+        let sql = if exists {
+            format!("ALTER PUBLICATION {pq} ADD TABLE {}", missing.join(", "))
+        } else {
+            format!("CREATE PUBLICATION {pq} FOR TABLE {}", missing.join(", "))
+        };
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| srcerr("adding tables to the publication", e))?;
+    }
+    // slot names are [a-z0-9_]: cutting at a byte is safe
+    let temp = format!("{}_rs", &slot[..slot.len().min(60)]);
+    let info = repl.create_temporary_slot(&temp).await?;
+    let snapshot = info.snapshot_name.ok_or_else(|| {
+        WorkerError::Source("the source did not export a snapshot for the temporary slot".into())
+    })?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            crate::config::quote_literal(&snapshot)
+        ))
+        .await
+        .map_err(|e| srcerr("importing the snapshot", e))?;
+    let tables = source::read_catalog(&client, &cfg)
+        .await
+        .map_err(WorkerError::Config)?;
+    let snapshottable = source::select_snapshot_tables(&client, &cfg, &tables)
+        .await
+        .map_err(WorkerError::Config)?;
+    Ok(PreparedPartial {
+        inner: Prepared {
+            repl,
+            client: Arc::new(client),
+            tables,
+            consistent_point: info.consistent_point,
+        },
+        snapshottable,
+    })
+}
+
+/// Mode `always` with `snapshottable`, on a connector that has a position: copies
+/// again the tables `snapshottable` names (and any replicated table the destination
+/// lacks), at a new consistent point S taken by a temporary slot. Every other table
+/// keeps its rows and the connector keeps its slot and position. CDC then resumes
+/// from the position; for a copied table it leaves out the changes of transactions
+/// that committed before S (they are in the copy). Those per-table points are
+/// stored with the copied rows, in one transaction, so a stop at any moment
+/// neither loses nor repeats a change.
+pub fn resnapshot(
+    pg: &Pg,
+    net: &Net,
+    cfg: &ConnectorConfig,
+    params: &ConnParams,
+    slot: &str,
+    publication: &str,
+) -> Result<SnapshotResult, WorkerError> {
+    let PreparedPartial {
+        inner:
+            Prepared {
+                repl,
+                client,
+                tables,
+                consistent_point,
+            },
+        snapshottable,
+    } = net.call(
+        pg,
+        prepare_partial(
+            cfg.clone(),
+            params.clone(),
+            slot.to_string(),
+            publication.to_string(),
+        ),
+    )??;
+    let dest_schema = cfg.dest_schema();
+    let result = (|| -> Result<(usize, u64), WorkerError> {
+        pg.in_xact(|| {
+            pg.exec(&ddl::ensure_schema_sql(&dest_schema), &[])
+                .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))
+        })?;
+        pg.in_xact(|| -> Result<(usize, u64), WorkerError> {
+            let mut copy: Vec<&SourceTable> = Vec::new();
+            for t in &tables {
+                if snapshottable.contains(&t.oid) || !dest_table_exists(pg, &dest_schema, &t.name)? {
+                    copy.push(t);
+                }
+            }
+            pg.log(
+                crate::pg::LOG_LOG,
+                &format!(
+                    "connector {}: snapshot of {} of its {} table(s) at {} ({}); the others keep their rows and position",
+                    cfg.name,
+                    copy.len(),
+                    tables.len(),
+                    crate::offset::format_lsn(consistent_point),
+                    copy.iter().map(|t| t.qualified()).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            let rows = build_tables(pg, net, &client, cfg, &copy, true, true)?;
+            let lsn = crate::offset::format_lsn(consistent_point);
+            for t in &copy {
+                pg.exec(
+                    "INSERT INTO synchdb_snapshot_skip (name, srcschema, srctable, until_lsn)
+                     VALUES ($1, $2, $3, $4::pg_lsn)
+                     ON CONFLICT (name, srcschema, srctable) DO UPDATE SET until_lsn = EXCLUDED.until_lsn",
+                    &[Some(&cfg.name), Some(&t.schema), Some(&t.name), Some(&lsn)],
+                )
+                .ctx(|| format!("recording the snapshot point of {}", t.qualified()))?;
+            }
+            Ok((copy.len(), rows))
+        })
+    })();
+    let _ = net.spawn(async move {
+        drop(client);
+        // closing the connection drops the temporary slot
+        let _ = repl.close().await;
+    });
+    let (n, rows) = result?;
+    Ok(SnapshotResult {
+        consistent_point,
+        tables: n,
         rows,
     })
 }

@@ -351,16 +351,9 @@ async fn select_tables(
                     .filter(|x| cfg.srcschemas.contains(&x.schema))
                     .map(|x| format!("{}.{}", x.schema, x.name))
                     .collect();
-                let rows = client
-                    .query(
-                        "SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) WHERE n ~ ('^(?:' || $2 || ')$') ORDER BY i",
-                        &[&names, p],
-                    )
-                    .await
-                    .map_err(|e| match e.as_db_error() {
-                        Some(db) => format!("table pattern \"{p}\" of connector \"{}\": {}", cfg.name, db.message()),
-                        None => format!("table pattern \"{p}\" of connector \"{}\": {e}", cfg.name),
-                    })?;
+                let rows = match_pattern(client, &names, p).await.map_err(|e| {
+                    format!("table pattern \"{p}\" of connector \"{}\": {e}", cfg.name)
+                })?;
                 if rows.is_empty() {
                     return Err(format!(
                         "table pattern \"{p}\" of connector \"{}\" matches no table in schema(s) {} of database \"{}\"",
@@ -369,8 +362,7 @@ async fn select_tables(
                         cfg.srcdb
                     ));
                 }
-                for r in rows {
-                    let n: String = r.get(0);
+                for n in rows {
                     if let Some(x) = all.iter().find(|x| format!("{}.{}", x.schema, x.name) == n) {
                         push(&mut chosen, x);
                     }
@@ -379,6 +371,81 @@ async fn select_tables(
         }
     }
     Ok(chosen)
+}
+
+/// The names among `names` that a PostgreSQL regular expression matches whole,
+/// in order; the source evaluates it, so its syntax is exactly PostgreSQL's.
+async fn match_pattern(client: &Client, names: &[String], p: &str) -> Result<Vec<String>, String> {
+    let rows = client
+        .query(
+            "SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) WHERE n ~ ('^(?:' || $2 || ')$') ORDER BY i",
+            &[&names, &p],
+        )
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        })?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The oids of the tables `snapshottable` names, among the connector's `tables`;
+/// empty when the option is not set (meaning all of them). An entry that names no
+/// replicated table is an error naming it.
+pub async fn select_snapshot_tables(
+    client: &Client,
+    cfg: &ConnectorConfig,
+    tables: &[SourceTable],
+) -> Result<Vec<u32>, String> {
+    let mut out: Vec<u32> = Vec::new();
+    let names: Vec<String> = tables
+        .iter()
+        .map(|x| format!("{}.{}", x.schema, x.name))
+        .collect();
+    for sel in &cfg.snapshot_tables {
+        let found: Vec<u32> = match sel {
+            TableSel::Exact(s, t) => {
+                let f: Vec<u32> = tables
+                    .iter()
+                    .filter(|x| &x.schema == s && &x.name == t)
+                    .map(|x| x.oid)
+                    .collect();
+                if f.is_empty() {
+                    return Err(format!(
+                        "snapshottable names table \"{s}.{t}\", which connector \"{}\" does not replicate; \
+                         snapshottable must name tables of the \"table\" option",
+                        cfg.name
+                    ));
+                }
+                f
+            }
+            TableSel::Pattern(p) => {
+                let matched = match_pattern(client, &names, p).await.map_err(|e| {
+                    format!(
+                        "snapshottable pattern \"{p}\" of connector \"{}\": {e}",
+                        cfg.name
+                    )
+                })?;
+                if matched.is_empty() {
+                    return Err(format!(
+                        "snapshottable pattern \"{p}\" of connector \"{}\" matches none of the tables it replicates",
+                        cfg.name
+                    ));
+                }
+                tables
+                    .iter()
+                    .filter(|x| matched.contains(&format!("{}.{}", x.schema, x.name)))
+                    .map(|x| x.oid)
+                    .collect()
+            }
+        };
+        for oid in found {
+            if !out.contains(&oid) {
+                out.push(oid);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Two source tables must not land on the same destination table.

@@ -15,6 +15,9 @@ pub enum Mode {
     Initial,
     InitialOnly,
     NoData,
+    /// Every start copies again: all tables, or those `snapshottable` names while
+    /// the others keep their rows and position.
+    Always,
     Never,
     /// Schema only, then paused for review; resume goes on to CDC.
     SchemaSync,
@@ -27,6 +30,7 @@ pub const MODES: &[&str] = &[
     "initial",
     "initial_only",
     "no_data",
+    "always",
     "never",
     "schemasync",
     "when_needed",
@@ -38,6 +42,7 @@ impl Mode {
             "initial" | "" => Ok(Mode::Initial),
             "initial_only" => Ok(Mode::InitialOnly),
             "no_data" => Ok(Mode::NoData),
+            "always" => Ok(Mode::Always),
             "never" => Ok(Mode::Never),
             "schemasync" => Ok(Mode::SchemaSync),
             "when_needed" => Ok(Mode::WhenNeeded),
@@ -116,28 +121,35 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
 
     let net = Net::start()?;
     let mut has_position = progress != 0;
-    let mut rebuild = false;
-    if has_position && mode == Mode::WhenNeeded {
-        if let Some(why) = net.call(pg, slot_unusable(params.clone(), slot_name.clone()))?? {
-            pg.log(
-                LOG_LOG,
-                &format!("connector {name}: {why}: taking a new snapshot"),
-            );
-            // the old position means nothing for a new slot: start the origin over
-            pg.origin_release()?;
-            pg.in_xact(|| -> Result<(), WorkerError> {
-                pg.exec(
-                    "SELECT pg_replication_origin_advance($1, '0/0')",
-                    &[Some(&origin)],
-                )
-                .ctx(|| format!("resetting replication origin {origin}"))?;
-                pg.origin_setup(&origin)
-                    .ctx(|| format!("setting up replication origin {origin}"))?;
-                Ok(())
-            })?;
+    // these modes replace what an earlier snapshot left when they take a new one
+    let mut rebuild = matches!(mode, Mode::Always | Mode::WhenNeeded);
+    let mut partial = false;
+    if has_position && matches!(mode, Mode::WhenNeeded | Mode::Always) {
+        let unusable = net.call(pg, slot_unusable(params.clone(), slot_name.clone()))??;
+        let why = match (mode, unusable) {
+            (_, Some(why)) => Some(format!("{why}: taking a new snapshot")),
+            (Mode::Always, None) if cfg.snapshot_tables.is_empty() => {
+                Some("mode always: copying every table again".to_string())
+            }
+            (Mode::Always, None) => {
+                partial = true;
+                None
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            pg.log(LOG_LOG, &format!("connector {name}: {why}"));
+            reset_origin(pg, &origin)?;
             has_position = false;
             rebuild = true;
         }
+    }
+    if partial {
+        state::set_stage(slot, state::STAGE_SNAPSHOT);
+        state::set_state(slot, state::STATE_POLLING);
+        let began = crate::apply::now_ms_pub();
+        let r = crate::snapshot::resnapshot(pg, &net, &cfg, &params, &slot_name, &publication)?;
+        record_snapshot(pg, slot, name, &r, began);
     }
     let start_lsn = if has_position {
         state::set_stage(slot, state::STAGE_CDC);
@@ -180,30 +192,16 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
                 rebuild,
             },
         )?;
-        state::stat_set(slot, state::Stat::SnapTables, r.tables as u64);
-        state::stat_set(slot, state::Stat::SnapRows, r.rows);
-        state::stat_set(slot, state::Stat::SnapBeginTs, began as u64);
-        state::stat_set(
-            slot,
-            state::Stat::SnapEndTs,
-            crate::apply::now_ms_pub() as u64,
-        );
-        pg.log(
-            LOG_LOG,
-            &format!(
-                "connector {name}: initial snapshot done: {} table(s), {} row(s); CDC starts at {}",
-                r.tables,
-                r.rows,
-                crate::offset::format_lsn(r.consistent_point)
-            ),
-        );
+        record_snapshot(pg, slot, name, &r, began);
         if mode == Mode::InitialOnly {
             return idle_until_stopped(pg, &net);
         }
         r.consistent_point
     };
     state::set_state(slot, state::STATE_POLLING);
+    let skips = load_skips(pg, name, start_lsn)?;
     let mut applier = Applier::new(pg, &net, slot, &cfg, has_position);
+    applier.set_skips(skips);
     // schemasync: the schema is there; wait for the user's review, then CDC from
     // the point the schema was taken
     let start_lsn = if mode == Mode::SchemaSync {
@@ -220,6 +218,79 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         },
         &origin,
     )
+}
+
+/// Starts the origin over: the old position means nothing for a new slot.
+fn reset_origin(pg: &Pg, origin: &str) -> Result<(), WorkerError> {
+    pg.origin_release()?;
+    pg.in_xact(|| -> Result<(), WorkerError> {
+        pg.exec(
+            "SELECT pg_replication_origin_advance($1, '0/0')",
+            &[Some(origin)],
+        )
+        .ctx(|| format!("resetting replication origin {origin}"))?;
+        pg.origin_setup(origin)
+            .ctx(|| format!("setting up replication origin {origin}"))?;
+        Ok(())
+    })
+}
+
+fn record_snapshot(
+    pg: &Pg,
+    slot: i32,
+    name: &str,
+    r: &crate::snapshot::SnapshotResult,
+    began: i64,
+) {
+    state::stat_set(slot, state::Stat::SnapTables, r.tables as u64);
+    state::stat_set(slot, state::Stat::SnapRows, r.rows);
+    state::stat_set(slot, state::Stat::SnapBeginTs, began as u64);
+    state::stat_set(
+        slot,
+        state::Stat::SnapEndTs,
+        crate::apply::now_ms_pub() as u64,
+    );
+    pg.log(
+        LOG_LOG,
+        &format!(
+            "connector {name}: initial snapshot done: {} table(s), {} row(s) at {}",
+            r.tables,
+            r.rows,
+            crate::offset::format_lsn(r.consistent_point)
+        ),
+    );
+}
+
+/// The tables copied again by a partial snapshot whose point CDC has not passed
+/// yet, with that point; entries CDC has passed are removed.
+fn load_skips(
+    pg: &Pg,
+    name: &str,
+    position: u64,
+) -> Result<std::collections::HashMap<(String, String), u64>, WorkerError> {
+    let pos = crate::offset::format_lsn(position);
+    let rows = pg.in_xact(|| {
+        pg.exec(
+            "DELETE FROM synchdb_snapshot_skip WHERE name = $1 AND until_lsn <= $2::pg_lsn",
+            &[Some(name), Some(&pos)],
+        )
+        .ctx(|| "reading synchdb_snapshot_skip".into())?;
+        pg.query(
+            "SELECT srcschema, srctable, (until_lsn - '0/0'::pg_lsn)::text FROM synchdb_snapshot_skip WHERE name = $1",
+            &[Some(name)],
+        )
+        .ctx(|| "reading synchdb_snapshot_skip".into())
+    })?;
+    let mut out = std::collections::HashMap::new();
+    for r in rows {
+        if let (Some(s), Some(t), Some(l)) = (&r[0], &r[1], &r[2]) {
+            let lsn = l.parse::<u64>().map_err(|_| {
+                WorkerError::Internal(format!("synchdb_snapshot_skip: bad position {l}"))
+            })?;
+            out.insert((s.clone(), t.clone()), lsn);
+        }
+    }
+    Ok(out)
 }
 
 /// `initial_only`: nothing to stream; stay visible until stopped, as SynchDB does.
