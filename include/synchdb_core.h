@@ -254,6 +254,12 @@ int32_t synchdb_drop_source_objects(const char *data_dir, uint64_t system_identi
 void synchdb_origin_name(uint32_t dboid, const char *name, char *out, size_t outlen);
 
 /**
+ * Compiles a transform rule (see `objmap::compile_transform`) into `out`.
+ * Returns 0, or -1 with the reason in `out`.
+ */
+int32_t synchdb_compile_transform(const char *expr, const char *as_text, const char *typed, char *out, size_t outlen);
+
+/**
  * Body of a connector's background worker. Returns the process exit code.
  *
  * # Safety

@@ -278,6 +278,27 @@ synchdb_origin_name_sql(PG_FUNCTION_ARGS)
 }
 
 /*
+ * synchdb_compile_transform(expr, as_text, typed): the SQL of a transform rule
+ * with %d replaced by the given placeholders (see src/objmap.rs).
+ */
+PG_FUNCTION_INFO_V1(synchdb_compile_transform_sql);
+Datum
+synchdb_compile_transform_sql(PG_FUNCTION_ARGS)
+{
+	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *as_text = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *typed = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	/* each %d (at most one per two characters) grows by a placeholder and "( ) || " */
+	size_t		len = strlen(expr) * (strlen(as_text) + strlen(typed) + 16) + 256;
+	char	   *out = palloc(len);
+
+	if (synchdb_compile_transform(expr, as_text, typed, out, len) != 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", out),
+						errhint("Write the transform as an SQL expression in which %%d stands for the incoming value, e.g. '>>' || '%%d' or %%d + 500.")));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/*
  * synchdb_drop_source(name, data): drops the connector's slot and publication on
  * its source. Returns NULL on success, else the reason (with what to do by hand).
  */

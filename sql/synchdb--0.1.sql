@@ -485,3 +485,362 @@ BEGIN
      WHERE c.name = synchdb_del_extra_conninfo.name;
     RETURN 0;
 END $$;
+
+-- ------------------------------------------------------------ object mapping
+-- Rules: table (srcobj schema.table -> name | schema.name), column
+-- (schema.table.column -> new name), datatype (schema.table.column or type|serial
+-- -> type|size), transform (schema.table.column -> SQL expression with %d).
+-- srcobj is stored without the source database prefix.
+CREATE TABLE synchdb_objmap (
+    name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    objtype text NOT NULL,
+    enabled bool NOT NULL DEFAULT true,
+    srcobj text NOT NULL,
+    dstobj text NOT NULL,
+    PRIMARY KEY (name, objtype, srcobj)
+);
+
+-- One row per replicated column, by destination relation and attribute number,
+-- so renames on the destination show in synchdb_att_view by themselves.
+CREATE TABLE synchdb_attribute (
+    name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    type text NOT NULL,
+    attrelid oid NOT NULL,
+    attnum smallint NOT NULL,
+    ext_tbname text NOT NULL,
+    ext_attname text NOT NULL,
+    ext_atttypename text NOT NULL,
+    ext_isserial bool NOT NULL DEFAULT false,
+    PRIMARY KEY (name, type, attrelid, attnum)
+);
+
+CREATE VIEW synchdb_att_view AS
+SELECT s.name, s.type, s.attnum, s.ext_tbname,
+       n.nspname || '.' || c.relname AS pg_tbname,
+       s.ext_attname, a.attname::text AS pg_attname, s.ext_atttypename,
+       format_type(a.atttypid, a.atttypmod) AS pg_atttypename,
+       (SELECT o.dstobj FROM synchdb_objmap o
+         WHERE o.name = s.name AND o.objtype = 'transform' AND o.enabled
+           AND o.srcobj = s.ext_tbname || '.' || s.ext_attname) AS transform
+  FROM synchdb_attribute s
+  LEFT JOIN pg_attribute a ON a.attrelid = s.attrelid AND a.attnum = s.attnum
+  LEFT JOIN pg_class c ON c.oid = s.attrelid
+  LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+ ORDER BY s.name, s.ext_tbname, s.attnum;
+
+CREATE FUNCTION synchdb_compile_transform(expr text, as_text text, typed text) RETURNS text
+    AS 'MODULE_PATHNAME', 'synchdb_compile_transform_sql' LANGUAGE C STRICT IMMUTABLE;
+
+-- This server's spelling of a type name (int4, integer and int are one type), or
+-- the name itself lowercased when the type is unknown here.
+CREATE FUNCTION synchdb_canonical_type(t text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce(format_type(to_regtype(t), NULL), lower(btrim(t)));
+EXCEPTION WHEN others THEN
+    RETURN lower(btrim(t));
+END $$;
+
+-- The default type translation: a source type (with its length, scale and
+-- precision; -1 or 0 when it has none) as the destination declares it. Domains
+-- become their base type, enums and types this server lacks become text.
+CREATE FUNCTION synchdb_translate_datatype(connector_type name, ext_datatype name,
+                                           ext_length bigint, ext_scale bigint, ext_precision bigint)
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    t oid;
+    k "char";
+    base text;
+BEGIN
+    IF lower(connector_type) <> 'postgres' THEN
+        RAISE EXCEPTION 'connector type "%" is not supported', connector_type
+            USING ERRCODE = 'feature_not_supported', HINT = 'Supported connector types: postgres.';
+    END IF;
+    BEGIN
+        t := to_regtype(ext_datatype);
+    EXCEPTION WHEN others THEN
+        t := NULL;
+    END;
+    IF t IS NULL THEN
+        RETURN 'text';
+    END IF;
+    SELECT typtype, CASE WHEN typtype = 'd' THEN typbasetype ELSE oid END INTO k, t
+      FROM pg_type WHERE oid = t;
+    IF k = 'e' THEN
+        RETURN 'text';
+    END IF;
+    base := format_type(t, NULL);
+    IF base = 'numeric' AND ext_precision > 0 THEN
+        RETURN format('numeric(%s,%s)', ext_precision, greatest(ext_scale, 0));
+    ELSIF base IN ('character varying', 'character', 'bit', 'bit varying') AND ext_length > 0 THEN
+        RETURN format('%s(%s)', base, ext_length);
+    ELSIF base IN ('timestamp without time zone', 'timestamp with time zone', 'time without time zone',
+                   'time with time zone', 'interval') AND ext_scale >= 0 THEN
+        RETURN regexp_replace(base, '^(\w+)', '\1(' || ext_scale || ')');
+    END IF;
+    RETURN base;
+END $$;
+
+-- The destination type a datatype rule asks for (type|size) for a column the
+-- source declares as src_type: size 0 drops any length, -1 keeps the source's.
+CREATE FUNCTION synchdb_rule_type(rule text, src_type text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+             WHEN sz = 0 THEN ty
+             WHEN sz = -1 THEN ty || coalesce(substring(src_type FROM '\([0-9, ]+\)'), '')
+             ELSE ty || '(' || sz || ')'
+           END
+      FROM (SELECT btrim(regexp_replace(rule, '\|[^|]*$', '')) AS ty,
+                   CASE WHEN strpos(rule, '|') > 0
+                        THEN btrim(regexp_replace(rule, '^.*\|', ''))::int ELSE 0 END AS sz) r
+$$;
+
+-- srcobj without a leading source database name, checked to have `parts` parts.
+CREATE FUNCTION synchdb_objmap_srcobj(cname text, objtype text, srcobj text, parts int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    p text[] := string_to_array(srcobj, '.');
+    db text := synchdb_check_connector(cname)->>'srcdb';
+BEGIN
+    IF array_length(p, 1) = parts + 1 THEN
+        IF lower(p[1]) <> lower(db) THEN
+            RAISE EXCEPTION '% rule "%" names database "%", but connector "%" replicates database "%"',
+                            objtype, srcobj, p[1], cname, db USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        p := p[2:];
+    END IF;
+    IF coalesce(array_length(p, 1), 0) <> parts OR EXISTS (SELECT 1 FROM unnest(p) x WHERE btrim(x) = '') THEN
+        RAISE EXCEPTION '% rule "%" is malformed', objtype, srcobj
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE parts WHEN 2 THEN 'Expected schema.table (or srcdb.schema.table).'
+                         ELSE 'Expected schema.table.column (or srcdb.schema.table.column).' END;
+    END IF;
+    RETURN array_to_string(p, '.');
+END $$;
+
+CREATE FUNCTION synchdb_add_objmap(name text, objtype text, srcobj text, dstobj text)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    cname text := name;
+    kind text := lower(btrim(objtype));
+    src text;
+    dst text := btrim(dstobj);
+    known bool;
+    tbl text;
+    col text;
+    ty text;
+    coltype text;
+    sz text;
+BEGIN
+    PERFORM synchdb_check_connector(cname);
+    IF kind NOT IN ('table', 'column', 'datatype', 'transform') THEN
+        RAISE EXCEPTION 'unknown object mapping type "%"', objtype
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Valid types are: table, column, datatype, transform.';
+    END IF;
+    IF srcobj IS NULL OR dst IS NULL OR dst = '' THEN
+        RAISE EXCEPTION 'srcobj and dstobj of an object mapping rule must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- what this connector has replicated so far (empty before its first snapshot)
+    known := EXISTS (SELECT 1 FROM synchdb_attribute a WHERE a.name = cname);
+    IF kind = 'datatype' AND strpos(srcobj, '|') > 0 THEN
+        src := btrim(srcobj);
+        IF lower(btrim(split_part(src, '|', 2))) NOT IN ('true', 'false') THEN
+            RAISE EXCEPTION 'datatype rule "%": after | comes true (serial columns) or false', srcobj
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        src := synchdb_objmap_srcobj(cname, kind, srcobj, CASE kind WHEN 'table' THEN 2 ELSE 3 END);
+        tbl := CASE kind WHEN 'table' THEN src ELSE regexp_replace(src, '\.[^.]*$', '') END;
+        col := CASE kind WHEN 'table' THEN NULL ELSE regexp_replace(src, '^.*\.', '') END;
+        IF known AND NOT EXISTS (SELECT 1 FROM synchdb_attribute a WHERE a.name = cname AND a.ext_tbname = tbl) THEN
+            RAISE EXCEPTION 'connector "%" does not replicate source table "%"', cname, tbl
+                USING ERRCODE = 'undefined_table', HINT = 'See SELECT DISTINCT ext_tbname FROM synchdb_att_view.';
+        END IF;
+        IF known AND col IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM synchdb_attribute a WHERE a.name = cname AND a.ext_tbname = tbl AND a.ext_attname = col) THEN
+            RAISE EXCEPTION 'source table "%" has no column "%"', tbl, col
+                USING ERRCODE = 'undefined_column', HINT = 'See synchdb_att_view.';
+        END IF;
+        SELECT v.pg_atttypename INTO coltype FROM synchdb_att_view v
+         WHERE v.name = cname AND v.ext_tbname = tbl AND v.ext_attname = col;
+    END IF;
+    IF kind = 'table' AND (array_length(string_to_array(dst, '.'), 1) > 2 OR dst LIKE '.%' OR dst LIKE '%.') THEN
+        RAISE EXCEPTION 'destination table "%" is not name or schema.name', dstobj USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind = 'datatype' THEN
+        ty := btrim(regexp_replace(dst, '\|[^|]*$', ''));
+        sz := CASE WHEN strpos(dst, '|') > 0 THEN btrim(regexp_replace(dst, '^.*\|', '')) ELSE '0' END;
+        IF sz !~ '^-?[0-9]+$' OR sz::int < -1 THEN
+            RAISE EXCEPTION 'datatype rule "%": size "%" must be -1 (keep the source''s), 0 (none) or a length', dstobj, sz
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        BEGIN
+            PERFORM synchdb_rule_type(dst, 'x')::regtype;
+        EXCEPTION WHEN others THEN
+            RAISE EXCEPTION 'datatype rule "%": "%" is not a type on this server (%)', dstobj, ty, SQLERRM
+                USING ERRCODE = 'undefined_object';
+        END;
+    END IF;
+    IF kind = 'transform' THEN
+        -- the value is a parameter: check the expression with a NULL one, in the
+        -- column's type when it is known already
+        BEGIN
+            EXECUTE format('SELECT (%s)', synchdb_compile_transform(dst, '$1', '$1::' || coalesce(coltype, 'text')))
+                USING NULL::text;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            RAISE;
+        WHEN others THEN
+            IF coltype IS NOT NULL OR SQLSTATE LIKE '42%' AND SQLSTATE NOT IN ('42883', '42804') THEN
+                RAISE EXCEPTION 'transform "%" is not a valid expression: %', dstobj, SQLERRM
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Write an SQL expression in which %d stands for the incoming value, e.g. ''>>'' || ''%d'' or %d + 500.';
+            END IF;
+        END;
+    END IF;
+    INSERT INTO synchdb_objmap AS o (name, objtype, enabled, srcobj, dstobj)
+    VALUES (cname, kind, true, src, dst)
+    ON CONFLICT ON CONSTRAINT synchdb_objmap_pkey DO UPDATE SET dstobj = EXCLUDED.dstobj, enabled = true;
+    RETURN 0;
+END $$;
+
+CREATE FUNCTION synchdb_del_objmap(name text, objtype text, srcobj text)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    cname text := name;
+    kind text := lower(btrim(objtype));
+    src text := btrim(srcobj);
+BEGIN
+    PERFORM synchdb_check_connector(cname);
+    IF NOT (kind = 'datatype' AND strpos(src, '|') > 0) AND kind IN ('table', 'column', 'datatype', 'transform') THEN
+        src := synchdb_objmap_srcobj(cname, kind, src, CASE kind WHEN 'table' THEN 2 ELSE 3 END);
+    END IF;
+    UPDATE synchdb_objmap o SET enabled = false
+     WHERE o.name = cname AND o.objtype = kind AND o.srcobj = src;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'connector "%" has no % rule for "%"', cname, kind, srcobj
+            USING ERRCODE = 'undefined_object', HINT = 'See SELECT * FROM synchdb_objmap.';
+    END IF;
+    RETURN 0;
+END $$;
+
+-- Brings the destination in line with the rules: renames tables and columns and
+-- changes column types of what the connector has replicated (synchdb_attribute).
+CREATE FUNCTION synchdb_apply_objmap(cname text) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := synchdb_check_connector(cname);
+    r record;
+    want_schema text;
+    want_table text;
+    rule text;
+    want text;
+    colname text;
+    n int := 0;
+BEGIN
+    FOR r IN SELECT DISTINCT a.ext_tbname, a.attrelid, c.relname::text AS relname, ns.nspname::text AS nspname
+               FROM synchdb_attribute a JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace ns ON ns.oid = c.relnamespace
+              WHERE a.name = cname LOOP
+        SELECT o.dstobj INTO rule FROM synchdb_objmap o
+         WHERE o.name = cname AND o.objtype = 'table' AND o.enabled AND o.srcobj = r.ext_tbname;
+        IF rule IS NULL THEN
+            want_schema := lower(d->>'srcdb');
+            want_table := split_part(r.ext_tbname, '.', 2);
+        ELSIF strpos(rule, '.') > 0 THEN
+            want_schema := split_part(rule, '.', 1);
+            want_table := split_part(rule, '.', 2);
+        ELSE
+            want_schema := 'public';
+            want_table := rule;
+        END IF;
+        IF want_schema <> r.nspname THEN
+            PERFORM pg_advisory_xact_lock(hashtext('synchdb create schema'), hashtext(want_schema));
+            IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = want_schema) THEN
+                EXECUTE format('CREATE SCHEMA %I', want_schema);
+            END IF;
+            EXECUTE format('ALTER TABLE %I.%I SET SCHEMA %I', r.nspname, r.relname, want_schema);
+            n := n + 1;
+        END IF;
+        IF want_table <> r.relname THEN
+            EXECUTE format('ALTER TABLE %I.%I RENAME TO %I', want_schema, r.relname, want_table);
+            n := n + 1;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT a.ext_tbname, a.ext_attname, a.ext_atttypename, a.ext_isserial, a.attrelid,
+                    pa.attname::text AS attname, format_type(pa.atttypid, pa.atttypmod) AS curtype
+               FROM synchdb_attribute a
+               JOIN pg_attribute pa ON pa.attrelid = a.attrelid AND pa.attnum = a.attnum AND NOT pa.attisdropped
+              WHERE a.name = cname LOOP
+        want := coalesce((SELECT o.dstobj FROM synchdb_objmap o
+                           WHERE o.name = cname AND o.objtype = 'column' AND o.enabled
+                             AND o.srcobj = r.ext_tbname || '.' || r.ext_attname), r.ext_attname);
+        IF want <> r.attname THEN
+            EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', r.attrelid::regclass, r.attname, want);
+            n := n + 1;
+        END IF;
+        colname := want;
+        rule := coalesce(
+            (SELECT o.dstobj FROM synchdb_objmap o
+              WHERE o.name = cname AND o.objtype = 'datatype' AND o.enabled
+                AND o.srcobj = r.ext_tbname || '.' || r.ext_attname),
+            (SELECT o.dstobj FROM synchdb_objmap o
+              WHERE o.name = cname AND o.objtype = 'datatype' AND o.enabled AND strpos(o.srcobj, '|') > 0
+                AND synchdb_canonical_type(split_part(o.srcobj, '|', 1)) = synchdb_canonical_type(r.ext_atttypename)
+                AND lower(btrim(split_part(o.srcobj, '|', 2)))::bool = r.ext_isserial
+              LIMIT 1));
+        IF rule IS NOT NULL THEN
+            want := synchdb_rule_type(rule, r.ext_atttypename);
+            IF synchdb_canonical_type(want) || coalesce(substring(want FROM '\([0-9, ]+\)'), '')
+               IS DISTINCT FROM r.curtype THEN
+                BEGIN
+                    EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE %s USING %I::%s',
+                                   r.attrelid::regclass, colname, want, colname, want);
+                EXCEPTION WHEN others THEN
+                    RAISE EXCEPTION 'cannot change column "%" of % (source %.%) to type %: %',
+                                    colname, r.attrelid::regclass, r.ext_tbname, r.ext_attname, want, SQLERRM
+                        USING ERRCODE = SQLSTATE,
+                              HINT = 'Change or disable the datatype rule (synchdb_del_objmap), then reload again.';
+                END;
+                n := n + 1;
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN n;
+END $$;
+
+-- Applies the current rules: a running connector is stopped between source
+-- transactions, the destination brought in line (in this transaction: an error,
+-- e.g. a type PostgreSQL cannot cast to, is raised here and changes nothing), and
+-- the connector started again in its mode; it resumes from its position with the
+-- new rules, so no change is lost. A paused (schemasync) connector stays paused.
+CREATE FUNCTION synchdb_reload_objmap(name text)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    cname text := name;
+    d jsonb := synchdb_check_connector(cname);
+    running bool := EXISTS (SELECT 1 FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0);
+    was text := (SELECT s.state FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0);
+    mode text := coalesce(nullif(d->>'last_mode', ''), 'initial');
+BEGIN
+    IF running THEN
+        PERFORM synchdb_terminate(cname, 30000);
+    END IF;
+    BEGIN
+        PERFORM synchdb_apply_objmap(cname);
+    EXCEPTION WHEN others THEN
+        IF running THEN
+            PERFORM synchdb_launch(cname, mode);
+        END IF;
+        RAISE;
+    END;
+    IF running THEN
+        PERFORM synchdb_launch(cname, mode);
+        -- back where it was (paused stays paused) before the caller goes on
+        PERFORM synchdb_wait_state(cname, CASE was WHEN 'paused' THEN 'paused' ELSE 'polling' END, 30);
+    END IF;
+    RETURN 0;
+END $$;
+
+REVOKE ALL ON synchdb_objmap, synchdb_attribute FROM PUBLIC;
+REVOKE ALL ON FUNCTION synchdb_apply_objmap(text) FROM PUBLIC;

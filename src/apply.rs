@@ -10,6 +10,7 @@ use crate::decoder::{Decoder, LogicalMessage, RelColumn, TupleValue};
 use crate::error::{DestContext, WorkerError};
 use crate::ffi::{SdbValue, SDB_VALUE_ABSENT, SDB_VALUE_NULL, SDB_VALUE_TEXT, SDB_VALUE_UNCHANGED};
 use crate::net::{Net, Waker};
+use crate::objmap::{DestColumn, DestTable, Rules};
 use crate::offset::{MessageType, Offset};
 use crate::pg::{Pg, RelHandle};
 use crate::replconn::{ConnParams, ReplConnection, ReplEvent};
@@ -177,6 +178,9 @@ async fn stream_task(
 struct RelMap {
     handle: RelHandle,
     dest: String,
+    /// Per source column: the compiled transform, `SELECT ...` with the incoming
+    /// value as $1 (text), when a transform rule applies to it.
+    transforms: Vec<Option<String>>,
     /// For each destination attribute, the source column feeding it.
     from_source: Vec<Option<usize>>,
     source_cols: Vec<RelColumn>,
@@ -198,6 +202,34 @@ fn dest_type(pg: &Pg, c: &RelColumn) -> Result<String, WorkerError> {
     .first()
     .and_then(|r| r[0].clone())
     .ok_or_else(|| WorkerError::Internal(format!("no type name for type oid {}", c.type_oid)))
+}
+
+/// The values with each transform rule applied (the slower path: one query per
+/// transformed value); the values themselves when the table has none. The value
+/// travels as a parameter, so nothing in it can change the statement.
+fn transformed<'v>(
+    pg: &Pg,
+    m: &RelMap,
+    vals: &'v [TupleValue],
+) -> Result<std::borrow::Cow<'v, [TupleValue]>, WorkerError> {
+    if m.transforms.iter().all(Option::is_none) {
+        return Ok(std::borrow::Cow::Borrowed(vals));
+    }
+    let mut out = vals.to_vec();
+    for (i, sql) in m.transforms.iter().enumerate() {
+        let (Some(sql), Some(TupleValue::Text(b))) = (sql, vals.get(i)) else {
+            continue;
+        };
+        let v = String::from_utf8_lossy(b);
+        let r = pg
+            .query(sql, &[Some(&v)])
+            .ctx(|| format!("applying the transform of a column of {}", m.dest))?;
+        out[i] = match r.first().and_then(|r| r[0].clone()) {
+            Some(t) => TupleValue::Text(bytes::Bytes::from(t)),
+            None => TupleValue::Null,
+        };
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 fn fill(buf: &mut Vec<SdbValue>, map: &[Option<usize>], vals: &[TupleValue]) -> Result<(), String> {
@@ -312,6 +344,7 @@ pub struct Applier<'a> {
     pending: HashMap<u32, (String, String, Vec<RelColumn>, u8)>,
     /// Commit LSN of the source transaction being applied (from its Begin).
     cur_final_lsn: u64,
+    rules: Rules,
 }
 
 impl<'a> Applier<'a> {
@@ -321,6 +354,7 @@ impl<'a> Applier<'a> {
         slot_idx: i32,
         cfg: &ConnectorConfig,
         cdc_stage_shown: bool,
+        rules: Rules,
     ) -> Self {
         Applier {
             batch: BatchStats::default(),
@@ -348,6 +382,7 @@ impl<'a> Applier<'a> {
             rel_names: HashMap::new(),
             pending: HashMap::new(),
             cur_final_lsn: 0,
+            rules,
         }
     }
 
@@ -794,7 +829,8 @@ impl<'a> Applier<'a> {
                 let rel_id = *rel_id;
                 let pg = self.pg;
                 let m = self.rel(rel_id)?;
-                fill(&mut m.new_buf, &m.from_source, new).map_err(WorkerError::Internal)?;
+                let new = transformed(pg, m, new)?;
+                fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
                 pg.insert(m.handle, &m.new_buf)
                     .ctx(|| format!("applying an INSERT into {}", m.dest))?;
                 self.changed(lsn, MessageType::Insert);
@@ -805,9 +841,11 @@ impl<'a> Applier<'a> {
                 let rel_id = *rel_id;
                 let pg = self.pg;
                 let m = self.rel(rel_id)?;
-                fill(&mut m.new_buf, &m.from_source, new).map_err(WorkerError::Internal)?;
+                let new = transformed(pg, m, new)?;
+                fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
                 if let Some((_, oldv)) = &old {
-                    fill(&mut m.old_buf, &m.from_source, oldv).map_err(WorkerError::Internal)?;
+                    let oldv = transformed(pg, m, oldv)?;
+                    fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
                 }
                 let oldp = old.as_ref().map(|_| m.old_buf.as_slice());
                 pg.update(m.handle, oldp, &m.new_buf)
@@ -822,7 +860,8 @@ impl<'a> Applier<'a> {
                 let rel_id = *rel_id;
                 let pg = self.pg;
                 let m = self.rel(rel_id)?;
-                fill(&mut m.old_buf, &m.from_source, oldv).map_err(WorkerError::Internal)?;
+                let oldv = transformed(pg, m, oldv)?;
+                fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
                 pg.delete(m.handle, &m.old_buf)
                     .ctx(|| format!("applying a DELETE to {}", m.dest))?;
                 self.changed(lsn, MessageType::Delete);
@@ -850,49 +889,97 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// The destination plan of a relation, under the object mapping rules.
+    fn rel_plan(
+        &self,
+        namespace: &str,
+        name: &str,
+        columns: &[RelColumn],
+    ) -> Result<DestTable, WorkerError> {
+        let pg = self.pg;
+        let (schema, dname) = self.rules.dest_table(namespace, name, &self.dest_schema);
+        let mut cols = Vec::with_capacity(columns.len());
+        for c in columns {
+            let natural = dest_type(pg, c)?;
+            let base = pg
+                .query(
+                    "SELECT format_type($1::oid, NULL)",
+                    &[Some(&c.type_oid.to_string())],
+                )
+                .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?
+                .first()
+                .and_then(|r| r[0].clone())
+                .unwrap_or_default();
+            let rule = self.rules.type_rule(namespace, name, &c.name, &base, false);
+            cols.push(DestColumn {
+                src: c.name.clone(),
+                name: self.rules.dest_column(namespace, name, &c.name),
+                type_sql: rule
+                    .map(|r| r.apply(&natural))
+                    .unwrap_or_else(|| natural.clone()),
+                natural_type: natural.clone(),
+                not_null: false,
+                default: None,
+                source_type: natural,
+                serial: false,
+                transform: self
+                    .rules
+                    .transform(namespace, name, &c.name)
+                    .map(str::to_string),
+            });
+        }
+        Ok(DestTable {
+            src_schema: namespace.to_string(),
+            src_name: name.to_string(),
+            schema,
+            name: dname,
+            primary_key: Vec::new(),
+            columns: cols,
+        })
+    }
+
     /// CREATE TABLE from a Relation message: its columns with their types; the
     /// key columns become the primary key when the source's replica identity is
     /// its primary key ('d'); with FULL or NOTHING there is no key to mirror.
     fn create_from_relation(
         &mut self,
-        dest: &str,
-        namespace: &str,
-        name: &str,
+        plan: &DestTable,
         columns: &[RelColumn],
         replica_identity: u8,
     ) -> Result<(), WorkerError> {
         let pg = self.pg;
         pg.apply_release()?;
-        let mut cols = Vec::with_capacity(columns.len());
-        for c in columns {
-            let ty = dest_type(pg, c)?;
-            cols.push(format!("{} {ty}", quote_ident(&c.name)));
+        let mut plan = plan.clone();
+        if replica_identity == b'd' {
+            plan.primary_key = columns
+                .iter()
+                .zip(&plan.columns)
+                .filter(|(c, _)| c.flags & 1 == 1)
+                .map(|(_, d)| d.name.clone())
+                .collect();
         }
-        let keys: Vec<String> = columns
-            .iter()
-            .filter(|c| c.flags & 1 == 1)
-            .map(|c| quote_ident(&c.name))
-            .collect();
-        if replica_identity == b'd' && !keys.is_empty() {
-            cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
-        }
-        let sql = format!(
-            "{}; CREATE TABLE {dest} ({})",
-            crate::ddl::ensure_schema_sql(&self.dest_schema),
-            cols.join(", ")
+        let mut sql = format!(
+            "{}; {}",
+            crate::ddl::ensure_schema_sql(&plan.schema),
+            crate::ddl::create_table(&plan)
         );
+        if let Some(pk) = crate::ddl::add_primary_key(&plan) {
+            sql.push_str(&format!("; {pk}"));
+        }
         pg.exec(&sql, &[]).ctx(|| {
             format!(
-                "creating {dest} for source table {}.{}",
-                quote_ident(namespace),
-                quote_ident(name)
+                "creating {} for source table {}",
+                plan.qualified(),
+                plan.ext_tbname()
             )
         })?;
+        crate::objmap::record_attributes(pg, &self.connector, &plan)?;
         pg.log(
             crate::pg::LOG_LOG,
             &format!(
-                "connector {}: created {dest} from the source's description",
-                self.connector
+                "connector {}: created {} from the source's description",
+                self.connector,
+                plan.qualified()
             ),
         );
         Ok(())
@@ -950,8 +1037,8 @@ impl<'a> Applier<'a> {
         })
     }
 
-    /// A Relation message: (re)maps a source relation onto its destination table,
-    /// adding columns the source gained.
+    /// A Relation message: (re)maps a source relation onto its destination table
+    /// (under the object mapping rules), following the source's column changes.
     fn relation(
         &mut self,
         rel_id: u32,
@@ -960,13 +1047,14 @@ impl<'a> Applier<'a> {
         columns: Vec<RelColumn>,
         replica_identity: u8,
     ) -> Result<(), WorkerError> {
-        let dest = format!("{}.{}", quote_ident(&self.dest_schema), quote_ident(name));
         if let Some(old) = self.rels.get(&rel_id) {
             if old.source_cols == columns {
                 return Ok(());
             }
         }
         let pg = self.pg;
+        let plan = self.rel_plan(namespace, name, &columns)?;
+        let dest = plan.qualified();
         let attrs = pg
             .query(
                 "SELECT a.attnum::text, a.attname::text FROM pg_attribute a
@@ -977,7 +1065,7 @@ impl<'a> Applier<'a> {
         if attrs.is_empty() {
             // not on the destination (mode never, or dropped by hand): create it
             // from what the source says about it
-            self.create_from_relation(&dest, namespace, name, &columns, replica_identity)?;
+            self.create_from_relation(&plan, &columns, replica_identity)?;
             self.batch.ddls += 1;
             return self.relation(rel_id, namespace, name, columns, replica_identity);
         }
@@ -989,19 +1077,41 @@ impl<'a> Applier<'a> {
                 }
             }
         }
-        // schema changes on the source: the destination follows
+        // schema changes on the source: the destination follows, in its own names
+        let dcol = |n: &str| self.rules.dest_column(namespace, name, n);
         let previous = self.rels.get(&rel_id).map(|m| m.source_cols.clone());
-        let changes =
-            crate::ddl::column_changes(previous.as_deref(), &columns, |n| have.contains_key(n));
+        let changes = crate::ddl::column_changes(previous.as_deref(), &columns, |n| {
+            have.contains_key(&dcol(n))
+        });
         if !changes.is_empty() {
             pg.apply_release()?;
         }
         for change in &changes {
-            let ty = match change {
-                ColumnChange::Add(c) | ColumnChange::Retype(c) => dest_type(pg, c)?,
-                _ => String::new(),
+            let typed = |c: &RelColumn| -> (RelColumn, String) {
+                let d = plan.columns.iter().find(|d| d.src == c.name);
+                let mut c = c.clone();
+                c.name = dcol(&c.name);
+                (c, d.map(|d| d.type_sql.clone()).unwrap_or_default())
             };
-            let sql = crate::ddl::alter_sql(&dest, change, &ty);
+            let (mapped, ty) = match change {
+                ColumnChange::Add(c) => {
+                    let (c, t) = typed(c);
+                    (ColumnChange::Add(c), t)
+                }
+                ColumnChange::Retype(c) => {
+                    let (c, t) = typed(c);
+                    (ColumnChange::Retype(c), t)
+                }
+                ColumnChange::Drop(n) => (ColumnChange::Drop(dcol(n)), String::new()),
+                ColumnChange::Rename { from, to } => (
+                    ColumnChange::Rename {
+                        from: dcol(from),
+                        to: dcol(to),
+                    },
+                    String::new(),
+                ),
+            };
+            let sql = crate::ddl::alter_sql(&dest, &mapped, &ty);
             pg.exec(&sql, &[])
                 .ctx(|| format!("applying schema change: {sql}"))?;
             pg.log(
@@ -1016,25 +1126,39 @@ impl<'a> Applier<'a> {
             pg.rel_close(old.handle);
         }
         if altered {
+            crate::objmap::record_attributes(pg, &self.connector, &plan)?;
             // look the table up again; `previous` is gone, so nothing repeats
             return self.relation(rel_id, namespace, name, columns, replica_identity);
         }
         let (handle, natts) = pg
-            .rel_open(&self.dest_schema, name)
+            .rel_open(&plan.schema, &plan.name)
             .ctx(|| format!("opening {dest}"))?;
         let mut from_source = vec![None; natts];
-        for (i, c) in columns.iter().enumerate() {
+        for (i, c) in plan.columns.iter().enumerate() {
             if let Some(&num) = have.get(&c.name) {
                 if num >= 1 && num <= natts {
                     from_source[num - 1] = Some(i);
                 }
             }
         }
+        let mut transforms = Vec::with_capacity(plan.columns.len());
+        for c in &plan.columns {
+            transforms.push(match &c.transform {
+                Some(x) => {
+                    let typed = format!("$1::{}", c.natural_type);
+                    let sql = crate::objmap::compile_transform(x, "$1", &typed)
+                        .map_err(WorkerError::Config)?;
+                    Some(format!("SELECT (({sql})::{})::text", c.type_sql))
+                }
+                None => None,
+            });
+        }
         self.rels.insert(
             rel_id,
             RelMap {
                 handle,
                 dest,
+                transforms,
                 from_source,
                 source_cols: columns,
                 new_buf: Vec::with_capacity(natts),

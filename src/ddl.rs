@@ -2,11 +2,11 @@
 
 use crate::config::quote_ident;
 use crate::decoder::RelColumn;
-use crate::source::SourceTable;
+use crate::objmap::DestTable;
 
 /// CREATE TABLE without the primary key: keys and indexes are built after the rows
 /// are in, which is faster than maintaining them row by row.
-pub fn create_table(dest_schema: &str, t: &SourceTable) -> String {
+pub fn create_table(t: &DestTable) -> String {
     let cols: Vec<String> = t
         .columns
         .iter()
@@ -21,23 +21,17 @@ pub fn create_table(dest_schema: &str, t: &SourceTable) -> String {
             s
         })
         .collect();
-    format!(
-        "CREATE TABLE {}.{} ({})",
-        quote_ident(dest_schema),
-        quote_ident(&t.name),
-        cols.join(", ")
-    )
+    format!("CREATE TABLE {} ({})", t.qualified(), cols.join(", "))
 }
 
-pub fn add_primary_key(dest_schema: &str, t: &SourceTable) -> Option<String> {
+pub fn add_primary_key(t: &DestTable) -> Option<String> {
     if t.primary_key.is_empty() {
         return None;
     }
     let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
     Some(format!(
-        "ALTER TABLE {}.{} ADD PRIMARY KEY ({})",
-        quote_ident(dest_schema),
-        quote_ident(&t.name),
+        "ALTER TABLE {} ADD PRIMARY KEY ({})",
+        t.qualified(),
         cols.join(", ")
     ))
 }
@@ -146,37 +140,64 @@ pub fn alter_sql(dest: &str, change: &ColumnChange, ty: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceColumn;
+    use crate::source::{SourceColumn, SourceTable};
 
     #[test]
     fn create_table_keeps_types_not_null_and_constant_defaults() {
+        let col = |name: &str, ty: &str, not_null, default: Option<&str>| SourceColumn {
+            name: name.into(),
+            type_sql: ty.into(),
+            not_null,
+            default: default.map(str::to_string),
+            source_type: ty.into(),
+            base_type: ty.into(),
+            serial: false,
+        };
         let t = SourceTable {
             oid: 1,
             schema: "public".into(),
             name: "Orders".into(),
             columns: vec![
-                SourceColumn {
-                    name: "id".into(),
-                    type_sql: "integer".into(),
-                    not_null: true,
-                    default: None,
-                },
-                SourceColumn {
-                    name: "note".into(),
-                    type_sql: "character varying(20)".into(),
-                    not_null: false,
-                    default: Some("'x'::character varying".into()),
-                },
+                col("id", "integer", true, None),
+                col(
+                    "note",
+                    "character varying(20)",
+                    false,
+                    Some("'x'::character varying"),
+                ),
             ],
             primary_key: vec!["id".into()],
         };
+        let plain = crate::objmap::plan_table(&Default::default(), &t, "postgres");
         assert_eq!(
-            create_table("postgres", &t),
+            create_table(&plain),
             "CREATE TABLE \"postgres\".\"Orders\" (\"id\" integer NOT NULL, \"note\" character varying(20) DEFAULT 'x'::character varying)"
         );
         assert_eq!(
-            add_primary_key("postgres", &t).unwrap(),
+            add_primary_key(&plain).unwrap(),
             "ALTER TABLE \"postgres\".\"Orders\" ADD PRIMARY KEY (\"id\")"
+        );
+        // with rules: another schema and name, a renamed key column, a new type
+        let rows = [
+            ("table", "public.Orders", "sales.orders"),
+            ("column", "public.Orders.id", "order_id"),
+            ("datatype", "public.Orders.note", "text|0"),
+        ]
+        .map(|(o, s, d)| crate::objmap::RuleRow {
+            objtype: o.into(),
+            srcobj: s.into(),
+            dstobj: d.into(),
+            canonical: None,
+        });
+        let rules = crate::objmap::Rules::parse(&rows, "db").unwrap();
+        let mapped = crate::objmap::plan_table(&rules, &t, "postgres");
+        assert_eq!(
+            create_table(&mapped),
+            "CREATE TABLE \"sales\".\"orders\" (\"order_id\" integer NOT NULL, \"note\" text)"
+        );
+        assert_eq!(
+            add_primary_key(&mapped).unwrap(),
+            "ALTER TABLE \"sales\".\"orders\" ADD PRIMARY KEY (\"order_id\")"
         );
     }
 

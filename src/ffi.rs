@@ -429,6 +429,38 @@ pub extern "C" fn synchdb_origin_name(
     write_cbuf(out, outlen, &r.unwrap_or_default());
 }
 
+/// Compiles a transform rule (see `objmap::compile_transform`) into `out`.
+/// Returns 0, or -1 with the reason in `out`.
+#[no_mangle]
+pub extern "C" fn synchdb_compile_transform(
+    expr: *const c_char,
+    as_text: *const c_char,
+    typed: *const c_char,
+    out: *mut c_char,
+    outlen: usize,
+) -> i32 {
+    let r = guard(|| {
+        let expr = cstr_arg(expr, "transform")?;
+        let as_text = cstr_arg(as_text, "text placeholder")?;
+        let typed = cstr_arg(typed, "typed placeholder")?;
+        crate::objmap::compile_transform(expr, as_text, typed)
+    });
+    match r {
+        Ok(sql) if sql.len() < outlen => {
+            write_cbuf(out, outlen, &sql);
+            0
+        }
+        Ok(_) => {
+            write_cbuf(out, outlen, "the transform is too long");
+            -1
+        }
+        Err(e) => {
+            write_cbuf(out, outlen, &e);
+            -1
+        }
+    }
+}
+
 // ---------------------------------------------------------------- the worker
 
 /// Body of a connector's background worker. Returns the process exit code.

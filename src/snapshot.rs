@@ -8,6 +8,7 @@ use crate::config::{quote_ident, ConnectorConfig};
 use crate::ddl;
 use crate::error::{DestContext, WorkerError};
 use crate::net::Net;
+use crate::objmap::{DestTable, Rules};
 use crate::pg::Pg;
 use crate::replconn::{ConnParams, ReplConnection};
 use crate::source::{self, SourceTable};
@@ -42,8 +43,8 @@ struct Prepared {
 }
 
 /// What a start asks of the snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+#[derive(Clone, Copy)]
+pub struct Plan<'a> {
     /// Create the destination tables now (else CDC creates them from the source's
     /// description when their first change arrives: mode never).
     pub create_tables: bool,
@@ -51,6 +52,8 @@ pub struct Plan {
     /// The tables exist from an earlier snapshot that can no longer be continued:
     /// drop and build them again.
     pub rebuild: bool,
+    /// The object mapping rules the tables are built under.
+    pub rules: &'a Rules,
 }
 
 pub struct SnapshotResult {
@@ -81,6 +84,7 @@ async fn prepare(
     params: ConnParams,
     slot: String,
     publication: String,
+    rules: Rules,
 ) -> Result<Prepared, WorkerError> {
     let mut repl = ReplConnection::connect(&params).await?;
     check_source(&mut repl, &params).await?;
@@ -94,9 +98,11 @@ async fn prepare(
         ))
     };
     // The tables to publish, outside the snapshot; they are read again inside it.
+    // Rules and names are checked now, before anything exists on the source.
     let tables = source::read_catalog(&client, &cfg)
         .await
         .map_err(WorkerError::Config)?;
+    plan_tables(&cfg, &rules, &tables)?;
     // A slot left by an earlier, unfinished snapshot is useless: its snapshot is gone.
     client
         .execute(
@@ -188,17 +194,20 @@ async fn copy_out(
     // dropping tx tells the reader that the data is complete
 }
 
+/// Streams the source table's rows into `dest_schema.dest_table` (columns `cols`,
+/// in the source's column order) through the destination's COPY FROM.
 fn copy_table(
     pg: &Pg,
     net: &Net,
     client: &Arc<Client>,
-    dest_schema: &str,
     t: &SourceTable,
+    dest_schema: &str,
+    dest_table: &str,
+    cols: &[String],
 ) -> Result<u64, WorkerError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let sql = format!("COPY {} ({}) TO STDOUT", t.qualified(), t.column_list());
     net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?;
-    let cols: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
     let naptime = pg.guc_int("synchdb.naptime", 100);
@@ -226,7 +235,7 @@ fn copy_table(
         let _ = cur.split_to(n);
         Ok(n)
     };
-    let r = pg.copy_from(dest_schema, &t.name, &cols, true, &mut read);
+    let r = pg.copy_from(dest_schema, dest_table, cols, true, &mut read);
     if let Some(e) = stop {
         return Err(e);
     }
@@ -235,7 +244,7 @@ fn copy_table(
             "copying rows of {} into {}.{}",
             t.qualified(),
             quote_ident(dest_schema),
-            quote_ident(&t.name)
+            quote_ident(dest_table)
         )
     })
 }
@@ -251,6 +260,76 @@ fn dest_table_exists(pg: &Pg, schema: &str, name: &str) -> Result<bool, WorkerEr
     Ok(!rows.is_empty())
 }
 
+/// Copies one table's rows under its plan. Without transforms the rows go straight
+/// into the destination table through COPY (a datatype rule is applied by the new
+/// type's input function, as the text arrives). With transforms they are copied
+/// into a temporary table first and moved with one INSERT ... SELECT that
+/// evaluates each transform over the staged column: the value is a column
+/// reference there, never SQL text.
+fn copy_rows(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    t: &SourceTable,
+    plan: &DestTable,
+) -> Result<u64, WorkerError> {
+    if !plan.has_transforms() {
+        let cols: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
+        return copy_table(pg, net, client, t, &plan.schema, &plan.name, &cols);
+    }
+    const STAGE: &str = "synchdb_stage";
+    let defs: Vec<String> = plan
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.src), c.natural_type))
+        .collect();
+    pg.exec(
+        &format!(
+            "CREATE TEMP TABLE {STAGE} ({}) ON COMMIT DROP",
+            defs.join(", ")
+        ),
+        &[],
+    )
+    .ctx(|| format!("creating a staging table for {}", t.qualified()))?;
+    let src_cols: Vec<String> = plan.columns.iter().map(|c| c.src.clone()).collect();
+    copy_table(pg, net, client, t, "pg_temp", STAGE, &src_cols)?;
+    let mut exprs = Vec::with_capacity(plan.columns.len());
+    for c in &plan.columns {
+        let col = format!("stg.{}", quote_ident(&c.src));
+        let e = match &c.transform {
+            Some(x) => {
+                let sql = crate::objmap::compile_transform(x, &format!("{col}::text"), &col)
+                    .map_err(WorkerError::Config)?;
+                format!("({sql})::{}", c.type_sql)
+            }
+            None if c.type_sql != c.natural_type => format!("{col}::text::{}", c.type_sql),
+            None => col,
+        };
+        exprs.push(e);
+    }
+    let names: Vec<String> = plan.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let rows = pg
+        .exec(
+            &format!(
+                "INSERT INTO {} ({}) SELECT {} FROM pg_temp.{STAGE} stg",
+                plan.qualified(),
+                names.join(", "),
+                exprs.join(", ")
+            ),
+            &[],
+        )
+        .ctx(|| {
+            format!(
+                "transforming the rows of {} into {}",
+                t.qualified(),
+                plan.qualified()
+            )
+        })?;
+    pg.exec(&format!("DROP TABLE pg_temp.{STAGE}"), &[])
+        .ctx(|| "dropping the staging table".into())?;
+    Ok(rows)
+}
+
 /// Creates the destination tables, copies their rows when asked, then adds their
 /// primary keys (after the rows: a bulk index build is cheaper than row by row).
 /// `rebuild` drops tables that exist; otherwise an existing table is an error.
@@ -259,42 +338,78 @@ fn build_tables(
     net: &Net,
     client: &Arc<Client>,
     cfg: &ConnectorConfig,
-    tables: &[&SourceTable],
+    tables: &[(&SourceTable, &DestTable)],
     rebuild: bool,
-    copy_rows: bool,
+    copy: bool,
 ) -> Result<u64, WorkerError> {
-    let dest_schema = cfg.dest_schema();
-    let qualified =
-        |t: &SourceTable| format!("{}.{}", quote_ident(&dest_schema), quote_ident(&t.name));
-    for t in tables {
+    for (t, p) in tables {
         if rebuild {
-            pg.exec(&format!("DROP TABLE IF EXISTS {}", qualified(t)), &[])
-                .ctx(|| format!("dropping {} to build it again", qualified(t)))?;
+            pg.exec(&format!("DROP TABLE IF EXISTS {}", p.qualified()), &[])
+                .ctx(|| format!("dropping {} to build it again", p.qualified()))?;
         }
-        if dest_table_exists(pg, &dest_schema, &t.name)? {
+        if dest_table_exists(pg, &p.schema, &p.name)? {
             return Err(WorkerError::Config(format!(
                 "destination table {} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\", \
                  or start the connector in mode 'always' to replace it",
-                qualified(t),
+                p.qualified(),
                 cfg.name
             )));
         }
-        pg.exec(&ddl::create_table(&dest_schema, t), &[])
-            .ctx(|| format!("creating destination table for {}", t.qualified()))?;
+        pg.exec(&ddl::create_table(p), &[]).ctx(|| {
+            format!(
+                "creating destination table {} for {}",
+                p.qualified(),
+                t.qualified()
+            )
+        })?;
     }
     let mut rows = 0;
-    if copy_rows {
-        for t in tables {
-            rows += copy_table(pg, net, client, &dest_schema, t)?;
+    if copy {
+        for (t, p) in tables {
+            rows += copy_rows(pg, net, client, t, p)?;
         }
     }
-    for t in tables {
-        if let Some(sql) = ddl::add_primary_key(&dest_schema, t) {
+    for (_, p) in tables {
+        if let Some(sql) = ddl::add_primary_key(p) {
             pg.exec(&sql, &[])
-                .ctx(|| format!("adding the primary key of {}", qualified(t)))?;
+                .ctx(|| format!("adding the primary key of {}", p.qualified()))?;
         }
+        crate::objmap::record_attributes(pg, &cfg.name, p)?;
     }
     Ok(rows)
+}
+
+/// The destination plans of the tables, checked: every rule names a replicated
+/// table and column, and no two tables land on one name.
+fn plan_tables(
+    cfg: &ConnectorConfig,
+    rules: &Rules,
+    tables: &[SourceTable],
+) -> Result<Vec<DestTable>, WorkerError> {
+    crate::objmap::check_rules(rules, tables, &cfg.name).map_err(WorkerError::Config)?;
+    let plans: Vec<DestTable> = tables
+        .iter()
+        .map(|t| crate::objmap::plan_table(rules, t, &cfg.dest_schema()))
+        .collect();
+    crate::objmap::check_clashes(&plans, &cfg.name).map_err(WorkerError::Config)?;
+    Ok(plans)
+}
+
+/// Creates the destination schemas, each in a short transaction of its own: other
+/// connectors may be creating them too, and their snapshots must not wait for ours.
+fn ensure_schemas(pg: &Pg, plans: &[DestTable]) -> Result<(), WorkerError> {
+    let mut done: Vec<&str> = Vec::new();
+    for p in plans {
+        if done.contains(&p.schema.as_str()) {
+            continue;
+        }
+        pg.in_xact(|| {
+            pg.exec(&ddl::ensure_schema_sql(&p.schema), &[])
+                .ctx(|| format!("creating schema {}", quote_ident(&p.schema)))
+        })?;
+        done.push(&p.schema);
+    }
+    Ok(())
 }
 
 /// Runs the snapshot; on success the destination has the tables (and rows when
@@ -315,6 +430,7 @@ pub fn run(
             params.clone(),
             slot.to_string(),
             publication.to_string(),
+            plan.rules.clone(),
         ),
     )??;
     let Prepared {
@@ -323,7 +439,6 @@ pub fn run(
         tables,
         consistent_point,
     } = prepared;
-    let dest_schema = cfg.dest_schema();
     pg.log(
         crate::pg::LOG_LOG,
         &format!(
@@ -336,32 +451,33 @@ pub fn run(
             crate::offset::format_lsn(consistent_point)
         ),
     );
-    // the schema in a short transaction of its own: other connectors may be
-    // creating it too, and their snapshots must not wait for ours
-    pg.in_xact(|| {
-        pg.exec(&ddl::ensure_schema_sql(&dest_schema), &[])
-            .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))
-    })?;
-    let result = pg.in_xact(|| -> Result<u64, WorkerError> {
-        // an xid, so that the commit records the origin's progress even when
-        // there is nothing to create
-        pg.exec("SELECT pg_current_xact_id()", &[])
-            .ctx(|| "starting the snapshot transaction".into())?;
-        // a new slot: positions kept for an earlier partial snapshot mean nothing now
-        pg.exec(
-            "DELETE FROM synchdb_snapshot_skip WHERE name = $1",
-            &[Some(&cfg.name)],
-        )
-        .ctx(|| "clearing the connector's snapshot positions".into())?;
-        let rows = if plan.create_tables {
-            let all: Vec<&SourceTable> = tables.iter().collect();
-            build_tables(pg, net, &client, cfg, &all, plan.rebuild, plan.copy_rows)?
-        } else {
-            0
-        };
-        pg.origin_set_commit(consistent_point, 0)?;
-        Ok(rows)
-    });
+    let result = (|| -> Result<u64, WorkerError> {
+        let plans = plan_tables(cfg, plan.rules, &tables)?;
+        if plan.create_tables {
+            ensure_schemas(pg, &plans)?;
+        }
+        pg.in_xact(|| -> Result<u64, WorkerError> {
+            // an xid, so that the commit records the origin's progress even when
+            // there is nothing to create
+            pg.exec("SELECT pg_current_xact_id()", &[])
+                .ctx(|| "starting the snapshot transaction".into())?;
+            // a new slot: positions kept for an earlier partial snapshot mean nothing now
+            pg.exec(
+                "DELETE FROM synchdb_snapshot_skip WHERE name = $1",
+                &[Some(&cfg.name)],
+            )
+            .ctx(|| "clearing the connector's snapshot positions".into())?;
+            let rows = if plan.create_tables {
+                let pairs: Vec<(&SourceTable, &DestTable)> =
+                    tables.iter().zip(plans.iter()).collect();
+                build_tables(pg, net, &client, cfg, &pairs, plan.rebuild, plan.copy_rows)?
+            } else {
+                0
+            };
+            pg.origin_set_commit(consistent_point, 0)?;
+            Ok(rows)
+        })
+    })();
     // the exported snapshot is no longer needed either way
     let _ = net.spawn(async move {
         drop(client);
@@ -390,6 +506,7 @@ async fn prepare_partial(
     params: ConnParams,
     slot: String,
     publication: String,
+    rules: Rules,
 ) -> Result<PreparedPartial, WorkerError> {
     let mut repl = ReplConnection::connect(&params).await?;
     check_source(&mut repl, &params).await?;
@@ -405,7 +522,8 @@ async fn prepare_partial(
     let tables = source::read_catalog(&client, &cfg)
         .await
         .map_err(WorkerError::Config)?;
-    // a wrong snapshottable is an error before anything is created on the source
+    // a wrong snapshottable or rule is an error before anything is created on the source
+    plan_tables(&cfg, &rules, &tables)?;
     source::select_snapshot_tables(&client, &cfg, &tables)
         .await
         .map_err(WorkerError::Config)?;
@@ -495,6 +613,7 @@ pub fn resnapshot(
     params: &ConnParams,
     slot: &str,
     publication: &str,
+    rules: &Rules,
 ) -> Result<SnapshotResult, WorkerError> {
     let PreparedPartial {
         inner:
@@ -512,19 +631,17 @@ pub fn resnapshot(
             params.clone(),
             slot.to_string(),
             publication.to_string(),
+            rules.clone(),
         ),
     )??;
-    let dest_schema = cfg.dest_schema();
     let result = (|| -> Result<(usize, u64), WorkerError> {
-        pg.in_xact(|| {
-            pg.exec(&ddl::ensure_schema_sql(&dest_schema), &[])
-                .ctx(|| format!("creating schema {}", quote_ident(&dest_schema)))
-        })?;
+        let plans = plan_tables(cfg, rules, &tables)?;
+        ensure_schemas(pg, &plans)?;
         pg.in_xact(|| -> Result<(usize, u64), WorkerError> {
-            let mut copy: Vec<&SourceTable> = Vec::new();
-            for t in &tables {
-                if snapshottable.contains(&t.oid) || !dest_table_exists(pg, &dest_schema, &t.name)? {
-                    copy.push(t);
+            let mut copy: Vec<(&SourceTable, &DestTable)> = Vec::new();
+            for (t, p) in tables.iter().zip(plans.iter()) {
+                if snapshottable.contains(&t.oid) || !dest_table_exists(pg, &p.schema, &p.name)? {
+                    copy.push((t, p));
                 }
             }
             pg.log(
@@ -535,12 +652,12 @@ pub fn resnapshot(
                     copy.len(),
                     tables.len(),
                     crate::offset::format_lsn(consistent_point),
-                    copy.iter().map(|t| t.qualified()).collect::<Vec<_>>().join(", ")
+                    copy.iter().map(|(t, _)| t.qualified()).collect::<Vec<_>>().join(", ")
                 ),
             );
             let rows = build_tables(pg, net, &client, cfg, &copy, true, true)?;
             let lsn = crate::offset::format_lsn(consistent_point);
-            for t in &copy {
+            for (t, _) in &copy {
                 pg.exec(
                     "INSERT INTO synchdb_snapshot_skip (name, srcschema, srctable, until_lsn)
                      VALUES ($1, $2, $3, $4::pg_lsn)

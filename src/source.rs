@@ -19,6 +19,12 @@ pub struct SourceColumn {
     pub not_null: bool,
     /// A default that is a constant, as SQL text.
     pub default: Option<String>,
+    /// The type as the source declares it (format_type), for synchdb_att_view.
+    pub source_type: String,
+    /// The source type without modifier, for `type|serial` datatype rules.
+    pub base_type: String,
+    /// An identity column, or one whose default is nextval().
+    pub serial: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +233,6 @@ pub async fn read_catalog(
     if !cfg.tables.is_empty() {
         tables = select_tables(client, cfg, tables).await?;
     }
-    check_name_clashes(&tables, &cfg.dest_schema())?;
     if tables.is_empty() {
         return Ok(tables);
     }
@@ -259,7 +264,10 @@ pub async fn read_catalog(
                                       SELECT 1 FROM regexp_matches(d.adbin::text, ':(?:funcid|opfuncid) (\\d+)', 'g') AS f(m)
                                       JOIN pg_proc p ON p.oid = f.m[1]::oid
                                      WHERE p.provolatile <> 'i')
-                             THEN pg_get_expr(d.adbin, d.adrelid) END
+                             THEN pg_get_expr(d.adbin, d.adrelid) END,
+                        format_type(a.atttypid, a.atttypmod),
+                        format_type(a.atttypid, NULL),
+                        a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false)
                    FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
                    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -293,6 +301,9 @@ pub async fn read_catalog(
                 type_sql: r.get(2),
                 not_null: r.get(3),
                 default: r.get(4),
+                source_type: r.get(5),
+                base_type: r.get(6),
+                serial: r.get(7),
             });
         }
     }
@@ -446,41 +457,4 @@ pub async fn select_snapshot_tables(
         }
     }
     Ok(out)
-}
-
-/// Two source tables must not land on the same destination table.
-pub fn check_name_clashes(tables: &[SourceTable], dest_schema: &str) -> Result<(), String> {
-    let mut seen: HashMap<&str, &SourceTable> = HashMap::new();
-    for t in tables {
-        if let Some(other) = seen.insert(t.name.as_str(), t) {
-            return Err(format!(
-                "source tables \"{}.{}\" and \"{}.{}\" would both be replicated to \"{dest_schema}.{}\"; \
-                 replicate only one of them (option \"table\")",
-                other.schema, other.name, t.schema, t.name, t.name
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(schema: &str, name: &str) -> SourceTable {
-        SourceTable {
-            oid: 1,
-            schema: schema.into(),
-            name: name.into(),
-            columns: vec![],
-            primary_key: vec![],
-        }
-    }
-
-    #[test]
-    fn clash_names_both_tables() {
-        let e = check_name_clashes(&[t("a", "x"), t("b", "x")], "db").unwrap_err();
-        assert!(e.contains("\"a.x\" and \"b.x\""), "{e}");
-        assert!(check_name_clashes(&[t("a", "x"), t("a", "y")], "db").is_ok());
-    }
 }

@@ -119,6 +119,7 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         Ok(pg.origin_progress(false)?)
     })?;
 
+    let rules = pg.in_xact(|| crate::objmap::load(pg, name, &cfg.srcdb))?;
     let net = Net::start()?;
     let mut has_position = progress != 0;
     // these modes replace what an earlier snapshot left when they take a new one
@@ -148,7 +149,8 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         state::set_stage(slot, state::STAGE_SNAPSHOT);
         state::set_state(slot, state::STATE_POLLING);
         let began = crate::apply::now_ms_pub();
-        let r = crate::snapshot::resnapshot(pg, &net, &cfg, &params, &slot_name, &publication)?;
+        let r =
+            crate::snapshot::resnapshot(pg, &net, &cfg, &params, &slot_name, &publication, &rules)?;
         record_snapshot(pg, slot, name, &r, began);
     }
     let start_lsn = if has_position {
@@ -190,6 +192,7 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
                 create_tables: mode != Mode::Never,
                 copy_rows: !matches!(mode, Mode::NoData | Mode::SchemaSync | Mode::Never),
                 rebuild,
+                rules: &rules,
             },
         )?;
         record_snapshot(pg, slot, name, &r, began);
@@ -200,7 +203,7 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     };
     state::set_state(slot, state::STATE_POLLING);
     let skips = load_skips(pg, name, start_lsn)?;
-    let mut applier = Applier::new(pg, &net, slot, &cfg, has_position);
+    let mut applier = Applier::new(pg, &net, slot, &cfg, has_position, rules);
     applier.set_skips(skips);
     // schemasync: the schema is there; wait for the user's review, then CDC from
     // the point the schema was taken
