@@ -79,6 +79,41 @@ pub async fn check_source(repl: &mut ReplConnection, p: &ConnParams) -> Result<(
     Ok(())
 }
 
+fn source_error(params: &ConnParams, what: &str, e: tokio_postgres::Error) -> WorkerError {
+    WorkerError::Source(format!(
+        "{what} on the source failed: {}",
+        source::pg_error_text(params, &e)
+    ))
+}
+
+/// Both connections to the source, checked for logical decoding, and the tables
+/// the connector replicates. Rules and names are checked here, before anything is
+/// created on the source.
+async fn open_source(
+    cfg: &ConnectorConfig,
+    params: &ConnParams,
+    rules: &Rules,
+) -> Result<(ReplConnection, Client, Vec<SourceTable>), WorkerError> {
+    let mut repl = ReplConnection::connect(params).await?;
+    check_source(&mut repl, params).await?;
+    let client = source::connect(params).await.map_err(WorkerError::Source)?;
+    let tables = source::read_catalog(&client, cfg)
+        .await
+        .map_err(WorkerError::Config)?;
+    plan_tables(cfg, rules, &tables)?;
+    Ok((repl, client, tables))
+}
+
+/// Makes the session's transaction see exactly the slot's exported snapshot.
+async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            crate::config::quote_literal(snapshot)
+        ))
+        .await
+}
+
 async fn prepare(
     cfg: ConnectorConfig,
     params: ConnParams,
@@ -86,23 +121,9 @@ async fn prepare(
     publication: String,
     rules: Rules,
 ) -> Result<Prepared, WorkerError> {
-    let mut repl = ReplConnection::connect(&params).await?;
-    check_source(&mut repl, &params).await?;
-    let client = source::connect(&params)
-        .await
-        .map_err(WorkerError::Source)?;
-    let srcerr = |what: &str, e: tokio_postgres::Error| {
-        WorkerError::Source(format!(
-            "{what} on the source failed: {}",
-            source::pg_error_text(&params, &e)
-        ))
-    };
     // The tables to publish, outside the snapshot; they are read again inside it.
-    // Rules and names are checked now, before anything exists on the source.
-    let tables = source::read_catalog(&client, &cfg)
-        .await
-        .map_err(WorkerError::Config)?;
-    plan_tables(&cfg, &rules, &tables)?;
+    let (mut repl, client, tables) = open_source(&cfg, &params, &rules).await?;
+    let srcerr = |what: &str, e: tokio_postgres::Error| source_error(&params, what, e);
     // A slot left by an earlier, unfinished snapshot is useless: its snapshot is gone.
     client
         .execute(
@@ -129,11 +150,7 @@ async fn prepare(
     let snapshot = info.snapshot_name.ok_or_else(|| {
         WorkerError::Source("the source did not export a snapshot for the new slot".into())
     })?;
-    client
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            crate::config::quote_literal(&snapshot)
-        ))
+    import_snapshot(&client, &snapshot)
         .await
         .map_err(|e| srcerr("importing the snapshot", e))?;
     let tables = source::read_catalog(&client, &cfg)
@@ -508,22 +525,9 @@ async fn prepare_partial(
     publication: String,
     rules: Rules,
 ) -> Result<PreparedPartial, WorkerError> {
-    let mut repl = ReplConnection::connect(&params).await?;
-    check_source(&mut repl, &params).await?;
-    let client = source::connect(&params)
-        .await
-        .map_err(WorkerError::Source)?;
-    let srcerr = |what: &str, e: tokio_postgres::Error| {
-        WorkerError::Source(format!(
-            "{what} on the source failed: {}",
-            source::pg_error_text(&params, &e)
-        ))
-    };
-    let tables = source::read_catalog(&client, &cfg)
-        .await
-        .map_err(WorkerError::Config)?;
-    // a wrong snapshottable or rule is an error before anything is created on the source
-    plan_tables(&cfg, &rules, &tables)?;
+    let (mut repl, client, tables) = open_source(&cfg, &params, &rules).await?;
+    let srcerr = |what: &str, e: tokio_postgres::Error| source_error(&params, what, e);
+    // a wrong snapshottable is an error before anything is created on the source
     source::select_snapshot_tables(&client, &cfg, &tables)
         .await
         .map_err(WorkerError::Config)?;
@@ -574,11 +578,7 @@ async fn prepare_partial(
     let snapshot = info.snapshot_name.ok_or_else(|| {
         WorkerError::Source("the source did not export a snapshot for the temporary slot".into())
     })?;
-    client
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            crate::config::quote_literal(&snapshot)
-        ))
+    import_snapshot(&client, &snapshot)
         .await
         .map_err(|e| srcerr("importing the snapshot", e))?;
     let tables = source::read_catalog(&client, &cfg)
