@@ -217,12 +217,17 @@ fn transformed<'v>(
     }
     let mut out = vals.to_vec();
     for (i, sql) in m.transforms.iter().enumerate() {
-        let (Some(sql), Some(TupleValue::Text(b))) = (sql, vals.get(i)) else {
-            continue;
+        // a NULL goes through the expression as the snapshot's INSERT ... SELECT
+        // does (coalesce(%d, 0) must give the same row either way); an unchanged
+        // TOAST value is absent and keeps the transformed value already stored
+        let v = match (sql, vals.get(i)) {
+            (Some(_), Some(TupleValue::Text(b))) => Some(String::from_utf8_lossy(b)),
+            (Some(_), Some(TupleValue::Null)) => None,
+            _ => continue,
         };
-        let v = String::from_utf8_lossy(b);
+        let Some(sql) = sql else { continue };
         let r = pg
-            .query(sql, &[Some(&v)])
+            .query(sql, &[v.as_deref()])
             .ctx(|| format!("applying the transform of a column of {}", m.dest))?;
         out[i] = match r.first().and_then(|r| r[0].clone()) {
             Some(t) => TupleValue::Text(bytes::Bytes::from(t)),

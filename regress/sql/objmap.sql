@@ -86,15 +86,17 @@ SELECT pg_tbname, pg_attname, pg_atttypename, transform FROM synchdb_att_view WH
 INSERT INTO customers (first_name, last_name, email) VALUES ('before', 'reload', 'b@example.com');
 \c contrib_regression
 SELECT synchdb_test_wait($$SELECT count(*) = 3 FROM schema1.people$$);
-SELECT synchdb_add_objmap('omconn', 'transform', 'public.customers.first_name', 'upper(''%d'')');
+SELECT synchdb_add_objmap('omconn', 'transform', 'public.customers.first_name', 'upper(coalesce(''%d'', ''nameless''))');
 SELECT synchdb_add_objmap('omconn', 'table', 'public.geom', 'shapes');
 SELECT synchdb_reload_objmap('omconn');
 \c om_src
 INSERT INTO customers (first_name, last_name, email) VALUES ('after', 'reload', 'a@example.com');
+-- a NULL goes through the transform too, as in the snapshot
+INSERT INTO customers (first_name, last_name, email) VALUES (NULL, 'null', 'n@example.com');
 INSERT INTO geom VALUES (3, 'POINT(3 3)', 1);
 \c contrib_regression
 SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM public.shapes WHERE id = 3$$);
-SELECT synchdb_test_wait($$SELECT count(*) = 4 FROM schema1.people$$);
+SELECT synchdb_test_wait($$SELECT count(*) = 5 FROM schema1.people$$);
 SELECT id, first_name, family_name FROM schema1.people ORDER BY id;
 SELECT to_regclass('om_src.geom') IS NULL AS old_name_gone, count(*) AS shapes FROM public.shapes;
 
@@ -107,13 +109,46 @@ SELECT synchdb_test_wait($$SELECT state = 'polling' FROM synchdb_state_view WHER
 \c om_src
 INSERT INTO customers (first_name, last_name, email) VALUES ('still', 'streaming', 's@example.com');
 \c contrib_regression
-SELECT synchdb_test_wait($$SELECT count(*) = 5 FROM schema1.people$$);
+SELECT synchdb_test_wait($$SELECT count(*) = 6 FROM schema1.people$$);
 SELECT pg_attname, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn' AND ext_attname = 'first_name';
 SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn';
 
 SELECT synchdb_stop_engine_bgw('omconn');
 SELECT synchdb_del_conninfo('omconn');
 SELECT count(*) AS rules, (SELECT count(*) FROM synchdb_attribute) AS attributes FROM synchdb_objmap;
+
+-- before a connector's first snapshot nothing is known at call time, so a rule
+-- naming a table or column it does not replicate is accepted; the worker refuses
+-- it with err set, before anything is created on the source or the destination
+SELECT synchdb_add_conninfo('omconn2', '127.0.0.1', :port, :'srcuser', :'srcpwd',
+                            'om_src', 'public', 'public.products', 'null', 'postgres');
+SELECT synchdb_add_objmap('omconn2', 'table', 'public.nosuch', 'stuff2');
+SELECT synchdb_start_engine_bgw('omconn2');
+SELECT synchdb_test_wait($$SELECT state = 'stopped' AND err <> 'no error' FROM synchdb_state_view WHERE name = 'omconn2'$$);
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn2';
+SELECT synchdb_del_objmap('omconn2', 'table', 'public.nosuch');
+SELECT synchdb_add_objmap('omconn2', 'column', 'public.products.nosuch', 'x');
+SELECT synchdb_start_engine_bgw('omconn2');
+SELECT synchdb_test_wait($$SELECT state = 'stopped' AND err LIKE '%column%' FROM synchdb_state_view WHERE name = 'omconn2'$$);
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn2';
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_omconn2%';
+\c om_src
+SELECT count(*) AS publications FROM pg_publication WHERE pubname LIKE 'synchdb_omconn2%';
+\c contrib_regression
+SELECT to_regclass('om_src.products') IS NULL AS no_table, count(*) AS attributes
+FROM synchdb_attribute WHERE name = 'omconn2';
+-- with the rules fixed the same connector starts and copies under them
+SELECT synchdb_del_objmap('omconn2', 'column', 'public.products.nosuch');
+SELECT synchdb_add_objmap('omconn2', 'column', 'public.products.name', 'label');
+SELECT synchdb_start_engine_bgw('omconn2');
+-- (polling is also the state during a snapshot: wait for its statistics)
+SELECT synchdb_test_wait($$SELECT rows = 3 FROM synchdb_snapstats WHERE name = 'omconn2'$$);
+SELECT * FROM om_src.products ORDER BY id;
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn2';
+SELECT synchdb_stop_engine_bgw('omconn2');
+SELECT synchdb_del_conninfo('omconn2');
+DROP TABLE om_src.products;
+
 DROP TABLE public.stuff, schema1.people, public.shapes;
 DROP SCHEMA schema1;
 DROP SCHEMA om_src;
