@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR/..
-# bench/transform.sh [15|18] [rows] — what a transform rule costs the initial
+# bench/transform.sh [15|18] [rows] [cdc-rows] — what a transform rule costs the initial
 # snapshot. One source table (id int primary key, name text, n int) is copied
 # twice by synchdb in mode initial_only, one run after the other on the same
 # data: once without rules (the direct COPY path), once with two transforms
 # ('<' || '%d' || '>' on name, %d + 1 on n: the staged INSERT ... SELECT path).
 # Prints both times (from synchdb_snapstats) and their ratio; no thresholds.
+# Then the same for CDC: a connector in mode no_data (schema only) streams one
+# source transaction of CDC_ROWS inserts, without and with the two transforms;
+# the time is from the source's COMMIT to the last row being visible on the
+# destination (polled every 20 ms).
 # Source on port 55480, destination on 55481 (throwaway clusters).
 set -euo pipefail
 export LC_ALL=C
@@ -15,6 +19,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 PGVER=${1:-18}
 ROWS=${2:-1000000}
+CDC_ROWS=${3:-100000}
 SRC_PORT=55480
 DST_PORT=55481
 # shellcheck disable=SC2034  # log prefix used by pgenv.sh
@@ -66,6 +71,43 @@ copy_once() {
     printf '%s' "$ms"
 }
 
+now_ms() { date +%s%3N; }
+
+# stream_once CONNECTOR [RULES-SQL] — prints the milliseconds CDC took to apply
+# one transaction of CDC_ROWS inserts
+stream_once() {
+    sql "$DST_PORT" postgres "SELECT synchdb_add_conninfo('$1', '127.0.0.1', $SRC_PORT, 'tb_src', 'tb_pw',
+        'tsrc', 'public', 'public.t', 'null', 'postgres'); ${2:-}
+        SELECT synchdb_start_engine_bgw('$1', 'no_data');" >/dev/null
+    local deadline=$((SECONDS + 120)) ok=""
+    while ((SECONDS < deadline)); do
+        ok=$(sql "$DST_PORT" postgres "SELECT 1 FROM synchdb_snapstats WHERE name = '$1' AND snapshot_end_ts > 0")
+        [[ -n $ok ]] && break
+        sleep 0.2
+    done
+    [[ -n $ok ]] || pgenv_die "connector $1 did not finish its schema copy"
+    sql "$SRC_PORT" tsrc "INSERT INTO t SELECT g, 'name ' || g, g FROM generate_series($ROWS + 1, $ROWS + $CDC_ROWS) g;"
+    local t0 n=0
+    t0=$(now_ms)
+    deadline=$((SECONDS + 600))
+    while ((SECONDS < deadline)); do
+        n=$(sql "$DST_PORT" postgres "SELECT count(*) FROM tsrc.t")
+        [[ $n == "$CDC_ROWS" ]] && break
+        sleep 0.02
+    done
+    local t1
+    t1=$(now_ms)
+    [[ $n == "$CDC_ROWS" ]] || pgenv_die "connector $1 applied $n rows, expected $CDC_ROWS"
+    if [[ -n ${2:-} ]]; then
+        n=$(sql "$DST_PORT" postgres "SELECT count(*) FROM tsrc.t WHERE name LIKE '<%>' AND n = id + 1")
+        [[ $n == "$CDC_ROWS" ]] || pgenv_die "connector $1 transformed $n rows, expected $CDC_ROWS"
+    fi
+    sql "$DST_PORT" postgres "SELECT synchdb_stop_engine_bgw('$1'); SELECT synchdb_del_conninfo('$1');
+        DROP TABLE tsrc.t; CHECKPOINT;" >/dev/null
+    sql "$SRC_PORT" tsrc "DELETE FROM t WHERE id > $ROWS; VACUUM t;"
+    printf '%s' $((t1 - t0))
+}
+
 plain=$(copy_once plain)
 rules="SELECT synchdb_add_objmap('xf', 'transform', 'public.t.name', '''<'' || ''%d'' || ''>''');
        SELECT synchdb_add_objmap('xf', 'transform', 'public.t.n', '%d + 1');"
@@ -76,4 +118,14 @@ printf '%-44s %10s\n' "no rules (COPY), first run" "$plain"
 printf '%-44s %10s\n' "two transforms (staged INSERT ... SELECT)" "$xf"
 printf '%-44s %10s\n' "no rules (COPY), second run" "$plain2"
 awk -v a="$plain" -v b="$plain2" -v x="$xf" \
+    'BEGIN { printf "%-44s %10.2f\n", "ratio transforms / mean of no-rule runs", x / ((a + b) / 2) }'
+
+splain=$(stream_once splain)
+sxf=$(stream_once sxf "${rules//xf/sxf}")
+splain2=$(stream_once splain2)
+printf '%-44s %10s\n' "CDC of one $CDC_ROWS-row transaction" "ms"
+printf '%-44s %10s\n' "no rules, first run" "$splain"
+printf '%-44s %10s\n' "two transforms" "$sxf"
+printf '%-44s %10s\n' "no rules, second run" "$splain2"
+awk -v a="$splain" -v b="$splain2" -v x="$sxf" \
     'BEGIN { printf "%-44s %10.2f\n", "ratio transforms / mean of no-rule runs", x / ((a + b) / 2) }'

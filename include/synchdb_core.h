@@ -108,6 +108,16 @@ typedef struct SdbPgOps {
    */
   int32_t (*spi_exec)(const char *sql, int32_t nparams, const char *const *params, SdbRowCb row_cb, void *ctx, uint64_t *processed);
   /**
+   * Parses and plans one SQL statement with `nparams` text parameters, once;
+   * `*plan` stays valid across transactions until `spi_free_plan`.
+   */
+  int32_t (*spi_prepare)(const char *sql, int32_t nparams, void **plan);
+  /**
+   * Runs a statement prepared by `spi_prepare`, like `spi_exec`.
+   */
+  int32_t (*spi_exec_plan)(void *plan, int32_t nparams, const char *const *params, SdbRowCb row_cb, void *ctx, uint64_t *processed);
+  void (*spi_free_plan)(void *plan);
+  /**
    * COPY FROM into schema.table (the listed columns) through PostgreSQL's own COPY
    * machinery, fed by `read_cb`. `freeze`: the table was created in this transaction.
    */

@@ -622,6 +622,105 @@ op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb ro
 	SDB_TRY_END
 }
 
+/*
+ * Prepared statements for SQL that runs once per change (transform rules): parsed
+ * and planned once, kept past the transaction with SPI_keepplan; the plan cache
+ * replans them when a table or function they use changes.
+ */
+static int
+op_spi_prepare(const char *sql, int nparams, void **plan)
+{
+	SDB_TRY_BEGIN
+		Oid		   *types = NULL;
+		SPIPlanPtr	p;
+		int			i;
+
+		*plan = NULL;
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "synchdb: SPI_connect failed");
+		if (nparams > 0)
+		{
+			types = palloc(sizeof(Oid) * nparams);
+			for (i = 0; i < nparams; i++)
+				types[i] = TEXTOID;
+		}
+		p = SPI_prepare(sql, nparams, types);
+		if (p == NULL)
+			elog(ERROR, "synchdb: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "synchdb: SPI_keepplan failed");
+		*plan = p;
+		SPI_finish();
+	SDB_TRY_END
+}
+
+static int
+op_spi_exec_plan(void *plan, int nparams, const char *const *params, SdbRowCb row_cb,
+				 void *ctx, uint64_t *processed)
+{
+	SDB_TRY_BEGIN
+		Datum	   *values = NULL;
+		char	   *nulls = NULL;
+		int			ret;
+		int			i;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "synchdb: SPI_connect failed");
+		if (nparams != SPI_getargcount((SPIPlanPtr) plan))
+			elog(ERROR, "synchdb: prepared statement takes %d parameters, got %d",
+				 SPI_getargcount((SPIPlanPtr) plan), nparams);
+		if (nparams > 0)
+		{
+			values = palloc(sizeof(Datum) * nparams);
+			nulls = palloc(nparams);
+			for (i = 0; i < nparams; i++)
+			{
+				values[i] = params[i] ? CStringGetTextDatum(params[i]) : (Datum) 0;
+				nulls[i] = params[i] ? ' ' : 'n';
+			}
+		}
+		ret = SPI_execute_plan((SPIPlanPtr) plan, values, nulls, false, 0);
+		if (ret < 0)
+			elog(ERROR, "synchdb: SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+		if (processed)
+			*processed = SPI_processed;
+		if (row_cb && SPI_tuptable)
+		{
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			int			nf = desc->natts;
+			const char **vals = palloc(sizeof(char *) * Max(nf, 1));
+			uint64		r;
+
+			for (r = 0; r < SPI_processed; r++)
+			{
+				for (i = 0; i < nf; i++)
+					vals[i] = SPI_getvalue(SPI_tuptable->vals[r], desc, i + 1);
+				row_cb(ctx, nf, vals);
+			}
+		}
+		SPI_finish();
+	SDB_TRY_END
+}
+
+static void
+op_spi_free_plan(void *plan)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (plan == NULL)
+		return;
+	PG_TRY();
+	{
+		SPI_freeplan((SPIPlanPtr) plan);
+	}
+	PG_CATCH();
+	{
+		/* nothing to undo: the plan's memory is lost at worst */
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
+}
+
 /* ------------------------------------------------------------ COPY FROM */
 
 static SdbCopyReadCb sdb_copy_cb;
@@ -860,6 +959,9 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->xact_commit = op_xact_commit;
 	ops->xact_abort = op_xact_abort;
 	ops->spi_exec = op_spi_exec;
+	ops->spi_prepare = op_spi_prepare;
+	ops->spi_exec_plan = op_spi_exec_plan;
+	ops->spi_free_plan = op_spi_free_plan;
 	ops->copy_from = op_copy_from;
 	ops->rel_open = op_rel_open;
 	ops->rel_close = op_rel_close;

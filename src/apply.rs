@@ -178,14 +178,28 @@ async fn stream_task(
 struct RelMap {
     handle: RelHandle,
     dest: String,
-    /// Per source column: the compiled transform, `SELECT ...` with the incoming
-    /// value as $1 (text), when a transform rule applies to it.
-    transforms: Vec<Option<String>>,
+    /// The table's transform rules as one prepared query, when it has any.
+    transform: Option<RowTransform>,
     /// For each destination attribute, the source column feeding it.
     from_source: Vec<Option<usize>>,
     source_cols: Vec<RelColumn>,
     new_buf: Vec<SdbValue>,
     old_buf: Vec<SdbValue>,
+}
+
+/// Every transform rule of one table as a single prepared query: `SELECT e1, e2, ...`
+/// where parameter k is the incoming value of source column `cols[k-1]` (as text)
+/// and result column k is its transformed value. One query per row, planned once.
+struct RowTransform {
+    plan: crate::pg::PlanHandle,
+    cols: Vec<usize>,
+}
+
+fn close_rel(pg: &Pg, m: RelMap) {
+    pg.rel_close(m.handle);
+    if let Some(t) = m.transform {
+        pg.free_plan(t.plan);
+    }
 }
 
 /// The destination's name for a source column's type (built-in type OIDs are the
@@ -204,35 +218,41 @@ fn dest_type(pg: &Pg, c: &RelColumn) -> Result<String, WorkerError> {
     .ok_or_else(|| WorkerError::Internal(format!("no type name for type oid {}", c.type_oid)))
 }
 
-/// The values with each transform rule applied (the slower path: one query per
-/// transformed value); the values themselves when the table has none. The value
-/// travels as a parameter, so nothing in it can change the statement.
+/// The values with the table's transform rules applied (the slower path: one
+/// prepared query per row); the values themselves when the table has none. The
+/// values travel as parameters, so nothing in them can change the statement.
+/// A NULL goes through the expressions as the snapshot's INSERT ... SELECT does
+/// (coalesce(%d, 0) gives the same row either way); an unchanged TOAST value is
+/// absent and keeps the transformed value already stored.
 fn transformed<'v>(
     pg: &Pg,
     m: &RelMap,
     vals: &'v [TupleValue],
 ) -> Result<std::borrow::Cow<'v, [TupleValue]>, WorkerError> {
-    if m.transforms.iter().all(Option::is_none) {
+    let Some(t) = &m.transform else {
         return Ok(std::borrow::Cow::Borrowed(vals));
-    }
+    };
+    let texts: Vec<Option<std::borrow::Cow<str>>> = t
+        .cols
+        .iter()
+        .map(|&i| match vals.get(i) {
+            Some(TupleValue::Text(b)) => Some(String::from_utf8_lossy(b)),
+            _ => None,
+        })
+        .collect();
+    let params: Vec<Option<&str>> = texts.iter().map(|v| v.as_deref()).collect();
+    let rows = pg
+        .query_plan(t.plan, &params)
+        .ctx(|| format!("applying the transform rules of {}", m.dest))?;
+    let row = rows.into_iter().next().unwrap_or_default();
     let mut out = vals.to_vec();
-    for (i, sql) in m.transforms.iter().enumerate() {
-        // a NULL goes through the expression as the snapshot's INSERT ... SELECT
-        // does (coalesce(%d, 0) must give the same row either way); an unchanged
-        // TOAST value is absent and keeps the transformed value already stored
-        let v = match (sql, vals.get(i)) {
-            (Some(_), Some(TupleValue::Text(b))) => Some(String::from_utf8_lossy(b)),
-            (Some(_), Some(TupleValue::Null)) => None,
-            _ => continue,
-        };
-        let Some(sql) = sql else { continue };
-        let r = pg
-            .query(sql, &[v.as_deref()])
-            .ctx(|| format!("applying the transform of a column of {}", m.dest))?;
-        out[i] = match r.first().and_then(|r| r[0].clone()) {
-            Some(t) => TupleValue::Text(bytes::Bytes::from(t)),
-            None => TupleValue::Null,
-        };
+    for (k, &i) in t.cols.iter().enumerate() {
+        if matches!(vals.get(i), Some(TupleValue::Text(_) | TupleValue::Null)) {
+            out[i] = match row.get(k).cloned().flatten() {
+                Some(v) => TupleValue::Text(bytes::Bytes::from(v)),
+                None => TupleValue::Null,
+            };
+        }
     }
     Ok(std::borrow::Cow::Owned(out))
 }
@@ -444,7 +464,7 @@ impl<'a> Applier<'a> {
         }
         // the failed transaction may have changed tables it rolled back: map again
         for (_, m) in self.rels.drain() {
-            self.pg.rel_close(m.handle);
+            close_rel(self.pg, m);
         }
         self.recovering = true;
         state::set_state(self.slot_idx, state::STATE_POLLING);
@@ -706,7 +726,7 @@ impl<'a> Applier<'a> {
                 if self.skipped(rel_id) {
                     if let Some(old) = self.rels.remove(&rel_id) {
                         self.pg.apply_release()?;
-                        self.pg.rel_close(old.handle);
+                        close_rel(self.pg, old);
                     }
                     self.pending
                         .insert(rel_id, (namespace, name, columns, replica_identity));
@@ -1128,16 +1148,46 @@ impl<'a> Applier<'a> {
         self.batch.ddls += changes.len() as u64;
         if let Some(old) = self.rels.remove(&rel_id) {
             pg.apply_release()?;
-            pg.rel_close(old.handle);
+            close_rel(pg, old);
         }
         if altered {
             crate::objmap::record_attributes(pg, &self.connector, &plan)?;
             // look the table up again; `previous` is gone, so nothing repeats
             return self.relation(rel_id, namespace, name, columns, replica_identity);
         }
-        let (handle, natts) = pg
+        let mut exprs = Vec::new();
+        let mut cols = Vec::new();
+        for (i, c) in plan.columns.iter().enumerate() {
+            if let Some(x) = &c.transform {
+                let p = format!("${}", cols.len() + 1);
+                let typed = format!("{p}::{}", c.natural_type);
+                let sql =
+                    crate::objmap::compile_transform(x, &p, &typed).map_err(WorkerError::Config)?;
+                exprs.push(format!("(({sql})::{})::text", c.type_sql));
+                cols.push(i);
+            }
+        }
+        let transform = if cols.is_empty() {
+            None
+        } else {
+            let sql = format!("SELECT {}", exprs.join(", "));
+            let plan = pg
+                .prepare(&sql, cols.len())
+                .ctx(|| format!("preparing the transform rules of {dest}"))?;
+            Some(RowTransform { plan, cols })
+        };
+        let opened = pg
             .rel_open(&plan.schema, &plan.name)
-            .ctx(|| format!("opening {dest}"))?;
+            .ctx(|| format!("opening {dest}"));
+        let (handle, natts) = match opened {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(t) = transform {
+                    pg.free_plan(t.plan);
+                }
+                return Err(e);
+            }
+        };
         let mut from_source = vec![None; natts];
         for (i, c) in plan.columns.iter().enumerate() {
             if let Some(&num) = have.get(&c.name) {
@@ -1146,24 +1196,12 @@ impl<'a> Applier<'a> {
                 }
             }
         }
-        let mut transforms = Vec::with_capacity(plan.columns.len());
-        for c in &plan.columns {
-            transforms.push(match &c.transform {
-                Some(x) => {
-                    let typed = format!("$1::{}", c.natural_type);
-                    let sql = crate::objmap::compile_transform(x, "$1", &typed)
-                        .map_err(WorkerError::Config)?;
-                    Some(format!("SELECT (({sql})::{})::text", c.type_sql))
-                }
-                None => None,
-            });
-        }
         self.rels.insert(
             rel_id,
             RelMap {
                 handle,
                 dest,
-                transforms,
+                transform,
                 from_source,
                 source_cols: columns,
                 new_buf: Vec::with_capacity(natts),

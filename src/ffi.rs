@@ -72,6 +72,22 @@ pub struct SdbPgOps {
             processed: *mut u64,
         ) -> i32,
     >,
+    /// Parses and plans one SQL statement with `nparams` text parameters, once;
+    /// `*plan` stays valid across transactions until `spi_free_plan`.
+    pub spi_prepare:
+        Option<extern "C" fn(sql: *const c_char, nparams: i32, plan: *mut *mut c_void) -> i32>,
+    /// Runs a statement prepared by `spi_prepare`, like `spi_exec`.
+    pub spi_exec_plan: Option<
+        extern "C" fn(
+            plan: *mut c_void,
+            nparams: i32,
+            params: *const *const c_char,
+            row_cb: SdbRowCb,
+            ctx: *mut c_void,
+            processed: *mut u64,
+        ) -> i32,
+    >,
+    pub spi_free_plan: Option<extern "C" fn(plan: *mut c_void)>,
     /// COPY FROM into schema.table (the listed columns) through PostgreSQL's own COPY
     /// machinery, fed by `read_cb`. `freeze`: the table was created in this transaction.
     pub copy_from: Option<

@@ -67,6 +67,54 @@ pub const LOG_DEBUG: i32 = crate::ffi::SDB_LOG_DEBUG;
 pub const LOG_LOG: i32 = crate::ffi::SDB_LOG_LOG;
 pub const LOG_WARNING: i32 = crate::ffi::SDB_LOG_WARNING;
 
+/// A prepared statement (see `Pg::prepare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanHandle(*mut c_void);
+
+/// Turns text parameters into C strings and collects result rows for one SPI call;
+/// returns the number of rows processed.
+fn with_params(
+    params: &[Option<&str>],
+    rows: Option<&mut Vec<Row>>,
+    call: impl FnOnce(
+        i32,
+        *const *const c_char,
+        crate::ffi::SdbRowCb,
+        *mut c_void,
+        &mut u64,
+    ) -> Result<(), PgError>,
+) -> Result<u64, PgError> {
+    let cparams: Vec<Option<CString>> = params
+        .iter()
+        .map(|p| p.map(cstring).transpose())
+        .collect::<Result<_, _>>()?;
+    let ptrs: Vec<*const c_char> = cparams
+        .iter()
+        .map(|p| p.as_ref().map(|c| c.as_ptr()).unwrap_or(std::ptr::null()))
+        .collect();
+    let mut processed = 0u64;
+    unsafe extern "C" fn collect(ctx: *mut c_void, n: i32, vals: *const *const c_char) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: ctx is the Vec<Row> passed below; vals has n entries.
+            let rows = unsafe { &mut *(ctx as *mut Vec<Row>) };
+            let row = (0..n.max(0) as usize)
+                .map(|i| {
+                    let p = unsafe { *vals.add(i) };
+                    (!p.is_null())
+                        .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+                })
+                .collect();
+            rows.push(row);
+        }));
+    }
+    let (cb, ctx): (crate::ffi::SdbRowCb, *mut c_void) = match rows {
+        Some(r) => (Some(collect), r as *mut Vec<Row> as *mut c_void),
+        None => (None, std::ptr::null_mut()),
+    };
+    call(ptrs.len() as i32, ptrs.as_ptr(), cb, ctx, &mut processed)?;
+    Ok(processed)
+}
+
 impl<'a> Pg<'a> {
     pub fn new(ops: &'a SdbPgOps) -> Self {
         Pg { ops }
@@ -145,43 +193,39 @@ impl<'a> Pg<'a> {
     ) -> Result<u64, PgError> {
         let f = op!(self.spi_exec);
         let csql = cstring(sql)?;
-        let cparams: Vec<Option<CString>> = params
-            .iter()
-            .map(|p| p.map(cstring).transpose())
-            .collect::<Result<_, _>>()?;
-        let ptrs: Vec<*const c_char> = cparams
-            .iter()
-            .map(|p| p.as_ref().map(|c| c.as_ptr()).unwrap_or(std::ptr::null()))
-            .collect();
-        let mut processed = 0u64;
-        unsafe extern "C" fn collect(ctx: *mut c_void, n: i32, vals: *const *const c_char) {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: ctx is the Vec<Row> passed below; vals has n entries.
-                let rows = unsafe { &mut *(ctx as *mut Vec<Row>) };
-                let row = (0..n.max(0) as usize)
-                    .map(|i| {
-                        let p = unsafe { *vals.add(i) };
-                        (!p.is_null())
-                            .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-                    })
-                    .collect();
-                rows.push(row);
-            }));
+        with_params(params, rows, |n, p, cb, ctx, processed| {
+            self.check(f(csql.as_ptr(), n, p, cb, ctx, processed))
+        })
+    }
+
+    /// Parses and plans `sql` once ($1..$nparams are text); the plan lives until
+    /// `free_plan`, across transactions.
+    pub fn prepare(&self, sql: &str, nparams: usize) -> Result<PlanHandle, PgError> {
+        let f = op!(self.spi_prepare);
+        let csql = cstring(sql)?;
+        let mut p: *mut c_void = std::ptr::null_mut();
+        self.check(f(csql.as_ptr(), nparams as i32, &mut p))?;
+        Ok(PlanHandle(p))
+    }
+
+    /// Runs a prepared query; every value as text.
+    pub fn query_plan(
+        &self,
+        plan: PlanHandle,
+        params: &[Option<&str>],
+    ) -> Result<Vec<Row>, PgError> {
+        let f = op!(self.spi_exec_plan);
+        let mut rows = Vec::new();
+        with_params(params, Some(&mut rows), |n, p, cb, ctx, processed| {
+            self.check(f(plan.0, n, p, cb, ctx, processed))
+        })?;
+        Ok(rows)
+    }
+
+    pub fn free_plan(&self, plan: PlanHandle) {
+        if let Some(f) = self.ops.spi_free_plan {
+            f(plan.0);
         }
-        let (cb, ctx): (crate::ffi::SdbRowCb, *mut c_void) = match rows {
-            Some(r) => (Some(collect), r as *mut Vec<Row> as *mut c_void),
-            None => (None, std::ptr::null_mut()),
-        };
-        let rc = f(
-            csql.as_ptr(),
-            ptrs.len() as i32,
-            ptrs.as_ptr(),
-            cb,
-            ctx,
-            &mut processed,
-        );
-        self.check(rc)?;
-        Ok(processed)
     }
 
     /// Executes a statement; returns the number of rows processed.
