@@ -511,6 +511,9 @@ CREATE TABLE synchdb_attribute (
     ext_attname text NOT NULL,
     ext_atttypename text NOT NULL,
     ext_isserial bool NOT NULL DEFAULT false,
+    -- the type the default translation gives (what a column returns to when its
+    -- datatype rule is disabled and the rules are reloaded)
+    ext_deftype text,
     PRIMARY KEY (name, type, attrelid, attnum)
 );
 
@@ -767,7 +770,7 @@ BEGIN
             n := n + 1;
         END IF;
     END LOOP;
-    FOR r IN SELECT a.ext_tbname, a.ext_attname, a.ext_atttypename, a.ext_isserial, a.attrelid,
+    FOR r IN SELECT a.ext_tbname, a.ext_attname, a.ext_atttypename, a.ext_isserial, a.ext_deftype, a.attrelid,
                     pa.attname::text AS attname, format_type(pa.atttypid, pa.atttypmod) AS curtype
                FROM synchdb_attribute a
                JOIN pg_attribute pa ON pa.attrelid = a.attrelid AND pa.attnum = a.attnum AND NOT pa.attisdropped
@@ -789,10 +792,12 @@ BEGIN
                 AND synchdb_canonical_type(split_part(o.srcobj, '|', 1)) = synchdb_canonical_type(r.ext_atttypename)
                 AND lower(btrim(split_part(o.srcobj, '|', 2)))::bool = r.ext_isserial
               LIMIT 1));
-        IF rule IS NOT NULL THEN
-            want := synchdb_rule_type(rule, r.ext_atttypename);
-            IF synchdb_canonical_type(want) || coalesce(substring(want FROM '\([0-9, ]+\)'), '')
-               IS DISTINCT FROM r.curtype THEN
+        -- no rule (any more): the column goes back to the default translation
+        want := CASE WHEN rule IS NOT NULL THEN synchdb_rule_type(rule, r.ext_atttypename) ELSE r.ext_deftype END;
+        IF want IS NOT NULL THEN
+            IF want IS DISTINCT FROM r.curtype
+               AND synchdb_canonical_type(want) || coalesce(substring(want FROM '\([0-9, ]+\)'), '')
+                   IS DISTINCT FROM r.curtype THEN
                 BEGIN
                     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE %s USING %I::%s',
                                    r.attrelid::regclass, colname, want, colname, want);
@@ -800,7 +805,9 @@ BEGIN
                     RAISE EXCEPTION 'cannot change column "%" of % (source %.%) to type %: %',
                                     colname, r.attrelid::regclass, r.ext_tbname, r.ext_attname, want, SQLERRM
                         USING ERRCODE = SQLSTATE,
-                              HINT = 'Change or disable the datatype rule (synchdb_del_objmap), then reload again.';
+                              HINT = CASE WHEN rule IS NULL
+                                          THEN 'The column goes back to its default type as no datatype rule names it; add one (synchdb_add_objmap), then reload again.'
+                                          ELSE 'Change or disable the datatype rule (synchdb_del_objmap), then reload again.' END;
                 END;
                 n := n + 1;
             END IF;

@@ -736,7 +736,7 @@ pub fn record_attributes(
     let cols: Vec<serde_json::Value> = t
         .columns
         .iter()
-        .map(|c| serde_json::json!({"src": c.src, "typ": c.source_type, "dst": c.name, "serial": c.serial}))
+        .map(|c| serde_json::json!({"src": c.src, "typ": c.source_type, "dst": c.name, "serial": c.serial, "def": c.natural_type}))
         .collect();
     let cols = serde_json::Value::Array(cols).to_string();
     let ext = t.ext_tbname();
@@ -746,9 +746,9 @@ pub fn record_attributes(
     )
     .ctx(|| "updating synchdb_attribute".into())?;
     pg.exec(
-        "INSERT INTO synchdb_attribute (name, type, attrelid, attnum, ext_tbname, ext_attname, ext_atttypename, ext_isserial)
-         SELECT $1, 'postgres', a.attrelid, a.attnum, $2, j.src, j.typ, j.serial
-           FROM jsonb_to_recordset($3::jsonb) AS j(src text, typ text, dst text, serial bool)
+        "INSERT INTO synchdb_attribute (name, type, attrelid, attnum, ext_tbname, ext_attname, ext_atttypename, ext_isserial, ext_deftype)
+         SELECT $1, 'postgres', a.attrelid, a.attnum, $2, j.src, j.typ, j.serial, j.def
+           FROM jsonb_to_recordset($3::jsonb) AS j(src text, typ text, dst text, serial bool, def text)
            JOIN pg_attribute a ON a.attrelid = $4::regclass AND a.attname = j.dst AND NOT a.attisdropped",
         &[Some(connector), Some(&ext), Some(&cols), Some(&t.qualified())],
     )

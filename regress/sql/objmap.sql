@@ -111,6 +111,17 @@ INSERT INTO customers (first_name, last_name, email) VALUES ('still', 'streaming
 \c contrib_regression
 SELECT synchdb_test_wait($$SELECT count(*) = 6 FROM schema1.people$$);
 SELECT pg_attname, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn' AND ext_attname = 'first_name';
+
+-- datatype rules disabled and reloaded: the columns go back to the default types
+SELECT synchdb_del_objmap('omconn', 'datatype', 'public.geom.g');
+SELECT synchdb_del_objmap('omconn', 'datatype', 'int2|false');
+SELECT synchdb_reload_objmap('omconn');
+SELECT pg_tbname, pg_attname, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn' AND ext_tbname = 'public.geom';
+\c om_src
+INSERT INTO geom VALUES (4, 'POINT(4 4)', 32767);
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM public.shapes WHERE id = 4$$);
+SELECT * FROM public.shapes ORDER BY id;
 SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn';
 
 SELECT synchdb_stop_engine_bgw('omconn');
