@@ -10,7 +10,9 @@ BEGIN
     LOOP
         BEGIN
             EXECUTE q INTO ok;
-        EXCEPTION WHEN undefined_table OR invalid_schema_name THEN
+        -- what the query reads may not be there yet (a table, or a column a
+        -- source ALTER TABLE adds, still on its way)
+        EXCEPTION WHEN undefined_table OR invalid_schema_name OR undefined_column THEN
             ok := false;
         END;
         IF ok THEN
