@@ -11,11 +11,14 @@
 #      own database (dst1, dst2), in the mode it was started with, and resumes
 #      exactly (no new snapshot; counts and sums equal the source's, also for a
 #      table without a key, where a change applied twice would show); connectors
-#      that were never started or were stopped stay stopped; the launcher's
-#      processes are gone afterwards;
+#      that were never started or were stopped stay stopped; the per-database
+#      launchers are gone afterwards, the launcher itself stays idle;
 #   2. synchdb.synchdb_auto_launcher = off: nothing starts after a restart;
 #   3. back on: everything written meanwhile arrives exactly;
-#   4. a schemasync connector resumed by hand comes back streaming, not paused.
+#   4. a schemasync connector resumed by hand comes back streaming, not paused;
+#   5. a connector's worker killed with SIGKILL: PostgreSQL reinitializes, the
+#      launcher (which stays, idle, for this) relaunches every active connector,
+#      and each resumes exactly (no new snapshot, nothing lost or applied twice).
 #
 # Connectors:  c1 dst1 <- src    started 'initial' (explicitly)
 #              c2 dst2 <- src    started with the default mode
@@ -280,8 +283,11 @@ expect "c3 (never started) stays stopped" dst1 \
 expect "c4 (stopped) stays stopped" dst2 \
     "SELECT pid || '/' || state || '/' || (SELECT isactive FROM synchdb_conninfo WHERE name = 'c4')
        FROM synchdb_state_view WHERE name = 'c4'" "-1/stopped/false"
-expect_soon "the auto-launcher's processes are gone" postgres \
-    "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'synchdb auto-launcher'"
+# the per-database launchers (connected to a database) exit; the launcher itself
+# stays, idle, to relaunch the connectors after a crash
+expect_soon "only the idle auto-launcher is left" postgres \
+    "SELECT count(*) FILTER (WHERE datid IS NULL) = 1 AND count(*) FILTER (WHERE datid IS NOT NULL) = 0
+       FROM pg_stat_activity WHERE backend_type = 'synchdb auto-launcher'"
 expect "no connector process besides c1, c2, c5, c6" postgres \
     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'synchdb connector'" "4"
 n=0
@@ -351,6 +357,52 @@ sql src_c "INSERT INTO c SELECT generate_series(151, 160)"
 expect_soon "c6 streams after the restart, not paused" dst2 "SELECT count(*) = 60 FROM src_c.c"
 expect "c6 is polling, without error" dst2 \
     "SELECT state || '/' || err FROM synchdb_state_view WHERE name = 'c6'" "polling/no error"
+
+# ---------------------------------------------------------------------------
+echo "# a connector's worker is killed: PostgreSQL restarts every process, the connectors come back"
+sql src "INSERT INTO t SELECT g, g FROM generate_series(5001, 5500) g" \
+    "INSERT INTO log SELECT g, 'before the crash' FROM generate_series(5001, 5500) g"
+expect_same "caught up before the crash"
+OFF=$(stat -c %s "$LOG")
+victim=$(pid_of dst1 c1)
+kill -9 "$victim"
+reinit=0
+for _ in $(seq 1 $((WAIT_SECS * 10))); do
+    if [[ $(count_log "$OFF" 'all server processes terminated; reinitializing') -ge 1 ]] &&
+        [[ $(val postgres "SELECT 1") == 1 ]]; then
+        reinit=1
+        break
+    fi
+    sleep 0.1
+done
+if [[ $reinit == 1 ]]; then pass "the server reinitialized after the kill"; else
+    fail "the server reinitialized after the kill" "$(log_since "$OFF" | tail -n 20)"
+fi
+# changes while the connectors are coming back; "in flight" rows whose apply
+# was cut off by the kill come again from the slot
+sql src "INSERT INTO t SELECT g, g FROM generate_series(5501, 6000) g" \
+    "UPDATE t SET v = v + 7 WHERE id % 3 = 0" \
+    "INSERT INTO log SELECT g, 'after the crash' FROM generate_series(5501, 6000) g"
+sql src_c "INSERT INTO c SELECT generate_series(161, 170)"
+expect_soon "c1 is running again, in a new process" dst1 \
+    "SELECT pid > 0 AND pid <> $victim FROM synchdb_state_view WHERE name = 'c1'"
+expect_soon "c2 is running again" dst2 "SELECT pid > 0 FROM synchdb_state_view WHERE name = 'c2'"
+expect_soon "c5 is running again" dst1 "SELECT pid > 0 FROM synchdb_state_view WHERE name = 'c5'"
+expect_soon "c6 streams again" dst2 "SELECT count(*) = 70 FROM src_c.c"
+expect_same "resumed after the crash"
+expect "c4 (stopped) stays stopped after the crash" dst2 \
+    "SELECT pid || '/' || state FROM synchdb_state_view WHERE name = 'c4'" "-1/stopped"
+expect "no new snapshot after the crash" postgres "SELECT $(count_log "$OFF" 'initial snapshot done')" "0"
+n=0
+for pair in c1:dst1 c2:dst2 c5:dst1 c6:dst2; do
+    [[ $(count_log "$OFF" "$(launched_re "${pair%%:*}" "${pair#*:}")") == 1 ]] && n=$((n + 1))
+done
+if [[ $n == 4 ]]; then pass "after the crash, one 'auto-launching' line for each of c1, c2, c5, c6"; else
+    fail "after the crash, one 'auto-launching' line for each of c1, c2, c5, c6" \
+        "$(log_since "$OFF" | grep auto-launching)"
+fi
+expect_soon "the auto-launcher is back, idle" postgres \
+    "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'synchdb auto-launcher'"
 
 expect "no server crash" postgres \
     "SELECT $(grep -cE 'terminated by signal (4|6|7|8|11)|PANIC:' "$LOG" || true)" "0"

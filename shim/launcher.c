@@ -6,16 +6,24 @@
  * it stopped; 'initial_only' comes back idle and 'schemasync' comes back paused, as
  * a start in those modes does once the snapshot is done.
  *
- * Two kinds of short-lived processes, plain PostgreSQL C (no Rust is called here,
- * so ereport/longjmp are as safe as anywhere in a backend):
+ * Two kinds of processes, plain PostgreSQL C (no Rust is called here, so
+ * ereport/longjmp are as safe as anywhere in a backend):
  *
  *   "synchdb auto-launcher"  static, registered from _PG_init when synchdb is in
  *       shared_preload_libraries and synchdb.synchdb_auto_launcher is on. Connected
  *       to no database, it reads pg_database (a shared catalog) and, one database
- *       at a time, starts a per-database worker and waits for it to exit.
+ *       at a time, starts a per-database worker and waits for it to exit. Then it
+ *       stays, idle, until the server stops. That is what brings connectors back
+ *       after a crash: when any backend crashes, the postmaster kills every
+ *       process and reinitializes, and it forgets workers registered never to
+ *       restart (connector workers, and a launcher that had exited); a static
+ *       worker with a restart time is started again at once, so this one runs
+ *       again and relaunches every active connector, which resumes from its
+ *       replication origin (committed with the data it applied, so crash-safe).
  *   "synchdb auto-launcher for database X"  dynamic: connects to X, finds the
  *       extension and its active connectors, starts each connector's worker (the
- *       same registration as synchdb_start_engine_bgw) and exits.
+ *       same registration as synchdb_start_engine_bgw) unless it runs already,
+ *       and exits.
  *
  * Connectors run as the extension's owner. The extension is not trusted, so its
  * owner is the superuser who created it; that role owns synchdb_conninfo and the
@@ -36,16 +44,25 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/wait_event.h"
 
 #include "synchdb_shim.h"
 
 #define SDB_LAUNCHER_TYPE "synchdb auto-launcher"
+
+/*
+ * Seconds before the postmaster starts the launcher again if it exits with an
+ * error (after a crash it is started at once). It exits 0 only at shutdown.
+ */
+#define SDB_LAUNCHER_RESTART_SECS 10
 
 static bool sdb_auto_launcher = true;
 
@@ -78,7 +95,7 @@ sdb_launcher_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	DefineCustomBoolVariable("synchdb.synchdb_auto_launcher",
-							 "Starts again, at server start, every connector that was running.",
+							 "Starts again, at server start and after a crash, every connector that was running.",
 							 "Only works when synchdb is in shared_preload_libraries.",
 							 &sdb_auto_launcher, true,
 							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
@@ -87,6 +104,7 @@ sdb_launcher_init(void)
 
 	sdb_init_bgw(&bgw, "synchdb_auto_launcher_main", SDB_LAUNCHER_TYPE);
 	snprintf(bgw.bgw_name, BGW_MAXLEN, SDB_LAUNCHER_TYPE);
+	bgw.bgw_restart_time = SDB_LAUNCHER_RESTART_SECS;
 	bgw.bgw_main_arg = (Datum) 0;
 	bgw.bgw_notify_pid = 0;
 	RegisterBackgroundWorker(&bgw);
@@ -262,7 +280,13 @@ synchdb_db_launcher_main(Datum main_arg)
 		const char *name = conns[i].name;
 		const char *mode = conns[i].mode;
 
+		int			slot;
+
 		CHECK_FOR_INTERRUPTS();
+		/* the launcher may run again while connectors run (after its own error) */
+		slot = synchdb_slot_find(dboid, name);
+		if (slot >= 0 && synchdb_slot_pid(slot) != 0)
+			continue;
 		ereport(LOG,
 				(errmsg("synchdb: auto-launching connector \"%s\" in database \"%s\" (snapshot mode \"%s\")",
 						name, dbname, mode)));
@@ -387,6 +411,20 @@ synchdb_auto_launcher_main(Datum main_arg)
 							db->name);
 		}
 		PG_END_TRY();
+	}
+
+	/*
+	 * Stay until shutdown, so that the postmaster starts this worker again after
+	 * a crash (see the top of this file). Exit 0 on SIGTERM: a worker that exits
+	 * 0 is not restarted.
+	 */
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	while (!ShutdownRequestPending)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
 	proc_exit(0);
 }
