@@ -370,6 +370,20 @@ pub struct Applier<'a> {
     /// Commit LSN of the source transaction being applied (from its Begin).
     cur_final_lsn: u64,
     rules: Rules,
+    /// The source, for what a Relation message does not say (see `added_column`).
+    source: Option<ConnParams>,
+}
+
+/// What the rows a source table already had hold in a column added to it.
+enum AddedColumn {
+    /// NULL, or nothing to say (the column is gone again).
+    Nothing,
+    /// The value every earlier row got (PostgreSQL's "missing value" of a column
+    /// added with a non-volatile default), as the text of a one-element array.
+    Value(String),
+    /// The column has a default but no missing value: the rows got their values
+    /// in a table rewrite, which logical decoding does not carry.
+    Rewritten(String),
 }
 
 impl<'a> Applier<'a> {
@@ -408,6 +422,68 @@ impl<'a> Applier<'a> {
             pending: HashMap::new(),
             cur_final_lsn: 0,
             rules,
+            source: None,
+        }
+    }
+
+    /// Asks the source what the existing rows of `schema.table` hold in `column`,
+    /// which was just added to it. A source ADD COLUMN ... DEFAULT gives every
+    /// existing row the default without writing a change for it, so the
+    /// destination must be told. The catalog is read as it is now, not as of the
+    /// WAL position: a column dropped since says nothing.
+    fn added_column(
+        &self,
+        schema: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<AddedColumn, WorkerError> {
+        let Some(params) = self.source.clone() else {
+            return Ok(AddedColumn::Nothing);
+        };
+        let (s, t, c) = (schema.to_string(), table.to_string(), column.to_string());
+        let r = self.net.call(self.pg, async move {
+            let (client, driver) = crate::source::connect_with_driver(&params).await?;
+            let rows = client
+                .query(
+                    "SELECT a.atthasmissing, a.attmissingval::text, pg_get_expr(d.adbin, d.adrelid)
+                       FROM pg_catalog.pg_attribute a
+                       JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                       LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                      WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+                    &[&s, &t, &c],
+                )
+                .await
+                .map_err(|e| crate::source::pg_error_text(&params, &e));
+            drop(client);
+            let _ = driver.await;
+            let row = rows?.into_iter().next();
+            Ok::<_, String>(row.map(|r| {
+                (
+                    r.get::<_, Option<bool>>(0).unwrap_or(false),
+                    r.get::<_, Option<String>>(1),
+                    r.get::<_, Option<String>>(2),
+                )
+            }))
+        })?;
+        match r {
+            Ok(Some((true, Some(v), _))) => Ok(AddedColumn::Value(v)),
+            Ok(Some((_, _, Some(default)))) => Ok(AddedColumn::Rewritten(default)),
+            Ok(_) => Ok(AddedColumn::Nothing),
+            Err(e) => {
+                self.pg.log(
+                    crate::pg::LOG_WARNING,
+                    &format!(
+                        "connector {}: could not read the default of column {} added to source table {}.{} ({e}); \
+                         rows the table had before it hold NULL in it on the destination",
+                        self.connector,
+                        quote_ident(column),
+                        quote_ident(schema),
+                        quote_ident(table)
+                    ),
+                );
+                Ok(AddedColumn::Nothing)
+            }
         }
     }
 
@@ -429,6 +505,7 @@ impl<'a> Applier<'a> {
     /// Streams and applies until stopped or an error; a pause closes the stream
     /// and waits (the slot keeps the WAL), a resume opens it again from the origin.
     pub fn run(&mut self, mut target: StreamTarget, origin: &str) -> Result<(), WorkerError> {
+        self.source = Some(target.params.clone());
         loop {
             match self.stream(target.clone()) {
                 Ok(()) => target.start_lsn = self.pause(origin)?,
@@ -1136,9 +1213,52 @@ impl<'a> Applier<'a> {
                     String::new(),
                 ),
             };
-            let sql = crate::ddl::alter_sql(&dest, &mapped, &ty);
+            let mut sql = crate::ddl::alter_sql(&dest, &mapped, &ty);
+            // rows the table had get what they hold on the source: a constant
+            // default (kept only for them, as PostgreSQL's own missing value)
+            let mut fill = None;
+            if let (ColumnChange::Add(src), ColumnChange::Add(c)) = (change, &mapped) {
+                let warn = |why: &str| {
+                    pg.log(
+                        crate::pg::LOG_WARNING,
+                        &format!(
+                            "connector {}: column {} was added to source table {}.{} {why}; \
+                             logical decoding does not carry those values, so the existing rows \
+                             hold NULL in {dest}.{}. To copy the table again: set snapshottable \
+                             to it and synchdb_restart_connector('{}', 'always')",
+                            self.connector,
+                            quote_ident(&src.name),
+                            quote_ident(namespace),
+                            quote_ident(name),
+                            quote_ident(&c.name),
+                            self.connector
+                        ),
+                    )
+                };
+                match self.added_column(namespace, name, &src.name)? {
+                    AddedColumn::Value(v) if !ty.is_empty() && !ty.ends_with(']') => {
+                        sql.push_str(&format!(
+                            " DEFAULT (({}::{ty}[])[1])",
+                            crate::config::quote_literal(&v)
+                        ));
+                        fill = Some(format!(
+                            "ALTER TABLE {dest} ALTER COLUMN {} DROP DEFAULT",
+                            quote_ident(&c.name)
+                        ));
+                    }
+                    AddedColumn::Value(v) => warn(&format!("with the value {v} for its existing rows")),
+                    AddedColumn::Rewritten(d) => warn(&format!(
+                        "with default {d}, which the source wrote into its existing rows by rewriting the table"
+                    )),
+                    AddedColumn::Nothing => {}
+                }
+            }
             pg.exec(&sql, &[])
                 .ctx(|| format!("applying schema change: {sql}"))?;
+            if let Some(fill) = &fill {
+                pg.exec(fill, &[])
+                    .ctx(|| format!("applying schema change: {fill}"))?;
+            }
             pg.log(
                 crate::pg::LOG_LOG,
                 &format!("connector {}: {sql}", self.connector),

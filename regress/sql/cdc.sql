@@ -20,6 +20,8 @@ CREATE TABLE items (
 ALTER TABLE items ALTER COLUMN big SET STORAGE EXTERNAL;
 CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, payload bytea);
 CREATE TABLE fullid (a int, b text);
+CREATE TABLE defaults (id int PRIMARY KEY);
+INSERT INTO defaults VALUES (1), (2);
 ALTER TABLE fullid REPLICA IDENTITY FULL;
 INSERT INTO items SELECT g, 'item ' || g, g * 1.5, ARRAY['t' || g, 'x'], jsonb_build_object('g', g),
                          '2024-01-01 00:00+00'::timestamptz + g * interval '1 hour', g % 2 = 0, NULL
@@ -63,6 +65,17 @@ UPDATE items SET active = false WHERE id = 1;
 ALTER TABLE items ALTER COLUMN price TYPE numeric(14,3);
 UPDATE items SET price = 1.125 WHERE id = 2;
 ALTER TABLE items DROP COLUMN doc;
+-- columns added with a default: the rows already there get it on the source
+-- without a change being written; the destination gets the same values (now()
+-- is the time of the ALTER, not of its apply)
+ALTER TABLE items ADD COLUMN status text NOT NULL DEFAULT 'new';
+ALTER TABLE items ADD COLUMN stamp timestamptz DEFAULT now();
+-- a volatile default rewrites the table: what the rows got is not in the WAL,
+-- so they hold NULL on the destination (and the server log says so); a constant
+-- default added after it is carried
+ALTER TABLE defaults ADD COLUMN r float8 DEFAULT random();
+ALTER TABLE defaults ADD COLUMN k int DEFAULT 5;
+INSERT INTO defaults (id, r) VALUES (3, 0.5);
 INSERT INTO items (id, name) VALUES (4001, 'after drop');
 TRUNCATE events;
 INSERT INTO events (kind, payload) VALUES ('after truncate', '\xff');
@@ -82,6 +95,8 @@ SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 WHERE attrelid = 'cdc_src.items'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum;
 SELECT id, kind, payload FROM cdc_src.events ORDER BY id;
 SELECT * FROM cdc_src.fullid ORDER BY a;
+SELECT synchdb_test_wait($$SELECT count(*) = 3 FROM cdc_src.defaults$$);
+SELECT * FROM cdc_src.defaults ORDER BY id;
 SELECT stage, state, err, last_dbz_offset::jsonb->>'messageType' AS last_type
 FROM synchdb_state_view WHERE name = 'cdcconn';
 
