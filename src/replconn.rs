@@ -48,6 +48,14 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 // Public types
 // ---------------------------------------------------------------------------
 
+/// Session settings of every connection to the source. Values travel as text
+/// (pgoutput, COPY), written with the source session's settings and read with
+/// the destination's: a source whose DateStyle reads day first would turn
+/// 2024-03-04 into the 3rd of April here, and a low extra_float_digits would
+/// round floats. ISO dates, postgres intervals and exact floats read the same
+/// everywhere; PostgreSQL's own subscriber asks for the same.
+pub const SESSION_OPTIONS: &str = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+
 /// Where and how to connect. `host` is a hostname / IP address (TCP) or an
 /// absolute path to the directory holding the server's unix socket.
 #[derive(Clone)]
@@ -812,6 +820,7 @@ impl ReplConnection {
             ("database", dbname),
             ("replication", "database"),
             ("client_encoding", "UTF8"),
+            ("options", SESSION_OPTIONS),
         ];
         if !p.application_name.is_empty() {
             params.push(("application_name", p.application_name.as_str()));

@@ -106,6 +106,7 @@ pub async fn connect_with_driver(p: &ConnParams) -> Result<(Client, JoinHandle<(
         .password(p.password.as_bytes())
         .dbname(&p.dbname)
         .application_name(&p.application_name)
+        .options(crate::replconn::SESSION_OPTIONS)
         .connect_timeout(p.connect_timeout);
     let mode = p.tls.mode_for(&p.host);
     if mode == SslMode::Disable {
