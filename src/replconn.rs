@@ -54,7 +54,8 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 /// 2024-03-04 into the 3rd of April here, and a low extra_float_digits would
 /// round floats. ISO dates, postgres intervals and exact floats read the same
 /// everywhere; PostgreSQL's own subscriber asks for the same.
-pub const SESSION_OPTIONS: &str = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+pub const SESSION_OPTIONS: &str =
+    "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
 
 /// Where and how to connect. `host` is a hostname / IP address (TCP) or an
 /// absolute path to the directory holding the server's unix socket.
