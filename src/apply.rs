@@ -202,6 +202,11 @@ fn close_rel(pg: &Pg, m: RelMap) {
     }
 }
 
+/// Types below this OID come from PostgreSQL's own catalog files and have the
+/// same OID on every server (FirstGenbkiObjectId); pgoutput describes the others
+/// by name, and initdb or users assign them, so they differ between servers.
+const FIRST_NON_BUILTIN_OID: u32 = 10_000;
+
 /// The destination's name for a source column's type (built-in type OIDs are the
 /// same on every server).
 fn dest_type(pg: &Pg, c: &RelColumn) -> Result<String, WorkerError> {
@@ -372,6 +377,9 @@ pub struct Applier<'a> {
     rules: Rules,
     /// The source, for what a Relation message does not say (see `added_column`).
     source: Option<ConnParams>,
+    /// Source types that are not built in, by (oid, typmod): the type the
+    /// destination declares and the source's name of the type (see `source_type`).
+    source_types: HashMap<(u32, i32), (String, String)>,
 }
 
 /// What the rows a source table already had hold in a column added to it.
@@ -423,7 +431,55 @@ impl<'a> Applier<'a> {
             cur_final_lsn: 0,
             rules,
             source: None,
+            source_types: HashMap::new(),
         }
+    }
+
+    /// How the destination declares a column of a source type that is not built
+    /// in (its OID means nothing here: the same number may be another type, or
+    /// none): as the snapshot does, from the source's catalog. Domains become
+    /// their base type, enums text, anything else keeps its name. Also returns
+    /// the source's name of the type, for type rules. Asked once per type.
+    fn source_type(&mut self, oid: u32, typmod: i32) -> Result<(String, String), WorkerError> {
+        if let Some(t) = self.source_types.get(&(oid, typmod)) {
+            return Ok(t.clone());
+        }
+        let Some(params) = self.source.clone() else {
+            return Err(WorkerError::Internal(format!(
+                "type {oid} of the source is not built in and the source is not known yet"
+            )));
+        };
+        let r = self.net.call(self.pg, async move {
+            let (client, driver) = crate::source::connect_with_driver(&params).await?;
+            let rows = client
+                .query(
+                    "SELECT CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                                 WHEN t.typtype = 'e' THEN 'text'
+                                 ELSE format_type(t.oid, nullif($2::int, -1)) END,
+                            format_type(t.oid, NULL)
+                       FROM pg_catalog.pg_type t WHERE t.oid = $1::oid",
+                    &[&oid, &typmod],
+                )
+                .await
+                .map_err(|e| crate::source::pg_error_text(&params, &e));
+            drop(client);
+            let _ = driver.await;
+            Ok::<_, String>(
+                rows?
+                    .into_iter()
+                    .next()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))),
+            )
+        })?;
+        let t = r
+            .map_err(|e| WorkerError::Source(format!("reading type {oid} from the source: {e}")))?
+            .ok_or_else(|| {
+                WorkerError::Source(format!(
+                    "type {oid} of a replicated column no longer exists on the source"
+                ))
+            })?;
+        self.source_types.insert((oid, typmod), t.clone());
+        Ok(t)
     }
 
     /// Asks the source what the existing rows of `schema.table` hold in `column`,
@@ -993,7 +1049,7 @@ impl<'a> Applier<'a> {
 
     /// The destination plan of a relation, under the object mapping rules.
     fn rel_plan(
-        &self,
+        &mut self,
         namespace: &str,
         name: &str,
         columns: &[RelColumn],
@@ -1002,16 +1058,20 @@ impl<'a> Applier<'a> {
         let (schema, dname) = self.rules.dest_table(namespace, name, &self.dest_schema);
         let mut cols = Vec::with_capacity(columns.len());
         for c in columns {
-            let natural = dest_type(pg, c)?;
-            let base = pg
-                .query(
-                    "SELECT format_type($1::oid, NULL)",
-                    &[Some(&c.type_oid.to_string())],
-                )
-                .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?
-                .first()
-                .and_then(|r| r[0].clone())
-                .unwrap_or_default();
+            let (natural, base) = if c.type_oid >= FIRST_NON_BUILTIN_OID {
+                self.source_type(c.type_oid, c.type_modifier)?
+            } else {
+                let base = pg
+                    .query(
+                        "SELECT format_type($1::oid, NULL)",
+                        &[Some(&c.type_oid.to_string())],
+                    )
+                    .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?
+                    .first()
+                    .and_then(|r| r[0].clone())
+                    .unwrap_or_default();
+                (dest_type(pg, c)?, base)
+            };
             let rule = self.rules.type_rule(namespace, name, &c.name, &base, false);
             cols.push(DestColumn {
                 src: c.name.clone(),

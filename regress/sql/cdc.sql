@@ -21,6 +21,8 @@ ALTER TABLE items ALTER COLUMN big SET STORAGE EXTERNAL;
 CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, payload bytea);
 CREATE TABLE fullid (a int, b text);
 CREATE TABLE defaults (id int PRIMARY KEY);
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 INSERT INTO defaults VALUES (1), (2);
 ALTER TABLE fullid REPLICA IDENTITY FULL;
 INSERT INTO items SELECT g, 'item ' || g, g * 1.5, ARRAY['t' || g, 'x'], jsonb_build_object('g', g),
@@ -70,6 +72,12 @@ ALTER TABLE items DROP COLUMN doc;
 -- is the time of the ALTER, not of its apply)
 ALTER TABLE items ADD COLUMN status text NOT NULL DEFAULT 'new';
 ALTER TABLE items ADD COLUMN stamp timestamptz DEFAULT now();
+-- columns of the source's own types: their OIDs mean nothing on the destination;
+-- as in the snapshot, an enum becomes text and a domain its base type (a domain
+-- with a check makes the source rewrite the table: not on items, whose missing
+-- values above would go with it before the worker reads them)
+ALTER TABLE fullid ADD COLUMN m mood, ADD COLUMN p posint;
+UPDATE fullid SET m = 'happy', p = 5 WHERE a = 1;
 -- a volatile default rewrites the table: what the rows got is not in the WAL,
 -- so they hold NULL on the destination (and the server log says so); a constant
 -- default added after it is carried
@@ -95,6 +103,8 @@ SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 WHERE attrelid = 'cdc_src.items'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum;
 SELECT id, kind, payload FROM cdc_src.events ORDER BY id;
 SELECT * FROM cdc_src.fullid ORDER BY a;
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+WHERE attrelid = 'cdc_src.fullid'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum;
 SELECT synchdb_test_wait($$SELECT count(*) = 3 FROM cdc_src.defaults$$);
 SELECT * FROM cdc_src.defaults ORDER BY id;
 SELECT stage, state, err, last_dbz_offset::jsonb->>'messageType' AS last_type
