@@ -24,8 +24,9 @@ use tokio::sync::mpsc;
 
 /// What the network thread passes to the main thread.
 pub enum StreamItem {
-    /// Decoded messages with the WAL position of each, in stream order.
-    Batch(Vec<(u64, LogicalMessage)>),
+    /// Decoded messages with the WAL position of each, in stream order, and the
+    /// bytes they hold (counted in `Budget`).
+    Batch(Vec<(u64, LogicalMessage)>, usize),
     Error(WorkerError),
 }
 
@@ -37,8 +38,36 @@ pub struct Feedback {
     pub processed: u64,
 }
 
-/// Batches in flight between the threads: bounds memory whatever the load.
+/// Batches in flight between the threads at most.
 const CHANNEL_DEPTH: usize = 64;
+/// Bytes of decoded changes in flight between the threads at most (a single
+/// batch may exceed it when nothing else is in flight): what bounds the memory
+/// of a connector whatever the row size, while the network thread can still
+/// decode ahead of the applier.
+const INFLIGHT_BYTES: usize = 1 << 20;
+/// What one message costs beside its payload (enum, vectors), roughly.
+const MESSAGE_OVERHEAD: usize = 96;
+
+/// The bytes of decoded changes the applier has not finished with yet; the
+/// applier gives them back and wakes the network thread through `room`.
+#[derive(Default)]
+pub struct Budget {
+    bytes: std::sync::atomic::AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl Budget {
+    /// Whether `add` more bytes would go past the bound (never when empty).
+    fn full(&self, add: usize) -> bool {
+        let cur = self.bytes.load(Ordering::Acquire);
+        cur > 0 && cur + add > INFLIGHT_BYTES
+    }
+
+    fn give_back(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.room.notify_one();
+    }
+}
 /// Messages per batch at most.
 const MAX_BATCH: usize = 1024;
 /// Pause after a partial batch (see stream_task).
@@ -60,6 +89,7 @@ async fn stream_task(
     mut fb_rx: mpsc::UnboundedReceiver<Feedback>,
     waker: Waker,
     closed: Arc<AtomicBool>,
+    budget: Arc<Budget>,
 ) {
     let StreamTarget {
         params,
@@ -76,9 +106,12 @@ async fn stream_task(
         let mut processed: u64 = 0;
         let mut flushed = start_lsn;
         let mut seen_end = start_lsn;
-        let mut pending: Option<StreamItem> = None;
+        let mut pending: Option<(StreamItem, usize)> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
+            // a batch held back waits for a channel slot and for room in the budget
+            let held = pending.as_ref().map(|(_, n)| *n);
+            let held_full = held.is_some_and(|n| budget.full(n));
             tokio::select! {
                 biased;
                 fb = fb_rx.recv() => {
@@ -100,9 +133,11 @@ async fn stream_task(
                     let pos = if idle { flushed.max(seen_end) } else { flushed };
                     stream.send_status(pos, pos, pos, false).await?;
                 }
-                permit = tx.reserve(), if pending.is_some() => {
+                _ = budget.room.notified(), if held_full => {}
+                permit = tx.reserve(), if held.is_some() && !held_full => {
                     let Ok(permit) = permit else { return Ok(()) };
-                    if let Some(item) = pending.take() {
+                    if let Some((item, n)) = pending.take() {
+                        budget.bytes.fetch_add(n, Ordering::AcqRel);
                         permit.send(item);
                         pushed += 1;
                         waker.wake();
@@ -112,12 +147,14 @@ async fn stream_task(
                     // Take every message the last read already brought, so that one
                     // channel operation and at most one wake-up serve them all.
                     let mut batch = Vec::new();
+                    let mut bytes = 0usize;
                     let mut reply_due = false;
                     let mut next = Some(ev);
                     while let Some(ev) = next.take() {
                         match ev? {
                             Some(ReplEvent::XLogData { wal_start, wal_end, data, .. }) => {
                                 seen_end = seen_end.max(wal_end);
+                                bytes += data.len() + MESSAGE_OVERHEAD;
                                 let msg = decoder.decode(data).map_err(|e| WorkerError::Source(e.to_string()))?;
                                 batch.push((wal_start, msg));
                             }
@@ -129,14 +166,17 @@ async fn stream_task(
                                 return Err(WorkerError::Source("the source ended the replication stream".into()));
                             }
                         }
-                        if batch.len() >= MAX_BATCH {
+                        if batch.len() >= MAX_BATCH || bytes >= INFLIGHT_BYTES / 4 {
                             break;
                         }
                         next = stream.next_event().now_or_never();
                     }
-                    let partial = !batch.is_empty() && batch.len() < MAX_BATCH;
-                    if !batch.is_empty() {
-                        match tx.try_send(StreamItem::Batch(batch)) {
+                    let partial = !batch.is_empty() && batch.len() < MAX_BATCH && bytes < INFLIGHT_BYTES / 4;
+                    if !batch.is_empty() && budget.full(bytes) {
+                        pending = Some((StreamItem::Batch(batch, bytes), bytes));
+                    } else if !batch.is_empty() {
+                        budget.bytes.fetch_add(bytes, Ordering::AcqRel);
+                        match tx.try_send(StreamItem::Batch(batch, bytes)) {
                             Ok(()) => {
                                 pushed += 1;
                                 // wake only on empty -> non-empty; the reader drains all
@@ -144,7 +184,10 @@ async fn stream_task(
                                     waker.wake();
                                 }
                             }
-                            Err(mpsc::error::TrySendError::Full(item)) => pending = Some(item),
+                            Err(mpsc::error::TrySendError::Full(item)) => {
+                                budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
+                                pending = Some((item, bytes));
+                            }
                             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                         }
                     }
@@ -671,12 +714,14 @@ impl<'a> Applier<'a> {
         let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
         let (fb_tx, fb_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
+        let budget = Arc::new(Budget::default());
         self.net.spawn(stream_task(
             target,
             tx,
             fb_rx,
             self.net.waker(),
             closed.clone(),
+            budget.clone(),
         ))?;
         let naptime = self.pg.guc_int("synchdb.naptime", 100);
         let mut last_fb = Instant::now();
@@ -689,7 +734,7 @@ impl<'a> Applier<'a> {
                 while let Some(item) = if pause { None } else { rx.try_recv().ok() } {
                     got += 1;
                     match item {
-                        StreamItem::Batch(msgs) => {
+                        StreamItem::Batch(msgs, bytes) => {
                             for (lsn, msg) in msgs {
                                 self.handle(lsn, msg)?;
                                 if self.in_xact
@@ -700,6 +745,7 @@ impl<'a> Applier<'a> {
                                     fb_due = true;
                                 }
                             }
+                            budget.give_back(bytes);
                         }
                         StreamItem::Error(e) => return Err(e),
                     }
