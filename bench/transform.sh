@@ -108,24 +108,25 @@ stream_once() {
     printf '%s' $((t1 - t0))
 }
 
+# report TITLE LABEL-PLAIN LABEL-RULES PLAIN1 RULES PLAIN2 — times and the ratio
+report() {
+    printf '%-44s %10s\n' "$1" "ms"
+    printf '%-44s %10s\n' "$2, first run" "$4"
+    printf '%-44s %10s\n' "$3" "$5"
+    printf '%-44s %10s\n' "$2, second run" "$6"
+    awk -v a="$4" -v b="$6" -v x="$5" \
+        'BEGIN { printf "%-44s %10.2f\n", "ratio transforms / mean of no-rule runs", x / ((a + b) / 2) }'
+}
+
 plain=$(copy_once plain)
 rules="SELECT synchdb_add_objmap('xf', 'transform', 'public.t.name', '''<'' || ''%d'' || ''>''');
        SELECT synchdb_add_objmap('xf', 'transform', 'public.t.n', '%d + 1');"
 xf=$(copy_once xf "$rules")
 plain2=$(copy_once plain2)
-printf '%-44s %10s\n' "snapshot of $ROWS rows (PostgreSQL $PGVER)" "ms"
-printf '%-44s %10s\n' "no rules (COPY), first run" "$plain"
-printf '%-44s %10s\n' "two transforms (staged INSERT ... SELECT)" "$xf"
-printf '%-44s %10s\n' "no rules (COPY), second run" "$plain2"
-awk -v a="$plain" -v b="$plain2" -v x="$xf" \
-    'BEGIN { printf "%-44s %10.2f\n", "ratio transforms / mean of no-rule runs", x / ((a + b) / 2) }'
+report "snapshot of $ROWS rows (PostgreSQL $PGVER)" "no rules (COPY)" \
+    "two transforms (staged INSERT ... SELECT)" "$plain" "$xf" "$plain2"
 
 splain=$(stream_once splain)
 sxf=$(stream_once sxf "${rules//xf/sxf}")
 splain2=$(stream_once splain2)
-printf '%-44s %10s\n' "CDC of one $CDC_ROWS-row transaction" "ms"
-printf '%-44s %10s\n' "no rules, first run" "$splain"
-printf '%-44s %10s\n' "two transforms" "$sxf"
-printf '%-44s %10s\n' "no rules, second run" "$splain2"
-awk -v a="$splain" -v b="$splain2" -v x="$sxf" \
-    'BEGIN { printf "%-44s %10.2f\n", "ratio transforms / mean of no-rule runs", x / ((a + b) / 2) }'
+report "CDC of one $CDC_ROWS-row transaction" "no rules" "two transforms" "$splain" "$sxf" "$splain2"

@@ -574,50 +574,75 @@ op_subxact_abort(void)
 	CurrentResourceOwner = sdb_subxact_owner;
 }
 
+/*
+ * Helpers of the SPI operations below; they run inside their SDB_TRY block,
+ * connected to SPI, so that everything they palloc goes with SPI_finish.
+ */
+
+/* Text parameters ($1..$n, NULL pointer = SQL NULL) as datums; types may be NULL. */
+static void
+sdb_text_params(int nparams, const char *const *params, Oid **types, Datum **values, char **nulls)
+{
+	int			i;
+
+	if (types)
+		*types = NULL;
+	*values = NULL;
+	*nulls = NULL;
+	if (nparams <= 0)
+		return;
+	if (types)
+		*types = palloc(sizeof(Oid) * nparams);
+	*values = palloc(sizeof(Datum) * nparams);
+	*nulls = palloc(nparams);
+	for (i = 0; i < nparams; i++)
+	{
+		if (types)
+			(*types)[i] = TEXTOID;
+		(*values)[i] = params[i] ? CStringGetTextDatum(params[i]) : (Datum) 0;
+		(*nulls)[i] = params[i] ? ' ' : 'n';
+	}
+}
+
+/* After SPI_execute*: the count, and every row as text through row_cb. */
+static void
+sdb_spi_result(int ret, const char *what, SdbRowCb row_cb, void *ctx, uint64_t *processed)
+{
+	if (ret < 0)
+		elog(ERROR, "synchdb: %s failed: %s", what, SPI_result_code_string(ret));
+	if (processed)
+		*processed = SPI_processed;
+	if (row_cb && SPI_tuptable)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		int			nf = desc->natts;
+		const char **vals = palloc(sizeof(char *) * Max(nf, 1));
+		uint64		r;
+		int			i;
+
+		for (r = 0; r < SPI_processed; r++)
+		{
+			for (i = 0; i < nf; i++)
+				vals[i] = SPI_getvalue(SPI_tuptable->vals[r], desc, i + 1);
+			row_cb(ctx, nf, vals);
+		}
+	}
+}
+
 static int
 op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb row_cb,
 			void *ctx, uint64_t *processed)
 {
 	SDB_TRY_BEGIN
-		Oid		   *types = NULL;
-		Datum	   *values = NULL;
-		char	   *nulls = NULL;
-		int			ret;
-		int			i;
+		Oid		   *types;
+		Datum	   *values;
+		char	   *nulls;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
-		if (nparams > 0)
-		{
-			types = palloc(sizeof(Oid) * nparams);
-			values = palloc(sizeof(Datum) * nparams);
-			nulls = palloc(nparams);
-			for (i = 0; i < nparams; i++)
-			{
-				types[i] = TEXTOID;
-				values[i] = params[i] ? CStringGetTextDatum(params[i]) : (Datum) 0;
-				nulls[i] = params[i] ? ' ' : 'n';
-			}
-		}
-		ret = SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0);
-		if (ret < 0)
-			elog(ERROR, "synchdb: SPI_execute failed: %s", SPI_result_code_string(ret));
-		if (processed)
-			*processed = SPI_processed;
-		if (row_cb && SPI_tuptable)
-		{
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			int			nf = desc->natts;
-			const char **vals = palloc(sizeof(char *) * Max(nf, 1));
-			uint64		r;
-
-			for (r = 0; r < SPI_processed; r++)
-			{
-				for (i = 0; i < nf; i++)
-					vals[i] = SPI_getvalue(SPI_tuptable->vals[r], desc, i + 1);
-				row_cb(ctx, nf, vals);
-			}
-		}
+		sdb_text_params(nparams, params, &types, &values, &nulls);
+		sdb_spi_result(SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0),
+					   "SPI_execute", row_cb, ctx, processed);
 		SPI_finish();
 	SDB_TRY_END
 }
@@ -659,45 +684,17 @@ op_spi_exec_plan(void *plan, int nparams, const char *const *params, SdbRowCb ro
 				 void *ctx, uint64_t *processed)
 {
 	SDB_TRY_BEGIN
-		Datum	   *values = NULL;
-		char	   *nulls = NULL;
-		int			ret;
-		int			i;
+		Datum	   *values;
+		char	   *nulls;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		if (nparams != SPI_getargcount((SPIPlanPtr) plan))
 			elog(ERROR, "synchdb: prepared statement takes %d parameters, got %d",
 				 SPI_getargcount((SPIPlanPtr) plan), nparams);
-		if (nparams > 0)
-		{
-			values = palloc(sizeof(Datum) * nparams);
-			nulls = palloc(nparams);
-			for (i = 0; i < nparams; i++)
-			{
-				values[i] = params[i] ? CStringGetTextDatum(params[i]) : (Datum) 0;
-				nulls[i] = params[i] ? ' ' : 'n';
-			}
-		}
-		ret = SPI_execute_plan((SPIPlanPtr) plan, values, nulls, false, 0);
-		if (ret < 0)
-			elog(ERROR, "synchdb: SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-		if (processed)
-			*processed = SPI_processed;
-		if (row_cb && SPI_tuptable)
-		{
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			int			nf = desc->natts;
-			const char **vals = palloc(sizeof(char *) * Max(nf, 1));
-			uint64		r;
-
-			for (r = 0; r < SPI_processed; r++)
-			{
-				for (i = 0; i < nf; i++)
-					vals[i] = SPI_getvalue(SPI_tuptable->vals[r], desc, i + 1);
-				row_cb(ctx, nf, vals);
-			}
-		}
+		sdb_text_params(nparams, params, NULL, &values, &nulls);
+		sdb_spi_result(SPI_execute_plan((SPIPlanPtr) plan, values, nulls, false, 0),
+					   "SPI_execute_plan", row_cb, ctx, processed);
 		SPI_finish();
 	SDB_TRY_END
 }
