@@ -30,6 +30,15 @@ pub enum StreamItem {
     Error(WorkerError),
 }
 
+impl StreamItem {
+    fn bytes(&self) -> usize {
+        match self {
+            StreamItem::Batch(_, n) => *n,
+            StreamItem::Error(_) => 0,
+        }
+    }
+}
+
 /// What the main thread tells the network thread after it committed.
 pub struct Feedback {
     /// Source LSN whose changes are durable here.
@@ -106,11 +115,11 @@ async fn stream_task(
         let mut processed: u64 = 0;
         let mut flushed = start_lsn;
         let mut seen_end = start_lsn;
-        let mut pending: Option<(StreamItem, usize)> = None;
+        let mut pending: Option<StreamItem> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             // a batch held back waits for a channel slot and for room in the budget
-            let held = pending.as_ref().map(|(_, n)| *n);
+            let held = pending.as_ref().map(StreamItem::bytes);
             let held_full = held.is_some_and(|n| budget.full(n));
             tokio::select! {
                 biased;
@@ -136,8 +145,8 @@ async fn stream_task(
                 _ = budget.room.notified(), if held_full => {}
                 permit = tx.reserve(), if held.is_some() && !held_full => {
                     let Ok(permit) = permit else { return Ok(()) };
-                    if let Some((item, n)) = pending.take() {
-                        budget.bytes.fetch_add(n, Ordering::AcqRel);
+                    if let Some(item) = pending.take() {
+                        budget.bytes.fetch_add(item.bytes(), Ordering::AcqRel);
                         permit.send(item);
                         pushed += 1;
                         waker.wake();
@@ -173,7 +182,7 @@ async fn stream_task(
                     }
                     let partial = !batch.is_empty() && batch.len() < MAX_BATCH && bytes < INFLIGHT_BYTES / 4;
                     if !batch.is_empty() && budget.full(bytes) {
-                        pending = Some((StreamItem::Batch(batch, bytes), bytes));
+                        pending = Some(StreamItem::Batch(batch, bytes));
                     } else if !batch.is_empty() {
                         budget.bytes.fetch_add(bytes, Ordering::AcqRel);
                         match tx.try_send(StreamItem::Batch(batch, bytes)) {
@@ -186,7 +195,7 @@ async fn stream_task(
                             }
                             Err(mpsc::error::TrySendError::Full(item)) => {
                                 budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
-                                pending = Some((item, bytes));
+                                pending = Some(item);
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                         }
@@ -250,20 +259,29 @@ fn close_rel(pg: &Pg, m: RelMap) {
 /// by name, and initdb or users assign them, so they differ between servers.
 const FIRST_NON_BUILTIN_OID: u32 = 10_000;
 
-/// The destination's name for a source column's type (built-in type OIDs are the
-/// same on every server).
-fn dest_type(pg: &Pg, c: &RelColumn) -> Result<String, WorkerError> {
-    pg.query(
-        "SELECT format_type($1::oid, $2::int)",
-        &[
-            Some(&c.type_oid.to_string()),
-            Some(&c.type_modifier.to_string()),
-        ],
-    )
-    .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?
-    .first()
-    .and_then(|r| r[0].clone())
-    .ok_or_else(|| WorkerError::Internal(format!("no type name for type oid {}", c.type_oid)))
+/// A built-in type of a source column as the destination declares it, and its
+/// name without modifier (for type rules); built-in OIDs are the same everywhere.
+fn builtin_type(pg: &Pg, c: &RelColumn) -> Result<(String, String), WorkerError> {
+    let rows = pg
+        .query(
+            "SELECT format_type($1::oid, $2::int), format_type($1::oid, NULL)",
+            &[
+                Some(&c.type_oid.to_string()),
+                Some(&c.type_modifier.to_string()),
+            ],
+        )
+        .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?;
+    match rows
+        .into_iter()
+        .next()
+        .map(|mut r| (r[0].take(), r[1].take()))
+    {
+        Some((Some(natural), Some(base))) => Ok((natural, base)),
+        _ => Err(WorkerError::Internal(format!(
+            "no type name for type oid {}",
+            c.type_oid
+        ))),
+    }
 }
 
 /// The values with the table's transform rules applied (the slower path: one
@@ -493,23 +511,18 @@ impl<'a> Applier<'a> {
             )));
         };
         let r = self.net.call(self.pg, async move {
-            let (client, driver) = crate::source::connect_with_driver(&params).await?;
-            let rows = client
-                .query(
-                    "SELECT CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-                                 WHEN t.typtype = 'e' THEN 'text'
-                                 ELSE format_type(t.oid, nullif($2::int, -1)) END,
-                            format_type(t.oid, NULL)
-                       FROM pg_catalog.pg_type t WHERE t.oid = $1::oid",
-                    &[&oid, &typmod],
-                )
-                .await
-                .map_err(|e| crate::source::pg_error_text(&params, &e));
-            drop(client);
-            let _ = driver.await;
+            let rows = crate::source::query_once(
+                &params,
+                "SELECT CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                             WHEN t.typtype = 'e' THEN 'text'
+                             ELSE format_type(t.oid, nullif($2::int, -1)) END,
+                        format_type(t.oid, NULL)
+                   FROM pg_catalog.pg_type t WHERE t.oid = $1::oid",
+                &[&oid, &typmod],
+            )
+            .await?;
             Ok::<_, String>(
-                rows?
-                    .into_iter()
+                rows.into_iter()
                     .next()
                     .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))),
             )
@@ -541,23 +554,18 @@ impl<'a> Applier<'a> {
         };
         let (s, t, c) = (schema.to_string(), table.to_string(), column.to_string());
         let r = self.net.call(self.pg, async move {
-            let (client, driver) = crate::source::connect_with_driver(&params).await?;
-            let rows = client
-                .query(
-                    "SELECT a.atthasmissing, a.attmissingval::text, pg_get_expr(d.adbin, d.adrelid)
-                       FROM pg_catalog.pg_attribute a
-                       JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                       LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-                      WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
-                    &[&s, &t, &c],
-                )
-                .await
-                .map_err(|e| crate::source::pg_error_text(&params, &e));
-            drop(client);
-            let _ = driver.await;
-            let row = rows?.into_iter().next();
-            Ok::<_, String>(row.map(|r| {
+            let rows = crate::source::query_once(
+                &params,
+                "SELECT a.atthasmissing, a.attmissingval::text, pg_get_expr(d.adbin, d.adrelid)
+                   FROM pg_catalog.pg_attribute a
+                   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+                &[&s, &t, &c],
+            )
+            .await?;
+            Ok::<_, String>(rows.into_iter().next().map(|r| {
                 (
                     r.get::<_, Option<bool>>(0).unwrap_or(false),
                     r.get::<_, Option<String>>(1),
@@ -1107,16 +1115,7 @@ impl<'a> Applier<'a> {
             let (natural, base) = if c.type_oid >= FIRST_NON_BUILTIN_OID {
                 self.source_type(c.type_oid, c.type_modifier)?
             } else {
-                let base = pg
-                    .query(
-                        "SELECT format_type($1::oid, NULL)",
-                        &[Some(&c.type_oid.to_string())],
-                    )
-                    .ctx(|| format!("resolving the type of column {}", quote_ident(&c.name)))?
-                    .first()
-                    .and_then(|r| r[0].clone())
-                    .unwrap_or_default();
-                (dest_type(pg, c)?, base)
+                builtin_type(pg, c)?
             };
             let rule = self.rules.type_rule(namespace, name, &c.name, &base, false);
             cols.push(DestColumn {

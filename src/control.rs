@@ -47,17 +47,12 @@ pub fn check_slot_serves(
     let params = crate::source::conn_params(&cfg, &password);
     let want = crate::offset::format_lsn(lsn);
     let found = run_blocking(async move {
-        let (client, driver) = crate::source::connect_with_driver(&params).await?;
-        let rows = client
-            .query(
-                "SELECT confirmed_flush_lsn::text, coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map_err(|e| crate::source::pg_error_text(&params, &e))?;
-        // close politely before the runtime goes away
-        drop(client);
-        let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+        let rows = crate::source::query_once(
+            &params,
+            "SELECT confirmed_flush_lsn::text, coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
         Ok::<_, String>(rows.first().map(|r| (r.get::<_, Option<String>>(0), r.get::<_, String>(1))))
     })
     .map_err(|e| format!("cannot check offset {want} on the source: {e}"))?;

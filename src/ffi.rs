@@ -199,6 +199,25 @@ pub(crate) fn truncate_at_char(s: &str, max: usize) -> usize {
 }
 
 /// 0 for Ok, -1 with the message in `errbuf` for Err.
+/// A text result into `out` whole: its length, or -1 with `too_long` or the
+/// error in `out` instead.
+fn text_result(r: Result<String, String>, out: *mut c_char, outlen: usize, too_long: &str) -> i32 {
+    match r {
+        Ok(s) if s.len() < outlen => {
+            write_cbuf(out, outlen, &s);
+            s.len() as i32
+        }
+        Ok(_) => {
+            write_cbuf(out, outlen, too_long);
+            -1
+        }
+        Err(e) => {
+            write_cbuf(out, outlen, &e);
+            -1
+        }
+    }
+}
+
 pub(crate) fn status(r: Result<(), String>, errbuf: *mut c_char, errlen: usize) -> i32 {
     match r {
         Ok(()) => 0,
@@ -393,20 +412,7 @@ pub extern "C" fn synchdb_encrypt_secret(
         let plain = cstr_arg(plain, "password")?;
         crate::secret::encrypt(std::path::Path::new(dir), plain).map_err(|e| e.to_string())
     });
-    match r {
-        Ok(s) if s.len() < outlen => {
-            write_cbuf(out, outlen, &s);
-            s.len() as i32
-        }
-        Ok(_) => {
-            write_cbuf(out, outlen, "encrypted password too long");
-            -1
-        }
-        Err(e) => {
-            write_cbuf(out, outlen, &e);
-            -1
-        }
-    }
+    text_result(r, out, outlen, "encrypted password too long")
 }
 
 /// Drops the replication slot and publication of connector `name` on its source.
@@ -461,20 +467,7 @@ pub extern "C" fn synchdb_compile_transform(
         let typed = cstr_arg(typed, "typed placeholder")?;
         crate::objmap::compile_transform(expr, as_text, typed)
     });
-    match r {
-        Ok(sql) if sql.len() < outlen => {
-            write_cbuf(out, outlen, &sql);
-            0
-        }
-        Ok(_) => {
-            write_cbuf(out, outlen, "the transform is too long");
-            -1
-        }
-        Err(e) => {
-            write_cbuf(out, outlen, &e);
-            -1
-        }
-    }
+    text_result(r, out, outlen, "the transform is too long").min(0)
 }
 
 // ---------------------------------------------------------------- the worker

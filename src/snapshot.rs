@@ -114,6 +114,28 @@ async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), tokio_po
         .await
 }
 
+/// Puts the session in the snapshot a new slot exported and reads the tables'
+/// catalog in it: the copy and the tables' description are of the same instant.
+async fn catalog_in_snapshot(
+    client: &Client,
+    cfg: &ConnectorConfig,
+    params: &ConnParams,
+    snapshot: Option<String>,
+    slot_kind: &str,
+) -> Result<Vec<SourceTable>, WorkerError> {
+    let snapshot = snapshot.ok_or_else(|| {
+        WorkerError::Source(format!(
+            "the source did not export a snapshot for the {slot_kind}"
+        ))
+    })?;
+    import_snapshot(client, &snapshot)
+        .await
+        .map_err(|e| source_error(params, "importing the snapshot", e))?;
+    source::read_catalog(client, cfg)
+        .await
+        .map_err(WorkerError::Config)
+}
+
 async fn prepare(
     cfg: ConnectorConfig,
     params: ConnParams,
@@ -147,15 +169,8 @@ async fn prepare(
     // The publication must exist before the slot: pgoutput reads it as of the WAL
     // position it decodes.
     let info = repl.create_logical_slot(&slot).await?;
-    let snapshot = info.snapshot_name.ok_or_else(|| {
-        WorkerError::Source("the source did not export a snapshot for the new slot".into())
-    })?;
-    import_snapshot(&client, &snapshot)
-        .await
-        .map_err(|e| srcerr("importing the snapshot", e))?;
-    let tables = source::read_catalog(&client, &cfg)
-        .await
-        .map_err(WorkerError::Config)?;
+    let tables =
+        catalog_in_snapshot(&client, &cfg, &params, info.snapshot_name, "new slot").await?;
     Ok(Prepared {
         repl,
         client: Arc::new(client),
@@ -575,15 +590,8 @@ async fn prepare_partial(
     // slot names are [a-z0-9_]: cutting at a byte is safe
     let temp = format!("{}_rs", &slot[..slot.len().min(60)]);
     let info = repl.create_temporary_slot(&temp).await?;
-    let snapshot = info.snapshot_name.ok_or_else(|| {
-        WorkerError::Source("the source did not export a snapshot for the temporary slot".into())
-    })?;
-    import_snapshot(&client, &snapshot)
-        .await
-        .map_err(|e| srcerr("importing the snapshot", e))?;
-    let tables = source::read_catalog(&client, &cfg)
-        .await
-        .map_err(WorkerError::Config)?;
+    let tables =
+        catalog_in_snapshot(&client, &cfg, &params, info.snapshot_name, "temporary slot").await?;
     let snapshottable = source::select_snapshot_tables(&client, &cfg, &tables)
         .await
         .map_err(WorkerError::Config)?;

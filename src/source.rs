@@ -88,6 +88,23 @@ pub fn pg_error_text(p: &ConnParams, e: &tokio_postgres::Error) -> String {
     format!("could not connect to source server at {}: {s}", target(p))
 }
 
+/// Runs one query on a short connection of its own and closes it politely;
+/// errors are the text of `pg_error_text`.
+pub async fn query_once(
+    p: &ConnParams,
+    sql: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, String> {
+    let (client, driver) = connect_with_driver(p).await?;
+    let rows = client
+        .query(sql, args)
+        .await
+        .map_err(|e| pg_error_text(p, &e));
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    rows
+}
+
 /// Opens a regular SQL connection; its driver runs as a task on the current runtime.
 /// TLS as the connector's ssl_mode says, with libpq's semantics (see `tls`).
 pub async fn connect(p: &ConnParams) -> Result<Client, String> {
