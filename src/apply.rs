@@ -521,11 +521,13 @@ impl<'a> Applier<'a> {
                 &[&oid, &typmod],
             )
             .await?;
-            Ok::<_, String>(
-                rows.into_iter()
-                    .next()
-                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))),
-            )
+            // Option: a NULL cannot make get() panic
+            Ok::<_, String>(rows.into_iter().next().and_then(|r| {
+                Some((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
+            }))
         })?;
         let t = r
             .map_err(|e| WorkerError::Source(format!("reading type {oid} from the source: {e}")))?
