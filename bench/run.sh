@@ -4,8 +4,8 @@
 # replication, side by side, on the same data, in one run.
 #
 # Layout (all on 127.0.0.1, throwaway clusters under $TMPDIR/synchdb-bench.*):
-#   source       port 55470  wal_level=logical, database "benchsrc"
-#   destination  port 55471  shared_preload_libraries=synchdb, two databases:
+#   source       port 25470  wal_level=logical, database "benchsrc"
+#   destination  port 25471  shared_preload_libraries=synchdb, two databases:
 #                  dst_synchdb  CREATE EXTENSION synchdb; connector "benchconn"
 #                               (tables land in schema benchsrc)
 #                  dst_builtin  CREATE SUBSCRIPTION bench_sub (tables in public)
@@ -63,8 +63,8 @@ for arg in "$@"; do
     esac
 done
 
-SRC_PORT=55470
-DST_PORT=55471
+SRC_PORT=25470
+DST_PORT=25471
 SRC_DB=benchsrc          # synchdb puts its tables in schema "benchsrc"
 DST_SDB=dst_synchdb
 DST_BI=dst_builtin

@@ -10,7 +10,7 @@
 # source transaction of CDC_ROWS inserts, without and with the two transforms;
 # the time is from the source's COMMIT to the last row being visible on the
 # destination (polled every 20 ms).
-# Source on port 55480, destination on 55481 (throwaway clusters).
+# Source on port 25480, destination on 25481 (throwaway clusters).
 set -euo pipefail
 export LC_ALL=C
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,8 +20,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGVER=${1:-18}
 ROWS=${2:-1000000}
 CDC_ROWS=${3:-100000}
-SRC_PORT=55480
-DST_PORT=55481
+SRC_PORT=25480
+DST_PORT=25481
 # shellcheck disable=SC2034  # log prefix used by pgenv.sh
 PGENV_TAG="transform bench"
 PG_CONFIG=$(pg_config_for "$PGVER")

@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR/..
 # regress/autolaunch.sh 15|18 — the auto-launcher across server restarts, which
 # pg_regress cannot do. Builds and installs synchdb for that version (unless
-# SYNCHDB_SKIP_BUILD=1), starts one cluster on port 55815 / 55818
+# SYNCHDB_SKIP_BUILD=1), starts one cluster on port 25815 / 25818
 # (wal_level=logical, shared_preload_libraries=synchdb; it is both the source and
 # the destination), and checks:
 #
@@ -46,7 +46,7 @@ case $VER in
 esac
 # shellcheck disable=SC2034  # log prefix used by pgenv.sh
 PGENV_TAG="autolaunch PG$VER"
-PORT=558$VER
+PORT=258$VER
 SRC_USER=synchdb_src
 SRC_PASSWORD=synchdb_pw
 WAIT_SECS=${SYNCHDB_AUTOLAUNCH_WAIT:-90}

@@ -4,17 +4,17 @@
 # PostgreSQL major version, starts the two clusters the regression tests talk
 # to, and runs pg_regress against the first one.
 #
-#   main       port 55415 (PG15) / 55418 (PG18): wal_level=logical,
+#   main       port 25415 (PG15) / 25418 (PG18): wal_level=logical,
 #              shared_preload_libraries=synchdb; it is both the source
 #              (role synchdb_src, password-checked) and the destination
-#   nological  port 55515 / 55518: wal_level=replica, same pg_hba.conf,
+#   nological  port 25515 / 25518: wal_level=replica, same pg_hba.conf,
 #              for the tests of "source cannot do logical decoding" errors
 #
-#   other      port 55615 / 55618: the OTHER major version (18 when testing 15,
+#   other      port 25615 / 25618: the OTHER major version (18 when testing 15,
 #              15 when testing 18), wal_level=logical, no extension: a source
 #              on another server, as in a major-version migration
 #
-#   ssl        port 55715 / 55718: wal_level=logical, ssl=on with certificates
+#   ssl        port 25715 / 25718: wal_level=logical, ssl=on with certificates
 #              this script makes with openssl (a CA, a server certificate for
 #              DNS:localhost + IP:127.0.0.1, an unrelated second CA, a client
 #              certificate); it also listens on 127.0.0.2, which its certificate
@@ -54,11 +54,11 @@ case $VER in
 esac
 # shellcheck disable=SC2034  # log prefix used by pgenv.sh
 PGENV_TAG="regress PG$VER"
-MAIN_PORT=554$VER
-NOLOGICAL_PORT=555$VER
-OTHER_PORT=556$VER
+MAIN_PORT=254$VER
+NOLOGICAL_PORT=255$VER
+OTHER_PORT=256$VER
 if [[ $VER == 15 ]]; then OTHER_VER=18; else OTHER_VER=15; fi
-SSL_PORT=557$VER
+SSL_PORT=257$VER
 SRC_USER=synchdb_src
 SRC_PASSWORD=synchdb_pw
 TIMEOUT=${SYNCHDB_REGRESS_TIMEOUT:-1200}

@@ -4,7 +4,7 @@
 #
 #   1. installs the dependencies if something is missing (install_deps.sh)
 #   2. builds and installs synchdb for PostgreSQL 18 (PGVER=15 for 15)
-#   3. starts a throwaway cluster on 127.0.0.1:55460 (wal_level=logical,
+#   3. starts a throwaway cluster on 127.0.0.1:25460 (wal_level=logical,
 #      shared_preload_libraries=synchdb) — it is both source and destination
 #   4. creates the source database "shop" (1000 orders, 50 customers)
 #   5. in database "postgres": CREATE EXTENSION synchdb, registers connector
@@ -26,7 +26,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGENV_TAG="demo"
 
 PGVER=${PGVER:-18}
-PORT=55460
+PORT=25460
 CONN=shopconn
 WAIT_SECS=60
 SRC_USER=synchdb_src

@@ -257,8 +257,18 @@ _pgenv_stale_hint() {
 # stdin is read only when it is a pipe or a file (heredoc, <file, </dev/null)
 # so that an interactive caller does not block; callers in this repo always
 # redirect it explicitly.
+# Every cluster our scripts start listens on a port below 32768. Ports in the
+# kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by
+# default) can be taken at any moment as the local end of an outgoing
+# connection -- our own tests open many -- and the postmaster's bind then
+# fails with "Address already in use", as it did in CI on 55518.
 start_cluster() {
     local bindir=${1:?bindir} datadir=${2:?datadir} port=${3:?port}
+    local eph_lo eph_hi
+    if read -r eph_lo eph_hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null &&
+        ((port >= eph_lo && port <= eph_hi)); then
+        pgenv_die "port $port is in the ephemeral port range $eph_lo-$eph_hi; choose one outside it"
+    fi
     local parent log extra="" rc
     datadir=${datadir%/}
     parent=$(dirname "$datadir")

@@ -7,7 +7,7 @@
 #   3. cargo test                              (counts every Rust test)
 #      Live tests in the crate run only when SYNCHDB_TEST_PGPORT is set; unless
 #      the caller set it, a throwaway logical-decoding cluster (no extension)
-#      is started on port 55450 and exported to them as SYNCHDB_TEST_PGHOST,
+#      is started on port 25450 and exported to them as SYNCHDB_TEST_PGHOST,
 #      SYNCHDB_TEST_PGPORT, SYNCHDB_TEST_USER, SYNCHDB_TEST_PASSWORD,
 #      SYNCHDB_TEST_DB (role synchdb_src/synchdb_pw, scram, like the
 #      regression clusters).
@@ -88,25 +88,25 @@ start_live_cluster() {
     LIVE_BIN=$("$pgc" --bindir)
     # start_cluster would abort the whole run on a busy port; check first.
     local rc=0
-    "$LIVE_BIN/pg_isready" -q -h 127.0.0.1 -p 55450 -t 2 >/dev/null 2>&1 || rc=$?
+    "$LIVE_BIN/pg_isready" -q -h 127.0.0.1 -p 25450 -t 2 >/dev/null 2>&1 || rc=$?
     if [[ $rc -le 1 ]]; then # 0 = accepting, 1 = rejecting: both mean busy
-        pgenv_log "port 55450 is busy"
+        pgenv_log "port 25450 is busy"
         return 1
     fi
     LIVE_DIR=$TMP/cargo-live
     ensure_test_user
     [[ $EUID -ne 0 ]] || chown "$PGENV_TEST_USER" "$TMP"
-    PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$LIVE_BIN" "$LIVE_DIR" 55450 <<EOF
+    PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$LIVE_BIN" "$LIVE_DIR" 25450 <<EOF
 wal_level = logical
 max_replication_slots = 10
 max_wal_senders = 10
 password_encryption = 'scram-sha-256'
 EOF
-    "$LIVE_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 55450 -U "$PGENV_SUPERUSER" \
+    "$LIVE_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 25450 -U "$PGENV_SUPERUSER" \
         -d postgres -c "CREATE ROLE synchdb_src LOGIN REPLICATION SUPERUSER PASSWORD 'synchdb_pw'" \
         </dev/null || return 1
     # Only for cargo test: regress/run.sh must not inherit these.
-    LIVE_ENV=(SYNCHDB_TEST_PGHOST=127.0.0.1 SYNCHDB_TEST_PGPORT=55450
+    LIVE_ENV=(SYNCHDB_TEST_PGHOST=127.0.0.1 SYNCHDB_TEST_PGPORT=25450
         SYNCHDB_TEST_USER=synchdb_src SYNCHDB_TEST_PASSWORD=synchdb_pw SYNCHDB_TEST_DB=postgres)
 }
 
