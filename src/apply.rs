@@ -16,7 +16,7 @@ use crate::pg::{Pg, RelHandle};
 use crate::replconn::{ConnParams, ReplConnection, ReplEvent};
 use crate::state;
 use futures_util::FutureExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1106,12 +1106,14 @@ impl<'a> Applier<'a> {
     /// The destination plan of a relation, under the object mapping rules.
     fn rel_plan(
         &mut self,
+        rel_id: u32,
         namespace: &str,
         name: &str,
         columns: &[RelColumn],
     ) -> Result<DestTable, WorkerError> {
         let pg = self.pg;
         let (schema, dname) = self.rules.dest_table(namespace, name, &self.dest_schema);
+        let serial = self.serial_columns(rel_id, namespace, name, columns)?;
         let mut cols = Vec::with_capacity(columns.len());
         for c in columns {
             let (natural, base) = if c.type_oid >= FIRST_NON_BUILTIN_OID {
@@ -1119,7 +1121,10 @@ impl<'a> Applier<'a> {
             } else {
                 builtin_type(pg, c)?
             };
-            let rule = self.rules.type_rule(namespace, name, &c.name, &base, false);
+            let is_serial = serial.contains(&c.name);
+            let rule = self
+                .rules
+                .type_rule(namespace, name, &c.name, &base, is_serial);
             cols.push(DestColumn {
                 src: c.name.clone(),
                 name: self.rules.dest_column(namespace, name, &c.name),
@@ -1130,7 +1135,7 @@ impl<'a> Applier<'a> {
                 not_null: false,
                 default: None,
                 source_type: natural,
-                serial: false,
+                serial: is_serial,
                 transform: self
                     .rules
                     .transform(namespace, name, &c.name)
@@ -1145,6 +1150,57 @@ impl<'a> Applier<'a> {
             primary_key: Vec::new(),
             columns: cols,
         })
+    }
+
+    /// Which columns of a source relation are serial (identity or a nextval()
+    /// default), for `type|true` datatype rules and synchdb_attribute; a Relation
+    /// message does not say. Columns synchdb_attribute knows keep what was recorded
+    /// (the snapshot read it in its own catalog snapshot); only columns new to the
+    /// destination (a table CDC creates, an added or renamed column) are looked up
+    /// on the source, as its catalog is now.
+    fn serial_columns(
+        &self,
+        rel_id: u32,
+        namespace: &str,
+        name: &str,
+        columns: &[RelColumn],
+    ) -> Result<HashSet<String>, WorkerError> {
+        let ext = format!("{namespace}.{name}");
+        let rows = self
+            .pg
+            .query(
+                "SELECT ext_attname, ext_isserial::text FROM synchdb_attribute
+                  WHERE name = $1 AND ext_tbname = $2",
+                &[Some(&self.connector), Some(&ext)],
+            )
+            .ctx(|| format!("reading synchdb_attribute for source table {ext}"))?;
+        let mut known: HashMap<String, bool> = HashMap::new();
+        for r in rows {
+            if let [Some(n), Some(s)] = r.as_slice() {
+                known.insert(n.clone(), s == "true");
+            }
+        }
+        let mut serial: HashSet<String> = known
+            .iter()
+            .filter(|(_, s)| **s)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if columns.iter().all(|c| known.contains_key(&c.name)) {
+            return Ok(serial);
+        }
+        let Some(params) = self.source.clone() else {
+            return Ok(serial);
+        };
+        let found = self
+            .net
+            .call(self.pg, async move {
+                crate::source::serial_columns(&params, rel_id).await
+            })?
+            .map_err(|e| {
+                WorkerError::Source(format!("reading the columns of source table {ext}: {e}"))
+            })?;
+        serial.extend(found.into_iter().filter(|n| !known.contains_key(n)));
+        Ok(serial)
     }
 
     /// CREATE TABLE from a Relation message: its columns with their types; the
@@ -1262,7 +1318,7 @@ impl<'a> Applier<'a> {
             }
         }
         let pg = self.pg;
-        let plan = self.rel_plan(namespace, name, &columns)?;
+        let plan = self.rel_plan(rel_id, namespace, name, &columns)?;
         let dest = plan.qualified();
         let attrs = pg
             .query(

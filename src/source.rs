@@ -285,7 +285,7 @@ pub async fn read_catalog(
                              THEN pg_get_expr(d.adbin, d.adrelid) END,
                         format_type(a.atttypid, a.atttypmod),
                         format_type(a.atttypid, NULL),
-                        a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false)
+                        {SERIAL_COLUMN}
                    FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
                    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -331,6 +331,30 @@ pub async fn read_catalog(
         }
     }
     Ok(tables)
+}
+
+/// Whether a source column is serial (an identity column, or one whose default is
+/// nextval()), over pg_attribute `a` LEFT JOIN pg_attrdef `d`: what `type|true`
+/// datatype rules match.
+const SERIAL_COLUMN: &str =
+    "(a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false))";
+
+/// The serial columns of source relation `oid`, as its catalog has them now.
+pub async fn serial_columns(p: &ConnParams, oid: u32) -> Result<Vec<String>, String> {
+    let rows = query_once(
+        p,
+        &format!(
+            "SELECT a.attname::text FROM pg_catalog.pg_attribute a
+               LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped AND {SERIAL_COLUMN}"
+        ),
+        &[&oid],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect())
 }
 
 /// The source schemas to look in: `srcschema`, plus any schema an exact `table`

@@ -160,6 +160,33 @@ SELECT synchdb_stop_engine_bgw('omconn2');
 SELECT synchdb_del_conninfo('omconn2');
 DROP TABLE om_src.products;
 
+-- serial columns are known to CDC too: a type|true rule applies to a table CDC
+-- creates (mode never), and the column stays serial in synchdb_attribute through
+-- a schema change on the source, so a reload keeps the rule's type
+\c om_src
+CREATE TABLE tickets (id serial PRIMARY KEY, note text, qty int);
+\c contrib_regression
+SELECT synchdb_add_conninfo('omconn3', '127.0.0.1', :port, :'srcuser', :'srcpwd',
+                            'om_src', 'public', 'public.tickets', 'null', 'postgres');
+SELECT synchdb_add_objmap('omconn3', 'datatype', 'int4|true', 'int8|0');
+SELECT synchdb_start_engine_bgw('omconn3', 'never');
+SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_omconn3_%' AND active$$);
+\c om_src
+INSERT INTO tickets (note, qty) VALUES ('first', 1);
+ALTER TABLE tickets ADD COLUMN prio int;
+INSERT INTO tickets (note, qty, prio) VALUES ('second', 2, 5);
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 2 FROM om_src.tickets$$);
+SELECT ext_attname, pg_attname, ext_atttypename, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn3' ORDER BY attnum;
+SELECT ext_attname, ext_isserial FROM synchdb_attribute WHERE name = 'omconn3' ORDER BY attnum;
+SELECT synchdb_reload_objmap('omconn3');
+SELECT ext_attname, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn3' ORDER BY attnum;
+SELECT * FROM om_src.tickets ORDER BY id;
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn3';
+SELECT synchdb_stop_engine_bgw('omconn3');
+SELECT synchdb_del_conninfo('omconn3');
+DROP TABLE om_src.tickets;
+
 DROP TABLE public.stuff, schema1.people, public.shapes;
 DROP SCHEMA schema1;
 DROP SCHEMA om_src;
