@@ -514,6 +514,9 @@ CREATE TABLE synchdb_attribute (
     -- the type the default translation gives (what a column returns to when its
     -- datatype rule is disabled and the rules are reloaded)
     ext_deftype text,
+    -- the source table's oid: how CDC knows the table again after the source
+    -- renames it or moves it to another schema
+    ext_relid oid NOT NULL DEFAULT 0,
     PRIMARY KEY (name, type, attrelid, attnum)
 );
 

@@ -234,6 +234,8 @@ struct RelMap {
     transform: Option<RowTransform>,
     /// For each destination attribute, the source column feeding it.
     from_source: Vec<Option<usize>>,
+    /// The source's schema and table name, as its last Relation message said.
+    source_name: (String, String),
     source_cols: Vec<RelColumn>,
     new_buf: Vec<SdbValue>,
     old_buf: Vec<SdbValue>,
@@ -1143,6 +1145,7 @@ impl<'a> Applier<'a> {
             });
         }
         Ok(DestTable {
+            src_oid: rel_id,
             src_schema: namespace.to_string(),
             src_name: name.to_string(),
             schema,
@@ -1201,6 +1204,98 @@ impl<'a> Applier<'a> {
             })?;
         serial.extend(found.into_iter().filter(|n| !known.contains_key(n)));
         Ok(serial)
+    }
+
+    /// The source renamed a replicated table or moved it to another schema (its
+    /// Relation message names it anew, under the same oid): the destination table
+    /// copied from it moves to where the rules put the new name, keeping its rows,
+    /// and synchdb_attribute follows. Without this the new name would get a new,
+    /// empty table, and changes to rows copied earlier would find nothing.
+    fn follow_source_rename(&mut self, plan: &DestTable) -> Result<(), WorkerError> {
+        let pg = self.pg;
+        let oid = plan.src_oid.to_string();
+        let found = pg
+            .query(
+                "SELECT n.nspname::text, c.relname::text, a.ext_tbname
+                   FROM synchdb_attribute a
+                   JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE a.name = $1 AND a.ext_relid = $2::oid
+                  LIMIT 1",
+                &[Some(&self.connector), Some(&oid)],
+            )
+            .ctx(|| {
+                format!(
+                    "looking up the destination of source table {}",
+                    plan.ext_tbname()
+                )
+            })?;
+        let Some([Some(schema), Some(table), Some(was)]) = found.first().map(Vec::as_slice) else {
+            return Ok(());
+        };
+        let ext = plan.ext_tbname();
+        if *was == ext {
+            return Ok(());
+        }
+        let current = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        // several source schemas can map to one destination schema: then only
+        // the recorded source name changes
+        let moved = *schema != plan.schema || *table != plan.name;
+        if moved {
+            let taken = pg
+                .query("SELECT to_regclass($1)::text", &[Some(&plan.qualified())])
+                .ctx(|| format!("looking up {}", plan.qualified()))?;
+            if taken.first().is_some_and(|r| r[0].is_some()) {
+                return Err(WorkerError::Config(format!(
+                    "source table {was} is now {ext}, which maps to {}, but that table already \
+                     exists on the destination; {current} still holds the rows of {ext}. \
+                     Drop or rename {} (or map {ext} elsewhere with synchdb_add_objmap), then \
+                     start the connector again",
+                    plan.qualified(),
+                    plan.qualified()
+                )));
+            }
+            pg.apply_release()?;
+            if let Some(old) = self.rels.remove(&plan.src_oid) {
+                close_rel(pg, old);
+            }
+            let mut sql = crate::ddl::ensure_schema_sql(&plan.schema);
+            if *schema != plan.schema {
+                sql.push_str(&format!(
+                    "; ALTER TABLE {current} SET SCHEMA {}",
+                    quote_ident(&plan.schema)
+                ));
+            }
+            if *table != plan.name {
+                sql.push_str(&format!(
+                    "; ALTER TABLE {}.{} RENAME TO {}",
+                    quote_ident(&plan.schema),
+                    quote_ident(table),
+                    quote_ident(&plan.name)
+                ));
+            }
+            pg.exec(&sql, &[])
+                .ctx(|| format!("moving {current} to {}", plan.qualified()))?;
+            self.batch.ddls += 1;
+        }
+        pg.exec(
+            "UPDATE synchdb_attribute SET ext_tbname = $3 WHERE name = $1 AND ext_relid = $2::oid",
+            &[Some(&self.connector), Some(&oid), Some(&ext)],
+        )
+        .ctx(|| "updating synchdb_attribute".into())?;
+        let what = if moved {
+            format!("{current} moved to {}", plan.qualified())
+        } else {
+            format!("it still maps to {current}")
+        };
+        pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: source table {was} is now {ext}: {what}",
+                self.connector
+            ),
+        );
+        Ok(())
     }
 
     /// CREATE TABLE from a Relation message: its columns with their types; the
@@ -1313,12 +1408,16 @@ impl<'a> Applier<'a> {
         replica_identity: u8,
     ) -> Result<(), WorkerError> {
         if let Some(old) = self.rels.get(&rel_id) {
-            if old.source_cols == columns {
+            if old.source_cols == columns
+                && old.source_name.0 == namespace
+                && old.source_name.1 == name
+            {
                 return Ok(());
             }
         }
         let pg = self.pg;
         let plan = self.rel_plan(rel_id, namespace, name, &columns)?;
+        self.follow_source_rename(&plan)?;
         let dest = plan.qualified();
         let attrs = pg
             .query(
@@ -1486,6 +1585,7 @@ impl<'a> Applier<'a> {
                 dest,
                 transform,
                 from_source,
+                source_name: (namespace.to_string(), name.to_string()),
                 source_cols: columns,
                 new_buf: Vec::with_capacity(natts),
                 old_buf: Vec::with_capacity(natts),

@@ -549,6 +549,8 @@ mod tests {
 /// How one source table is built on the destination under the rules.
 #[derive(Debug, Clone)]
 pub struct DestTable {
+    /// The source table's oid (the relation id of its pgoutput messages).
+    pub src_oid: u32,
     pub src_schema: String,
     pub src_name: String,
     pub schema: String,
@@ -627,6 +629,7 @@ pub fn plan_table(
         })
         .collect();
     DestTable {
+        src_oid: t.oid,
         src_schema: t.schema.clone(),
         src_name: t.name.clone(),
         schema,
@@ -741,16 +744,23 @@ pub fn record_attributes(
     let cols = serde_json::Value::Array(cols).to_string();
     let ext = t.ext_tbname();
     pg.exec(
-        "DELETE FROM synchdb_attribute WHERE name = $1 AND ext_tbname = $2",
-        &[Some(connector), Some(&ext)],
+        "DELETE FROM synchdb_attribute
+          WHERE name = $1 AND (ext_tbname = $2 OR (ext_relid = $3::oid AND $3::oid <> 0))",
+        &[Some(connector), Some(&ext), Some(&t.src_oid.to_string())],
     )
     .ctx(|| "updating synchdb_attribute".into())?;
     pg.exec(
-        "INSERT INTO synchdb_attribute (name, type, attrelid, attnum, ext_tbname, ext_attname, ext_atttypename, ext_isserial, ext_deftype)
-         SELECT $1, 'postgres', a.attrelid, a.attnum, $2, j.src, j.typ, j.serial, j.def
+        "INSERT INTO synchdb_attribute (name, type, attrelid, attnum, ext_tbname, ext_attname, ext_atttypename, ext_isserial, ext_deftype, ext_relid)
+         SELECT $1, 'postgres', a.attrelid, a.attnum, $2, j.src, j.typ, j.serial, j.def, $5::oid
            FROM jsonb_to_recordset($3::jsonb) AS j(src text, typ text, dst text, serial bool, def text)
            JOIN pg_attribute a ON a.attrelid = $4::regclass AND a.attname = j.dst AND NOT a.attisdropped",
-        &[Some(connector), Some(&ext), Some(&cols), Some(&t.qualified())],
+        &[
+            Some(connector),
+            Some(&ext),
+            Some(&cols),
+            Some(&t.qualified()),
+            Some(&t.src_oid.to_string()),
+        ],
     )
     .ctx(|| format!("recording the columns of {} in synchdb_attribute", t.qualified()))?;
     Ok(())
