@@ -13,13 +13,16 @@ REVOKE ALL ON synchdb_conninfo FROM PUBLIC;
 -- Mode 'always' with 'snapshottable' copies some tables again at a new point of the
 -- source (until_lsn) while the others keep their position. Until CDC has passed
 -- that point, changes to those tables from transactions that committed before it
--- are already in the copy and are left out. Written with the copied rows.
+-- are already in the copy and are left out. Written with the copied rows. Keyed
+-- by the source table's oid, the relation id of its pgoutput messages, which a
+-- rename on the source keeps; the names are for people reading it.
 CREATE TABLE synchdb_snapshot_skip (
     name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    srcrelid oid NOT NULL,
     srcschema text NOT NULL,
     srctable text NOT NULL,
     until_lsn pg_lsn NOT NULL,
-    PRIMARY KEY (name, srcschema, srctable)
+    PRIMARY KEY (name, srcrelid)
 );
 REVOKE ALL ON synchdb_snapshot_skip FROM PUBLIC;
 

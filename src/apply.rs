@@ -427,11 +427,10 @@ pub struct Applier<'a> {
     last_type: MessageType,
     last_commit: Option<(u64, u64, i64, u32)>,
     /// Tables a partial snapshot copied at a later point than the stream's
-    /// position, by source (schema, table): their changes from transactions that
-    /// committed before that point are in the copy already.
-    skips: HashMap<(String, String), u64>,
-    /// Source name of each relation id, for `skips`.
-    rel_names: HashMap<u32, (String, String)>,
+    /// position, by source oid (the relation id, which a rename keeps): their
+    /// changes from transactions that committed before that point are in the
+    /// copy already.
+    skips: HashMap<u32, u64>,
     /// Relation messages of skipped tables, mapped when their first change to
     /// apply arrives: a description from before the copy must not alter it.
     pending: HashMap<u32, (String, String, Vec<RelColumn>, u8)>,
@@ -489,7 +488,6 @@ impl<'a> Applier<'a> {
             last_type: MessageType::Insert,
             last_commit: None,
             skips: HashMap::new(),
-            rel_names: HashMap::new(),
             pending: HashMap::new(),
             cur_final_lsn: 0,
             rules,
@@ -598,19 +596,16 @@ impl<'a> Applier<'a> {
         }
     }
 
-    pub fn set_skips(&mut self, skips: HashMap<(String, String), u64>) {
+    pub fn set_skips(&mut self, skips: HashMap<u32, u64>) {
         self.skips = skips;
     }
 
     /// Whether a change to this relation in the current transaction is already in
     /// a partial snapshot's copy.
     fn skipped(&self, rel_id: u32) -> bool {
-        !self.skips.is_empty()
-            && self
-                .rel_names
-                .get(&rel_id)
-                .and_then(|k| self.skips.get(k))
-                .is_some_and(|&until| self.cur_final_lsn < until)
+        self.skips
+            .get(&rel_id)
+            .is_some_and(|&until| self.cur_final_lsn < until)
     }
 
     /// Streams and applies until stopped or an error; a pause closes the stream
@@ -912,8 +907,6 @@ impl<'a> Applier<'a> {
                 ..
             } => {
                 self.begin_if_needed()?;
-                self.rel_names
-                    .insert(rel_id, (namespace.clone(), name.clone()));
                 if self.skipped(rel_id) {
                     if let Some(old) = self.rels.remove(&rel_id) {
                         self.pg.apply_release()?;
@@ -1157,7 +1150,8 @@ impl<'a> Applier<'a> {
 
     /// Which columns of a source relation are serial (identity or a nextval()
     /// default), for `type|true` datatype rules and synchdb_attribute; a Relation
-    /// message does not say. Columns synchdb_attribute knows keep what was recorded
+    /// message does not say. Columns synchdb_attribute knows (by source name, or by
+    /// oid when the source renamed the table) keep what was recorded
     /// (the snapshot read it in its own catalog snapshot); only columns new to the
     /// destination (a table CDC creates, an added or renamed column) are looked up
     /// on the source, as its catalog is now.
@@ -1173,8 +1167,8 @@ impl<'a> Applier<'a> {
             .pg
             .query(
                 "SELECT ext_attname, ext_isserial::text FROM synchdb_attribute
-                  WHERE name = $1 AND ext_tbname = $2",
-                &[Some(&self.connector), Some(&ext)],
+                  WHERE name = $1 AND (ext_tbname = $2 OR ext_relid = $3::oid)",
+                &[Some(&self.connector), Some(&ext), Some(&rel_id.to_string())],
             )
             .ctx(|| format!("reading synchdb_attribute for source table {ext}"))?;
         let mut known: HashMap<String, bool> = HashMap::new();

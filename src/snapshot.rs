@@ -667,10 +667,18 @@ pub fn resnapshot(
             let lsn = crate::offset::format_lsn(consistent_point);
             for (t, _) in &copy {
                 pg.exec(
-                    "INSERT INTO synchdb_snapshot_skip (name, srcschema, srctable, until_lsn)
-                     VALUES ($1, $2, $3, $4::pg_lsn)
-                     ON CONFLICT (name, srcschema, srctable) DO UPDATE SET until_lsn = EXCLUDED.until_lsn",
-                    &[Some(&cfg.name), Some(&t.schema), Some(&t.name), Some(&lsn)],
+                    "INSERT INTO synchdb_snapshot_skip (name, srcrelid, srcschema, srctable, until_lsn)
+                     VALUES ($1, $2::oid, $3, $4, $5::pg_lsn)
+                     ON CONFLICT (name, srcrelid) DO UPDATE
+                        SET srcschema = EXCLUDED.srcschema, srctable = EXCLUDED.srctable,
+                            until_lsn = EXCLUDED.until_lsn",
+                    &[
+                        Some(&cfg.name),
+                        Some(&t.oid.to_string()),
+                        Some(&t.schema),
+                        Some(&t.name),
+                        Some(&lsn),
+                    ],
                 )
                 .ctx(|| format!("recording the snapshot point of {}", t.qualified()))?;
             }

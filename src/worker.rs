@@ -270,7 +270,7 @@ fn load_skips(
     pg: &Pg,
     name: &str,
     position: u64,
-) -> Result<std::collections::HashMap<(String, String), u64>, WorkerError> {
+) -> Result<std::collections::HashMap<u32, u64>, WorkerError> {
     let pos = crate::offset::format_lsn(position);
     let rows = pg.in_xact(|| {
         pg.exec(
@@ -279,18 +279,19 @@ fn load_skips(
         )
         .ctx(|| "reading synchdb_snapshot_skip".into())?;
         pg.query(
-            "SELECT srcschema, srctable, (until_lsn - '0/0'::pg_lsn)::text FROM synchdb_snapshot_skip WHERE name = $1",
+            "SELECT srcrelid::text, (until_lsn - '0/0'::pg_lsn)::text FROM synchdb_snapshot_skip WHERE name = $1",
             &[Some(name)],
         )
         .ctx(|| "reading synchdb_snapshot_skip".into())
     })?;
     let mut out = std::collections::HashMap::new();
     for r in rows {
-        if let (Some(s), Some(t), Some(l)) = (&r[0], &r[1], &r[2]) {
-            let lsn = l.parse::<u64>().map_err(|_| {
-                WorkerError::Internal(format!("synchdb_snapshot_skip: bad position {l}"))
-            })?;
-            out.insert((s.clone(), t.clone()), lsn);
+        if let [Some(oid), Some(l)] = r.as_slice() {
+            let bad =
+                |v: &str| WorkerError::Internal(format!("synchdb_snapshot_skip: bad value {v}"));
+            let lsn = l.parse::<u64>().map_err(|_| bad(l))?;
+            let oid = oid.parse::<u32>().map_err(|_| bad(oid))?;
+            out.insert(oid, lsn);
         }
     }
     Ok(out)

@@ -81,6 +81,11 @@ DELETE FROM a WHERE id = 2;
 INSERT INTO c VALUES (11, 'while stopped');
 ALTER TABLE c ADD COLUMN extra text;
 INSERT INTO c VALUES (12, 'while stopped', 'x');
+-- renamed and back: the copy's point is kept by source oid, so a change made
+-- under the other name is not applied twice either
+ALTER TABLE c RENAME TO c_renamed;
+INSERT INTO c_renamed VALUES (20, 'while renamed', 'r');
+ALTER TABLE c_renamed RENAME TO c;
 INSERT INTO b VALUES (52, 'while stopped');
 INSERT INTO d VALUES (8);
 \c contrib_regression
@@ -115,7 +120,8 @@ SELECT 'al_src.a'::regclass::oid <> :a2 AS a_rebuilt,
        'al_src.c'::regclass::oid <> :c2 AS c_rebuilt,
        'al_src.b'::regclass::oid = :b2 AS b_kept;
 SELECT id, v FROM al_src.b WHERE id > 50 ORDER BY id;
-SELECT count(*) AS c_rows, count(DISTINCT id) AS c_ids, count(extra) AS c_extra FROM al_src.c;
+SELECT count(*) AS c_rows, count(DISTINCT id) AS c_ids, count(extra) AS c_extra,
+       to_regclass('al_src.c_renamed') IS NULL AS no_stray_table FROM al_src.c;
 SELECT tables, rows FROM synchdb_snapstats WHERE name = 'alconn';
 SELECT name, stage, state, err FROM synchdb_state_view WHERE name = 'alconn';
 SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_alconn%';

@@ -8,12 +8,18 @@ DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
 BEGIN
     LOOP
+        -- each attempt runs in a subtransaction that is rolled back (ok, a
+        -- variable, keeps its value): the locks the query took go with it, so
+        -- the wait never holds off a connector's ALTER TABLE on what it reads
         BEGIN
             EXECUTE q INTO ok;
-        -- what the query reads may not be there yet (a table, or a column a
-        -- source ALTER TABLE adds, still on its way)
-        EXCEPTION WHEN undefined_table OR invalid_schema_name OR undefined_column THEN
-            ok := false;
+            RAISE EXCEPTION USING ERRCODE = 'SDBTW';
+        EXCEPTION
+            WHEN SQLSTATE 'SDBTW' THEN NULL;
+            -- what the query reads may not be there yet (a table, or a column a
+            -- source ALTER TABLE adds, still on its way)
+            WHEN undefined_table OR invalid_schema_name OR undefined_column THEN
+                ok := false;
         END;
         IF ok THEN
             RETURN true;
