@@ -1213,13 +1213,14 @@ impl<'a> Applier<'a> {
         let oid = plan.src_oid.to_string();
         let found = pg
             .query(
-                "SELECT n.nspname::text, c.relname::text, a.ext_tbname
+                "SELECT n.nspname::text, c.relname::text, a.ext_tbname,
+                        (to_regclass($3) IS NOT NULL AND to_regclass($3) <> c.oid)::text
                    FROM synchdb_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE a.name = $1 AND a.ext_relid = $2::oid
                   LIMIT 1",
-                &[Some(&self.connector), Some(&oid)],
+                &[Some(&self.connector), Some(&oid), Some(&plan.qualified())],
             )
             .ctx(|| {
                 format!(
@@ -1227,7 +1228,9 @@ impl<'a> Applier<'a> {
                     plan.ext_tbname()
                 )
             })?;
-        let Some([Some(schema), Some(table), Some(was)]) = found.first().map(Vec::as_slice) else {
+        let Some([Some(schema), Some(table), Some(was), Some(taken)]) =
+            found.first().map(Vec::as_slice)
+        else {
             return Ok(());
         };
         let ext = plan.ext_tbname();
@@ -1239,10 +1242,7 @@ impl<'a> Applier<'a> {
         // the recorded source name changes
         let moved = *schema != plan.schema || *table != plan.name;
         if moved {
-            let taken = pg
-                .query("SELECT to_regclass($1)::text", &[Some(&plan.qualified())])
-                .ctx(|| format!("looking up {}", plan.qualified()))?;
-            if taken.first().is_some_and(|r| r[0].is_some()) {
+            if taken == "true" {
                 return Err(WorkerError::Config(format!(
                     "source table {was} is now {ext}, which maps to {}, but that table already \
                      exists on the destination; {current} still holds the rows of {ext}. \
@@ -1256,22 +1256,23 @@ impl<'a> Applier<'a> {
             if let Some(old) = self.rels.remove(&plan.src_oid) {
                 close_rel(pg, old);
             }
-            let mut sql = crate::ddl::ensure_schema_sql(&plan.schema);
+            let mut sql = Vec::new();
             if *schema != plan.schema {
-                sql.push_str(&format!(
-                    "; ALTER TABLE {current} SET SCHEMA {}",
+                sql.push(crate::ddl::ensure_schema_sql(&plan.schema));
+                sql.push(format!(
+                    "ALTER TABLE {current} SET SCHEMA {}",
                     quote_ident(&plan.schema)
                 ));
             }
             if *table != plan.name {
-                sql.push_str(&format!(
-                    "; ALTER TABLE {}.{} RENAME TO {}",
+                sql.push(format!(
+                    "ALTER TABLE {}.{} RENAME TO {}",
                     quote_ident(&plan.schema),
                     quote_ident(table),
                     quote_ident(&plan.name)
                 ));
             }
-            pg.exec(&sql, &[])
+            pg.exec(&sql.join("; "), &[])
                 .ctx(|| format!("moving {current} to {}", plan.qualified()))?;
             self.batch.ddls += 1;
         }
