@@ -51,6 +51,11 @@ CREATE FUNCTION synchdb_check_connector(cname text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE d jsonb;
 BEGIN
+    IF cname IS NULL THEN
+        RAISE EXCEPTION 'connector name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'See SELECT name FROM synchdb_conninfo.';
+    END IF;
     SELECT c.data INTO d FROM synchdb_conninfo c WHERE c.name = cname;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'connector "%" does not exist', cname
@@ -263,13 +268,23 @@ BEGIN
 END $$;
 
 -- Offset: the JSON shown in synchdb_state_view.last_dbz_offset, or a plain LSN.
+-- Nothing moves until both sides accept the offset: the source's slot must still
+-- serve it and it must not be past the source's WAL end (checked on the source),
+-- and the origin is advanced in this transaction. The slot itself is moved only by
+-- the worker's confirmations after resume, which never pass what was applied.
 CREATE FUNCTION synchdb_set_offset(name text, "offset" text)
 RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
-    d jsonb := synchdb_check_connector(name);
+    d jsonb;
     lsn pg_lsn;
     msg text;
 BEGIN
+    IF "offset" IS NULL THEN
+        RAISE EXCEPTION 'offset must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give an LSN such as ''0/16B3748'' or the JSON shown in synchdb_state_view.last_dbz_offset.';
+    END IF;
+    d := synchdb_check_connector(name);
     IF NOT EXISTS (SELECT 1 FROM synchdb_state_rows() s
                     WHERE s.name = synchdb_set_offset.name AND s.pid > 0 AND s.state = 'paused') THEN
         RAISE EXCEPTION 'connector "%" must be paused to set its offset', name

@@ -109,6 +109,19 @@ async fn stream_task(
     let r = async {
         let mut conn = ReplConnection::connect(&params).await?;
         crate::snapshot::check_source(&mut conn, &params).await?;
+        // A position past what the source has written would be confirmed back to it
+        // and move its slot past changes not yet made: they would never arrive.
+        let wal_end = crate::snapshot::source_wal_end(&mut conn).await?;
+        if start_lsn > wal_end {
+            return Err(WorkerError::Config(format!(
+                "the connector's position {} (its replication origin) is past the source's current WAL position {}, \
+                 so it cannot stream from there; nothing was confirmed to the source, whose slot still holds every change. \
+                 With the connector stopped, move the origin back to the slot's confirmed_flush_lsn \
+                 (pg_replication_origin_advance), or start it in mode 'always' to copy everything again",
+                crate::offset::format_lsn(start_lsn),
+                crate::offset::format_lsn(wal_end)
+            )));
+        }
         let mut stream = conn.start_replication(&slot, start_lsn, &publication, 1, false).await?;
         let mut decoder = Decoder::new(1);
         let mut pushed: u64 = 0;
@@ -134,12 +147,12 @@ async fn stream_task(
                     // When everything sent has been applied, positions past it hold
                     // nothing for us: confirm them too, so the slot does not pin WAL.
                     let idle = processed == pushed && pending.is_none();
-                    let pos = if idle { flushed.max(seen_end) } else { flushed };
+                    let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     stream.send_status(pos, pos, pos, false).await?;
                 }
                 _ = tick.tick() => {
                     let idle = processed == pushed && pending.is_none();
-                    let pos = if idle { flushed.max(seen_end) } else { flushed };
+                    let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     stream.send_status(pos, pos, pos, false).await?;
                 }
                 _ = budget.room.notified(), if held_full => {}
@@ -203,7 +216,7 @@ async fn stream_task(
                     if reply_due {
                         // after the push: a batch not yet applied is never confirmed
                         let idle = processed == pushed && pending.is_none();
-                        let pos = if idle { flushed.max(seen_end) } else { flushed };
+                        let pos = confirm_position(flushed, seen_end, wal_end, idle);
                         stream.send_status(pos, pos, pos, false).await?;
                     }
                     if partial {
@@ -224,6 +237,16 @@ async fn stream_task(
     }
     closed.store(true, Ordering::Release);
     waker.wake();
+}
+
+/// The position a status update confirms to the source: what is durably applied
+/// (`flushed`), or, when everything received has been applied, also what the source
+/// has decoded and sent (`seen_end`). Never past what the source has said it has
+/// (`wal_end` at the start, `seen_end` since), whatever the origin holds: the slot
+/// must not forget changes that were never applied.
+fn confirm_position(flushed: u64, seen_end: u64, wal_end: u64, idle: bool) -> u64 {
+    let pos = if idle { flushed.max(seen_end) } else { flushed };
+    pos.min(wal_end.max(seen_end))
 }
 
 /// How one source relation lands on its destination table.
@@ -697,7 +720,8 @@ impl<'a> Applier<'a> {
         let pg = self.pg;
         let rows = pg.in_xact(|| {
             pg.query(
-                "SELECT (remote_lsn - '0/0'::pg_lsn)::bigint::text FROM pg_replication_origin_status WHERE external_id = $1",
+                // as text: an LSN past 2^63 does not fit a bigint
+                "SELECT remote_lsn::text FROM pg_replication_origin_status WHERE external_id = $1",
                 &[Some(origin)],
             )
             .ctx(|| "reading the replication origin".into())
@@ -705,7 +729,7 @@ impl<'a> Applier<'a> {
         if let Some(lsn) = rows
             .first()
             .and_then(|r| r[0].as_deref())
-            .and_then(|v| v.parse::<u64>().ok())
+            .and_then(|v| crate::offset::parse_lsn(v).ok())
         {
             let off = Offset {
                 lsn_proc: lsn,
@@ -1590,5 +1614,21 @@ impl<'a> Applier<'a> {
             },
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirm_position;
+
+    #[test]
+    fn confirmed_position_never_passes_the_source() {
+        // busy: only what is applied
+        assert_eq!(confirm_position(0x10, 0x40, 0x20, false), 0x10);
+        // idle: what the source has sent is confirmed too
+        assert_eq!(confirm_position(0x10, 0x40, 0x20, true), 0x40);
+        // an origin past everything the source has said is never confirmed
+        assert_eq!(confirm_position(u64::MAX, 0x40, 0x30, true), 0x40);
+        assert_eq!(confirm_position(u64::MAX, 0, 0x30, false), 0x30);
     }
 }

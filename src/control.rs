@@ -46,17 +46,36 @@ pub fn check_slot_serves(
     let password = crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| e.to_string())?;
     let params = crate::source::conn_params(&cfg, &password);
     let want = crate::offset::format_lsn(lsn);
-    let found = run_blocking(async move {
+    // The source's WAL end bounds every offset: a position past it would make the
+    // connector confirm, and the slot forget, changes the source has not written yet.
+    let (end, found) = run_blocking(async move {
         let rows = crate::source::query_once(
             &params,
-            "SELECT confirmed_flush_lsn::text, coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT w.pos::text, s.slot_name IS NOT NULL, s.confirmed_flush_lsn::text, \
+                    coalesce(s.wal_status, 'reserved') \
+               FROM (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                                 ELSE pg_current_wal_flush_lsn() END AS pos) w \
+               LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
             &[&slot],
         )
         .await?;
-        Ok::<_, String>(rows.first().map(|r| (r.get::<_, Option<String>>(0), r.get::<_, String>(1))))
+        let r = rows
+            .first()
+            .ok_or_else(|| "the source returned no row".to_string())?;
+        let bad = |e: tokio_postgres::Error| format!("unexpected reply from the source: {e}");
+        let end: Option<String> = r.try_get(0).map_err(bad)?;
+        let found = if r.try_get::<_, bool>(1).map_err(bad)? {
+            Some((r.try_get(2).map_err(bad)?, r.try_get(3).map_err(bad)?))
+        } else {
+            None
+        };
+        Ok::<_, String>((end, found))
     })
     .map_err(|e| format!("cannot check offset {want} on the source: {e}"))?;
-    slot_serves(name, &want, lsn, found)
+    let end = end
+        .ok_or_else(|| format!("cannot check offset {want}: the source reports no WAL position"))
+        .and_then(|e| crate::offset::parse_lsn(&e).map_err(|e| e.to_string()))?;
+    slot_serves(name, &want, lsn, end, found)
 }
 
 /// The decision of check_slot_serves, given what the source said about the slot.
@@ -64,8 +83,16 @@ fn slot_serves(
     name: &str,
     want: &str,
     lsn: u64,
+    end: u64,
     found: Option<(Option<String>, String)>,
 ) -> Result<(), String> {
+    if lsn > end {
+        let end = crate::offset::format_lsn(end);
+        return Err(format!(
+            "offset {want} is past the source's current WAL position {end}; \
+             an offset must not be after {end} (nothing was changed)"
+        ));
+    }
     match found {
         None => Err(format!(
             "connector \"{name}\" has no replication slot on the source, so offset {want} cannot be served; \
@@ -99,6 +126,7 @@ mod tests {
             "c",
             "0/20",
             0x20,
+            0x30,
             Some((Some("0/10".into()), "reserved".into())),
         );
         assert!(ok.is_ok());
@@ -106,6 +134,7 @@ mod tests {
             "c",
             "0/5",
             0x5,
+            0x30,
             Some((Some("0/10".into()), "reserved".into())),
         )
         .unwrap_err();
@@ -114,11 +143,34 @@ mod tests {
             "c",
             "0/20",
             0x20,
+            0x30,
             Some((Some("0/10".into()), "lost".into())),
         )
         .unwrap_err();
         assert!(e.contains("invalidated"), "{e}");
-        let e = slot_serves("c", "0/20", 0x20, None).unwrap_err();
+        let e = slot_serves("c", "0/20", 0x20, 0x30, None).unwrap_err();
         assert!(e.contains("no replication slot"), "{e}");
+        // past the source's WAL end: refused whatever the slot says, with the end named
+        let e = slot_serves(
+            "c",
+            "FFFFFFFF/FFFFFFFF",
+            u64::MAX,
+            0x30,
+            Some((Some("0/10".into()), "reserved".into())),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("past the source's current WAL position 0/30"),
+            "{e}"
+        );
+        // exactly at the end is fine
+        let ok = slot_serves(
+            "c",
+            "0/30",
+            0x30,
+            0x30,
+            Some((Some("0/10".into()), "reserved".into())),
+        );
+        assert!(ok.is_ok());
     }
 }

@@ -79,6 +79,19 @@ pub async fn check_source(repl: &mut ReplConnection, p: &ConnParams) -> Result<(
     Ok(())
 }
 
+/// The source's current WAL position (IDENTIFY_SYSTEM's xlogpos: what it has
+/// flushed, or on a standby what it has received).
+pub async fn source_wal_end(repl: &mut ReplConnection) -> Result<u64, WorkerError> {
+    let rows = repl.simple_query("IDENTIFY_SYSTEM").await?;
+    let pos = rows
+        .first()
+        .and_then(|r| r.get(2).cloned().flatten())
+        .ok_or_else(|| WorkerError::Source("IDENTIFY_SYSTEM returned no WAL position".into()))?;
+    crate::offset::parse_lsn(&pos).map_err(|e| {
+        WorkerError::Source(format!("IDENTIFY_SYSTEM returned a bad WAL position: {e}"))
+    })
+}
+
 fn source_error(params: &ConnParams, what: &str, e: tokio_postgres::Error) -> WorkerError {
     WorkerError::Source(format!(
         "{what} on the source failed: {}",

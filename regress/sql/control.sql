@@ -48,6 +48,7 @@ SELECT synchdb_test_wait($$SELECT NOT active FROM pg_replication_slots WHERE slo
 INSERT INTO t VALUES (200, 'while paused', NULL);
 SELECT pg_current_wal_lsn()::text AS after_200 \gset
 \c contrib_regression
+SELECT set_config('synchdb_test.after_200', :'after_200', false) IS NOT NULL AS noted;
 SELECT count(*) AS applied_while_paused FROM ctl_src.t WHERE id = 200;
 
 -- offsets: bad ones are refused clearly; a good one skips row 200
@@ -58,6 +59,24 @@ BEGIN
 EXCEPTION WHEN invalid_parameter_value THEN
     RAISE NOTICE '%', regexp_replace(SQLERRM, '[0-9A-F]+/[0-9A-F]+', 'X/X', 'g');
 END $$;
+-- past the source's WAL end: refused with the source's current position, and
+-- neither the origin nor the slot moves; NULL is an error, not 0
+SELECT remote_lsn AS origin_before FROM pg_replication_origin_status
+ WHERE external_id = synchdb_origin_name('ctlconn') \gset
+SELECT confirmed_flush_lsn AS slot_before FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_ctlconn%' \gset
+DO $$
+BEGIN
+    PERFORM synchdb_set_offset('ctlconn', 'FFFFFFFF/FFFFFFFF');
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE NOTICE '%', regexp_replace(SQLERRM, '(position|after) [0-9A-F]+/[0-9A-F]+', '\1 X/X', 'g');
+    RAISE NOTICE 'names the source''s position: %',
+        substring(SQLERRM FROM 'position ([0-9A-F]+/[0-9A-F]+)')::pg_lsn
+            BETWEEN current_setting('synchdb_test.after_200')::pg_lsn AND pg_current_wal_flush_lsn();
+END $$;
+SELECT synchdb_set_offset('ctlconn', NULL);
+SELECT remote_lsn = :'origin_before' AS origin_unchanged FROM pg_replication_origin_status
+ WHERE external_id = synchdb_origin_name('ctlconn');
+SELECT confirmed_flush_lsn = :'slot_before' AS slot_unchanged FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_ctlconn%';
 SELECT synchdb_set_offset('ctlconn', :'after_200');
 SELECT synchdb_test_wait(format($$SELECT (last_dbz_offset::jsonb->>'lsn')::numeric = %s FROM synchdb_state_view WHERE name = 'ctlconn'$$,
                                 (:'after_200'::pg_lsn - '0/0'::pg_lsn)));
@@ -81,6 +100,27 @@ INSERT INTO t VALUES (202, 'after restart', NULL);
 SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM ctl_src.t WHERE id = 202$$);
 SELECT 'ctl_src.t'::regclass::oid = :table_oid AS same_table, count(*) FROM ctl_src.t;
 SELECT creates, txs FROM synchdb_cdcstats WHERE name = 'ctlconn';
+
+-- an origin moved past the source's WAL end by any other path: the worker
+-- refuses to stream from it and confirms nothing, so the slot keeps every change
+SELECT synchdb_stop_engine_bgw('ctlconn');
+SELECT remote_lsn AS origin_before FROM pg_replication_origin_status
+ WHERE external_id = synchdb_origin_name('ctlconn') \gset
+SELECT confirmed_flush_lsn AS slot_before FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_ctlconn%' \gset
+SELECT pg_replication_origin_advance(synchdb_origin_name('ctlconn'), 'FFFFFFFF/FFFFFFFF');
+\c ctl_src
+INSERT INTO t VALUES (203, 'while the origin is bad', NULL);
+\c contrib_regression
+SELECT synchdb_start_engine_bgw('ctlconn');
+SELECT synchdb_test_wait($$SELECT err LIKE '%past the source''s current WAL position%' FROM synchdb_state_view WHERE name = 'ctlconn'$$);
+SELECT regexp_replace(err, 'WAL position [0-9A-F]+/[0-9A-F]+', 'WAL position X/X') AS err
+  FROM synchdb_state_view WHERE name = 'ctlconn';
+SELECT confirmed_flush_lsn = :'slot_before' AS slot_unchanged FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_ctlconn%';
+-- put the origin back: row 203 arrives, once
+SELECT pg_replication_origin_advance(synchdb_origin_name('ctlconn'), :'origin_before');
+SELECT synchdb_start_engine_bgw('ctlconn');
+SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM ctl_src.t WHERE id = 203$$);
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'ctlconn';
 
 -- a running connector cannot be removed
 SELECT synchdb_del_conninfo('ctlconn');
