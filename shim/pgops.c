@@ -22,16 +22,19 @@
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #if PG_VERSION_NUM >= 180000
 #include "storage/waiteventset.h"
 #endif
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/typcache.h"
 
 #include "synchdb_shim.h"
 
@@ -381,9 +384,160 @@ sdb_change_end(SdbRel *r)
 }
 
 /*
+ * Whether the stored row in slot matches the searched one on the columns the
+ * source sent. Dropped and generated columns, and values the source did not send
+ * (absent, unchanged TOAST), are not compared: the search slot holds NULL there.
+ * A type without a default equality operator (point, xml, ...) is compared by
+ * binary image; both sides went through the same input function, so equal source
+ * values have equal images.
+ */
+static bool
+sdb_row_matches(TupleTableSlot *slot, TupleTableSlot *searchslot, const SdbValue *keyvals)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	int			i;
+
+	slot_getallattrs(slot);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		TypeCacheEntry *typentry;
+		Datum		a,
+					b;
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		if (keyvals[i].kind == SDB_VALUE_ABSENT || keyvals[i].kind == SDB_VALUE_UNCHANGED)
+			continue;
+		if (slot->tts_isnull[i] != searchslot->tts_isnull[i])
+			return false;
+		if (slot->tts_isnull[i])
+			continue;
+		a = slot->tts_values[i];
+		b = searchslot->tts_values[i];
+		/* the type cache keeps the entry (and the operator's FmgrInfo) for the backend */
+		typentry = lookup_type_cache(att->atttypid, TYPECACHE_EQ_OPR_FINFO);
+		if (OidIsValid(typentry->eq_opr_finfo.fn_oid))
+		{
+			if (!DatumGetBool(FunctionCall2Coll(&typentry->eq_opr_finfo, att->attcollation, a, b)))
+				return false;
+		}
+		else if (!datum_image_eq(a, b, att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Without a replica identity index: a sequential scan for the first stored row
+ * matching the searched one (so deleting one of several identical rows removes one
+ * copy), locked and put into outslot. The scan, the waits and the locking follow
+ * PostgreSQL's RelationFindReplTupleSeq; only the comparison is ours, because that
+ * one compares every column with the type's equality operator, failing on types
+ * without one and never matching when a column the source did not send (e.g. a
+ * generated column of the destination) is compared against our NULL.
+ */
+static bool
+sdb_find_row_seq(SdbRel *r, TupleTableSlot *searchslot, const SdbValue *keyvals,
+				 TupleTableSlot *outslot)
+{
+	TupleTableSlot *scanslot;
+	TableScanDesc scan;
+	SnapshotData snap;
+	TransactionId xwait;
+	bool		found;
+	/*
+	 * A comparison may allocate (detoasting, the operator): freed after each row.
+	 * Under the per-tuple context, so that an error leaves nothing behind past the
+	 * next change (or the executor state).
+	 */
+	MemoryContext cmpcxt = AllocSetContextCreate(GetPerTupleMemoryContext(r->estate),
+												 "synchdb row search", ALLOCSET_SMALL_SIZES);
+	MemoryContext oldcxt;
+
+	/* the dirty snapshot also shows rows of running transactions, so we can wait for them */
+	InitDirtySnapshot(snap);
+	scan = table_beginscan(r->rel, &snap, 0, NULL);
+	scanslot = table_slot_create(r->rel, NULL);
+
+retry:
+	found = false;
+	table_rescan(scan, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, scanslot))
+	{
+		bool		match;
+
+		CHECK_FOR_INTERRUPTS();
+		oldcxt = MemoryContextSwitchTo(cmpcxt);
+		match = sdb_row_matches(scanslot, searchslot, keyvals);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(cmpcxt);
+		if (!match)
+			continue;
+
+		found = true;
+		ExecCopySlot(outslot, scanslot);
+		xwait = TransactionIdIsValid(snap.xmin) ? snap.xmin : snap.xmax;
+		/* a transaction still inserting or changing the row: wait for it, look again */
+		if (TransactionIdIsValid(xwait))
+		{
+			XactLockTableWait(xwait, NULL, NULL, XLTW_None);
+			goto retry;
+		}
+		break;
+	}
+
+	if (found)
+	{
+		TM_FailureData tmfd;
+		TM_Result	res;
+
+		PushActiveSnapshot(GetLatestSnapshot());
+		res = table_tuple_lock(r->rel, &(outslot->tts_tid), GetActiveSnapshot(), outslot,
+							   GetCurrentCommandId(false), LockTupleExclusive, LockWaitBlock,
+							   0 /* don't follow updates */ , &tmfd);
+		PopActiveSnapshot();
+		switch (res)
+		{
+			case TM_Ok:
+				break;
+			case TM_Updated:
+				/* changed since we read it: the row may no longer match, search again */
+				if (ItemPointerIndicatesMovedPartitions(&tmfd.ctid))
+					ereport(LOG,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("tuple to be locked was already moved to another partition due to concurrent update, retrying")));
+				else
+					ereport(LOG,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("concurrent update, retrying")));
+				goto retry;
+			case TM_Deleted:
+				/* gone since we read it: an identical row may remain, search again */
+				ereport(LOG,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("concurrent delete, retrying")));
+				goto retry;
+			case TM_Invisible:
+				elog(ERROR, "attempted to lock invisible tuple");
+				break;
+			default:
+				elog(ERROR, "unexpected table_tuple_lock status: %u", res);
+				break;
+		}
+	}
+
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(scanslot);
+	MemoryContextDelete(cmpcxt);
+	return found;
+}
+
+/*
  * Puts the stored row that `keyvals` identifies into localslot (locked), through
- * the replica identity index or, without one, a scan comparing whole rows. A
- * missing row means the destination diverged: an error naming the operation.
+ * the replica identity index or, without one, a scan comparing the sent columns
+ * (sdb_find_row_seq). A missing row means the destination diverged: an error
+ * naming the operation.
  */
 static void
 sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n, const char *what)
@@ -397,7 +551,7 @@ sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n, const char *what)
 		found = RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
 											 r->remoteslot, r->localslot);
 	else
-		found = RelationFindReplTupleSeq(r->rel, LockTupleExclusive, r->remoteslot, r->localslot);
+		found = sdb_find_row_seq(r, r->remoteslot, keyvals, r->localslot);
 	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),

@@ -437,6 +437,8 @@ pub struct Applier<'a> {
     slot_idx: i32,
     connector: String,
     dest_schema: String,
+    /// The replicated source schemas: the search_path of source catalog reads.
+    srcschemas: Vec<String>,
     rels: HashMap<u32, RelMap>,
     batch_size: i64,
     in_xact: bool,
@@ -498,6 +500,7 @@ impl<'a> Applier<'a> {
             slot_idx,
             connector: cfg.name.clone(),
             dest_schema: cfg.dest_schema(),
+            srcschemas: cfg.srcschemas.clone(),
             rels: HashMap::new(),
             batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
             in_xact: false,
@@ -521,10 +524,17 @@ impl<'a> Applier<'a> {
 
     /// How the destination declares a column of a source type that is not built
     /// in (its OID means nothing here: the same number may be another type, or
-    /// none): as the snapshot does, from the source's catalog. Domains become
-    /// their base type, enums text, anything else keeps its name. Also returns
-    /// the source's name of the type, for type rules. Asked once per type.
-    fn source_type(&mut self, oid: u32, typmod: i32) -> Result<(String, String), WorkerError> {
+    /// none), from the source's catalog, as the snapshot does: a user-defined type
+    /// (or an array of one) by its copy in `dest_schema`, created with what it
+    /// uses when the destination lacks it; any other type (an extension's) by
+    /// its name. Also returns the source's name of the type, for type rules.
+    /// Asked once per type.
+    fn source_type(
+        &mut self,
+        oid: u32,
+        typmod: i32,
+        dest_schema: &str,
+    ) -> Result<(String, String), WorkerError> {
         if let Some(t) = self.source_types.get(&(oid, typmod)) {
             return Ok(t.clone());
         }
@@ -533,32 +543,91 @@ impl<'a> Applier<'a> {
                 "type {oid} of the source is not built in and the source is not known yet"
             )));
         };
+        let path = self
+            .srcschemas
+            .iter()
+            .map(|s| quote_ident(s))
+            .collect::<Vec<_>>()
+            .join(", ");
         let r = self.net.call(self.pg, async move {
-            let rows = crate::source::query_once(
-                &params,
-                "SELECT CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-                             WHEN t.typtype = 'e' THEN 'text'
-                             ELSE format_type(t.oid, nullif($2::int, -1)) END,
-                        format_type(t.oid, NULL)
-                   FROM pg_catalog.pg_type t WHERE t.oid = $1::oid",
-                &[&oid, &typmod],
-            )
-            .await?;
-            // Option: a NULL cannot make get() panic
-            Ok::<_, String>(rows.into_iter().next().and_then(|r| {
-                Some((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                ))
-            }))
+            let (client, driver) = crate::source::connect_with_driver(&params).await?;
+            let read = async {
+                let perr = |e: tokio_postgres::Error| crate::source::pg_error_text(&params, &e);
+                // deparsed expressions name the replicated types as the snapshot's do
+                client
+                    .execute("SELECT pg_catalog.set_config('search_path', $1, false)", &[&path])
+                    .await
+                    .map_err(perr)?;
+                let rows = client
+                    .query(
+                        &format!(
+                            "SELECT format_type(t.oid, nullif($2::int, -1)), format_type(t.oid, NULL),
+                                    {udt},
+                                    t.typtype = 'b' AND t.typelem <> 0 AND t.typlen = -1
+                               FROM pg_catalog.pg_type t WHERE t.oid = $1::oid",
+                            udt = crate::usertypes::column_udt_sql().replace("a.atttypid", "t.oid")
+                        ),
+                        &[&oid, &typmod],
+                    )
+                    .await
+                    .map_err(perr)?;
+                let Some(r) = rows.into_iter().next() else {
+                    return Ok(None);
+                };
+                let bad = |e: tokio_postgres::Error| format!("unexpected reply from the source: {e}");
+                let name: Option<String> = r.try_get(0).map_err(bad)?;
+                let base: Option<String> = r.try_get(1).map_err(bad)?;
+                let udt: Option<u32> = r.try_get(2).map_err(bad)?;
+                let arr: Option<bool> = r.try_get(3).map_err(bad)?;
+                let udt = udt.unwrap_or(0);
+                let types = if udt != 0 {
+                    crate::usertypes::read_types(&client, &[udt]).await?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, String>(Some((
+                    name.unwrap_or_default(),
+                    base.unwrap_or_default(),
+                    udt,
+                    arr.unwrap_or(false),
+                    types,
+                )))
+            }
+            .await;
+            drop(client);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            read
         })?;
-        let t = r
+        let (name, base, udt, is_array, types) = r
             .map_err(|e| WorkerError::Source(format!("reading type {oid} from the source: {e}")))?
             .ok_or_else(|| {
                 WorkerError::Source(format!(
                     "type {oid} of a replicated column no longer exists on the source"
                 ))
             })?;
+        let natural = if udt == 0 {
+            name
+        } else {
+            let placed: Vec<(crate::usertypes::UserType, String)> = types
+                .into_iter()
+                .map(|t| (t, dest_schema.to_string()))
+                .collect();
+            let pg = self.pg;
+            crate::snapshot::with_dest_search_path(pg, &[dest_schema], || {
+                pg.exec(&crate::ddl::ensure_schema_sql(dest_schema), &[])
+                    .ctx(|| format!("creating schema {}", quote_ident(dest_schema)))?;
+                crate::usertypes::create_types(pg, &placed)
+            })?;
+            crate::usertypes::ref_sql(
+                &crate::usertypes::TypeRef {
+                    udt,
+                    is_array,
+                    sql: name,
+                },
+                &crate::usertypes::type_names(&placed),
+            )
+        };
+        let t = (natural, base);
         self.source_types.insert((oid, typmod), t.clone());
         Ok(t)
     }
@@ -1139,7 +1208,7 @@ impl<'a> Applier<'a> {
         let mut cols = Vec::with_capacity(columns.len());
         for c in columns {
             let (natural, base) = if c.type_oid >= FIRST_NON_BUILTIN_OID {
-                self.source_type(c.type_oid, c.type_modifier)?
+                self.source_type(c.type_oid, c.type_modifier, &schema)?
             } else {
                 builtin_type(pg, c)?
             };
@@ -1162,6 +1231,8 @@ impl<'a> Applier<'a> {
                     .rules
                     .transform(namespace, name, &c.name)
                     .map(str::to_string),
+                generated: None,
+                identity: None,
             });
         }
         Ok(DestTable {
@@ -1171,6 +1242,10 @@ impl<'a> Applier<'a> {
             schema,
             name: dname,
             primary_key: Vec::new(),
+            pk_include: Vec::new(),
+            replica_identity: 'd',
+            identity_index_name: String::new(),
+            identity_index: Vec::new(),
             columns: cols,
         })
     }
@@ -1343,7 +1418,7 @@ impl<'a> Applier<'a> {
         let mut sql = format!(
             "{}; {}",
             crate::ddl::ensure_schema_sql(&plan.schema),
-            crate::ddl::create_table(&plan)
+            crate::ddl::create_table(&plan, false)
         );
         if let Some(pk) = crate::ddl::add_primary_key(&plan) {
             sql.push_str(&format!("; {pk}"));
@@ -1441,9 +1516,12 @@ impl<'a> Applier<'a> {
         let plan = self.rel_plan(rel_id, namespace, name, &columns)?;
         self.follow_source_rename(&plan)?;
         let dest = plan.qualified();
+        // the first row says whether the table exists (a table may have no columns)
         let attrs = pg
             .query(
-                "SELECT a.attnum::text, a.attname::text FROM pg_attribute a
+                "SELECT NULL, NULL WHERE to_regclass($1) IS NOT NULL
+                 UNION ALL
+                 SELECT a.attnum::text, a.attname::text FROM pg_attribute a
                   WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
                 &[Some(&dest)],
             )

@@ -5,14 +5,29 @@ use crate::decoder::RelColumn;
 use crate::objmap::DestTable;
 
 /// CREATE TABLE without the primary key: keys and indexes are built after the rows
-/// are in, which is faster than maintaining them row by row.
-pub fn create_table(t: &DestTable) -> String {
+/// are in, which is faster than maintaining them row by row. `virtual_ok`: the
+/// destination has virtual generated columns (PostgreSQL 18); a virtual column of
+/// the source is stored otherwise, which gives the same values.
+pub fn create_table(t: &DestTable, virtual_ok: bool) -> String {
     let cols: Vec<String> = t
         .columns
         .iter()
         .map(|c| {
             let mut s = format!("{} {}", quote_ident(&c.name), c.type_sql);
-            if let Some(d) = &c.default {
+            if let Some(g) = &c.generated {
+                let kind = if g.virtual_ && virtual_ok {
+                    "VIRTUAL"
+                } else {
+                    "STORED"
+                };
+                s.push_str(&format!(" GENERATED ALWAYS AS ({}) {kind}", g.expr));
+            } else if let Some(i) = &c.identity {
+                let when = if i.always { "ALWAYS" } else { "BY DEFAULT" };
+                s.push_str(&format!(" GENERATED {when} AS IDENTITY"));
+                if !i.options.is_empty() {
+                    s.push_str(&format!(" ({})", i.options));
+                }
+            } else if let Some(d) = &c.default {
                 s.push_str(&format!(" DEFAULT {d}"));
             }
             if c.not_null {
@@ -24,16 +39,48 @@ pub fn create_table(t: &DestTable) -> String {
     format!("CREATE TABLE {} ({})", t.qualified(), cols.join(", "))
 }
 
+fn ident_list(v: &[String]) -> String {
+    v.iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn add_primary_key(t: &DestTable) -> Option<String> {
     if t.primary_key.is_empty() {
         return None;
     }
-    let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
-    Some(format!(
+    let mut sql = format!(
         "ALTER TABLE {} ADD PRIMARY KEY ({})",
         t.qualified(),
-        cols.join(", ")
-    ))
+        ident_list(&t.primary_key)
+    );
+    if !t.pk_include.is_empty() {
+        sql.push_str(&format!(" INCLUDE ({})", ident_list(&t.pk_include)));
+    }
+    Some(sql)
+}
+
+/// The source's replica identity, when it is not the default: FULL and NOTHING as
+/// they are; USING INDEX with the unique index it names (built here, after the
+/// rows), which the apply path then uses to find rows whose old key it receives.
+pub fn replica_identity(t: &DestTable) -> Vec<String> {
+    let q = t.qualified();
+    match t.replica_identity {
+        'f' => vec![format!("ALTER TABLE {q} REPLICA IDENTITY FULL")],
+        'n' => vec![format!("ALTER TABLE {q} REPLICA IDENTITY NOTHING")],
+        'i' if !t.identity_index.is_empty() => {
+            let idx = quote_ident(&t.identity_index_name);
+            vec![
+                format!(
+                    "CREATE UNIQUE INDEX {idx} ON {q} ({})",
+                    ident_list(&t.identity_index)
+                ),
+                format!("ALTER TABLE {q} REPLICA IDENTITY USING INDEX {idx}"),
+            ]
+        }
+        _ => vec![],
+    }
 }
 
 /// Creates `schema` if missing. Concurrent `CREATE SCHEMA IF NOT EXISTS` can fail
@@ -151,7 +198,7 @@ mod tests {
             default: default.map(str::to_string),
             source_type: ty.into(),
             base_type: ty.into(),
-            serial: false,
+            ..Default::default()
         };
         let t = SourceTable {
             oid: 1,
@@ -167,10 +214,11 @@ mod tests {
                 ),
             ],
             primary_key: vec!["id".into()],
+            ..Default::default()
         };
         let plain = crate::objmap::plan_table(&Default::default(), &t, "postgres");
         assert_eq!(
-            create_table(&plain),
+            create_table(&plain, false),
             "CREATE TABLE \"postgres\".\"Orders\" (\"id\" integer NOT NULL, \"note\" character varying(20) DEFAULT 'x'::character varying)"
         );
         assert_eq!(
@@ -192,13 +240,66 @@ mod tests {
         let rules = crate::objmap::Rules::parse(&rows, "db").unwrap();
         let mapped = crate::objmap::plan_table(&rules, &t, "postgres");
         assert_eq!(
-            create_table(&mapped),
+            create_table(&mapped, false),
             "CREATE TABLE \"sales\".\"orders\" (\"order_id\" integer NOT NULL, \"note\" text)"
         );
         assert_eq!(
             add_primary_key(&mapped).unwrap(),
             "ALTER TABLE \"sales\".\"orders\" ADD PRIMARY KEY (\"order_id\")"
         );
+    }
+
+    #[test]
+    fn generated_identity_include_and_replica_identity() {
+        let col = |name: &str| SourceColumn {
+            name: name.into(),
+            type_sql: "integer".into(),
+            source_type: "integer".into(),
+            base_type: "integer".into(),
+            ..Default::default()
+        };
+        let mut id = col("id");
+        id.identity = Some(crate::source::Identity {
+            always: true,
+            options: "START WITH 100 INCREMENT BY 5".into(),
+        });
+        id.not_null = true;
+        let mut g = col("g");
+        g.generated = Some(crate::source::Generated {
+            expr: "(a * 2)".into(),
+            virtual_: true,
+        });
+        let t = SourceTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![id, col("a"), g, col("b")],
+            primary_key: vec!["id".into()],
+            pk_include: vec!["a".into(), "b".into()],
+            replica_identity: 'i',
+            identity_index_name: "t_ab".into(),
+            identity_index: vec!["a".into(), "b".into()],
+        };
+        let p = crate::objmap::plan_table(&Default::default(), &t, "d");
+        assert_eq!(
+            create_table(&p, false),
+            "CREATE TABLE \"d\".\"t\" (\"id\" integer GENERATED ALWAYS AS IDENTITY (START WITH 100 INCREMENT BY 5) NOT NULL, \
+             \"a\" integer, \"g\" integer GENERATED ALWAYS AS ((a * 2)) STORED, \"b\" integer)"
+        );
+        assert!(create_table(&p, true).contains("GENERATED ALWAYS AS ((a * 2)) VIRTUAL"));
+        assert_eq!(
+            add_primary_key(&p).unwrap(),
+            "ALTER TABLE \"d\".\"t\" ADD PRIMARY KEY (\"id\") INCLUDE (\"a\", \"b\")"
+        );
+        assert_eq!(
+            replica_identity(&p),
+            [
+                "CREATE UNIQUE INDEX \"t_ab\" ON \"d\".\"t\" (\"a\", \"b\")",
+                "ALTER TABLE \"d\".\"t\" REPLICA IDENTITY USING INDEX \"t_ab\""
+            ]
+        );
+        // only the columns rows carry are copied
+        assert_eq!(t.column_list(), "\"id\", \"a\", \"b\"");
     }
 
     fn col(name: &str, ty: u32, typmod: i32) -> RelColumn {

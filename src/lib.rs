@@ -18,4 +18,5 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod tls;
+pub mod usertypes;
 pub mod worker;

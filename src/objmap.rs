@@ -558,6 +558,13 @@ pub struct DestTable {
     pub columns: Vec<DestColumn>,
     /// Destination names of the primary key columns.
     pub primary_key: Vec<String>,
+    /// Destination names of the primary key's INCLUDE columns.
+    pub pk_include: Vec<String>,
+    /// The source's replica identity ('d', 'f', 'i', 'n'), and for 'i' the index
+    /// name and the destination names of its key columns.
+    pub replica_identity: char,
+    pub identity_index_name: String,
+    pub identity_index: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -572,6 +579,16 @@ pub struct DestColumn {
     pub source_type: String,
     pub serial: bool,
     pub transform: Option<String>,
+    /// A generated column: the destination computes it, nothing copies it.
+    pub generated: Option<crate::source::Generated>,
+    pub identity: Option<crate::source::Identity>,
+}
+
+impl DestColumn {
+    /// Whether rows from the source carry a value for this column.
+    pub fn copied(&self) -> bool {
+        self.generated.is_none()
+    }
 }
 
 impl DestTable {
@@ -625,9 +642,16 @@ pub fn plan_table(
                 transform: rules
                     .transform(&t.schema, &t.name, &c.name)
                     .map(str::to_string),
+                generated: c.generated.clone(),
+                identity: c.identity.clone(),
             }
         })
         .collect();
+    let dcols = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|k| rules.dest_column(&t.schema, &t.name, k))
+            .collect()
+    };
     DestTable {
         src_oid: t.oid,
         src_schema: t.schema.clone(),
@@ -635,11 +659,11 @@ pub fn plan_table(
         schema,
         name,
         columns,
-        primary_key: t
-            .primary_key
-            .iter()
-            .map(|k| rules.dest_column(&t.schema, &t.name, k))
-            .collect(),
+        primary_key: dcols(&t.primary_key),
+        pk_include: dcols(&t.pk_include),
+        replica_identity: t.replica_identity,
+        identity_index_name: t.identity_index_name.clone(),
+        identity_index: dcols(&t.identity_index),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::objmap::{DestTable, Rules};
 use crate::pg::Pg;
 use crate::replconn::{ConnParams, ReplConnection};
 use crate::source::{self, SourceTable};
+use crate::usertypes::{self, UserType};
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, StreamExt};
 use parking_lot::Mutex;
@@ -39,6 +40,10 @@ struct Prepared {
     repl: ReplConnection,
     client: Arc<Client>,
     tables: Vec<SourceTable>,
+    /// The user-defined types the tables use, dependencies first.
+    types: Vec<UserType>,
+    /// Tables of the replicated schemas that are left out, with why.
+    left_out: Vec<String>,
     consistent_point: u64,
 }
 
@@ -127,6 +132,13 @@ async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), tokio_po
         .await
 }
 
+/// What the source catalog says, read in the slot's snapshot.
+struct Catalog {
+    tables: Vec<SourceTable>,
+    types: Vec<UserType>,
+    left_out: Vec<String>,
+}
+
 /// Puts the session in the snapshot a new slot exported and reads the tables'
 /// catalog in it: the copy and the tables' description are of the same instant.
 async fn catalog_in_snapshot(
@@ -135,7 +147,7 @@ async fn catalog_in_snapshot(
     params: &ConnParams,
     snapshot: Option<String>,
     slot_kind: &str,
-) -> Result<Vec<SourceTable>, WorkerError> {
+) -> Result<Catalog, WorkerError> {
     let snapshot = snapshot.ok_or_else(|| {
         WorkerError::Source(format!(
             "the source did not export a snapshot for the {slot_kind}"
@@ -144,9 +156,126 @@ async fn catalog_in_snapshot(
     import_snapshot(client, &snapshot)
         .await
         .map_err(|e| source_error(params, "importing the snapshot", e))?;
-    source::read_catalog(client, cfg)
+    let tables = source::read_catalog(client, cfg)
         .await
-        .map_err(WorkerError::Config)
+        .map_err(WorkerError::Config)?;
+    let roots: Vec<u32> = tables
+        .iter()
+        .flat_map(|t| t.columns.iter().map(|c| c.udt))
+        .filter(|&u| u != 0)
+        .collect();
+    let types = usertypes::read_types(client, &roots)
+        .await
+        .map_err(WorkerError::Source)?;
+    let left_out = source::left_out(client, cfg)
+        .await
+        .map_err(WorkerError::Source)?;
+    Ok(Catalog {
+        tables,
+        types,
+        left_out,
+    })
+}
+
+/// Where each user type lands: in the destination schema of the first table that
+/// uses it (a type used only by another type goes with that type). Column types
+/// are rewritten to the qualified destination names.
+fn place_types(
+    cfg: &ConnectorConfig,
+    rules: &Rules,
+    tables: &mut [SourceTable],
+    types: &[UserType],
+) -> Vec<(UserType, String)> {
+    let mut schema_of: std::collections::HashMap<u32, String> = Default::default();
+    for t in tables.iter() {
+        let (schema, _) = rules.dest_table(&t.schema, &t.name, &cfg.dest_schema());
+        for c in &t.columns {
+            if c.udt != 0 {
+                schema_of.entry(c.udt).or_insert_with(|| schema.clone());
+            }
+        }
+    }
+    // users come after their dependencies: walk back so a user is placed first
+    for ty in types.iter().rev() {
+        let Some(s) = schema_of.get(&ty.oid).cloned() else {
+            continue;
+        };
+        let deps = ty.deps();
+        for d in deps.into_iter().filter(|&d| d != 0) {
+            schema_of.entry(d).or_insert_with(|| s.clone());
+        }
+    }
+    // a multirange lives beside its range, whoever placed which first
+    for ty in types {
+        if let usertypes::TypeKind::Multirange { range } = ty.kind {
+            if let Some(s) = schema_of.get(&range).cloned() {
+                schema_of.insert(ty.oid, s);
+            }
+        }
+    }
+    let default = cfg.dest_schema();
+    let placed: Vec<(UserType, String)> = types
+        .iter()
+        .map(|t| {
+            let s = schema_of
+                .get(&t.oid)
+                .cloned()
+                .unwrap_or_else(|| default.clone());
+            (t.clone(), s)
+        })
+        .collect();
+    let names = usertypes::type_names(&placed);
+    for t in tables.iter_mut() {
+        for c in &mut t.columns {
+            if c.udt != 0 {
+                c.type_sql = usertypes::ref_sql(
+                    &usertypes::TypeRef {
+                        udt: c.udt,
+                        is_array: c.udt_array,
+                        sql: c.type_sql.clone(),
+                    },
+                    &names,
+                );
+            }
+        }
+    }
+    placed
+}
+
+/// Runs `f` with the destination schemas first on the search_path, so that
+/// expressions deparsed by the source (defaults, generated columns, domain
+/// checks) find the copies of the source's types; the old path comes back after.
+pub fn with_dest_search_path<T>(
+    pg: &Pg,
+    schemas: &[&str],
+    f: impl FnOnce() -> Result<T, WorkerError>,
+) -> Result<T, WorkerError> {
+    let mut uniq: Vec<String> = Vec::new();
+    for s in schemas {
+        let q = quote_ident(s);
+        if !uniq.contains(&q) {
+            uniq.push(q);
+        }
+    }
+    let old = pg
+        .query("SELECT current_setting('search_path')", &[])
+        .ctx(|| "reading search_path".into())?
+        .first()
+        .and_then(|r| r[0].clone())
+        .unwrap_or_default();
+    let path = if old.trim().is_empty() {
+        uniq.join(", ")
+    } else {
+        format!("{}, {old}", uniq.join(", "))
+    };
+    pg.exec("SELECT set_config('search_path', $1, true)", &[Some(&path)])
+        .ctx(|| "setting search_path".into())?;
+    let r = f();
+    if r.is_ok() {
+        pg.exec("SELECT set_config('search_path', $1, true)", &[Some(&old)])
+            .ctx(|| "restoring search_path".into())?;
+    }
+    r
 }
 
 async fn prepare(
@@ -182,17 +311,42 @@ async fn prepare(
     // The publication must exist before the slot: pgoutput reads it as of the WAL
     // position it decodes.
     let info = repl.create_logical_slot(&slot).await?;
-    let tables =
-        catalog_in_snapshot(&client, &cfg, &params, info.snapshot_name, "new slot").await?;
+    let cat = catalog_in_snapshot(&client, &cfg, &params, info.snapshot_name, "new slot").await?;
     Ok(Prepared {
         repl,
         client: Arc::new(client),
-        tables,
+        tables: cat.tables,
+        types: cat.types,
+        left_out: cat.left_out,
         consistent_point: info.consistent_point,
     })
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// The source's own words for a failed COPY (tokio-postgres' Display of a server
+/// error is only "db error").
+fn copy_failed(sql: &str, e: &tokio_postgres::Error) -> String {
+    let why = match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {}", db.severity(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" DETAIL: {d}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
+        }
+    };
+    format!("{sql} on the source failed: {why}")
+}
 
 /// Streams `COPY table TO STDOUT` from the source into `tx` in large chunks.
 async fn copy_out(
@@ -213,7 +367,7 @@ async fn copy_out(
     let stream = match client.copy_out(sql.as_str()).await {
         Ok(s) => s,
         Err(e) => {
-            send(Err(format!("COPY from the source failed: {e}"))).await;
+            send(Err(copy_failed(&sql, &e))).await;
             return;
         }
     };
@@ -228,7 +382,7 @@ async fn copy_out(
                 }
             }
             Err(e) => {
-                send(Err(format!("COPY from the source failed: {e}"))).await;
+                send(Err(copy_failed(&sql, &e))).await;
                 return;
             }
         }
@@ -251,7 +405,13 @@ fn copy_table(
     cols: &[String],
 ) -> Result<u64, WorkerError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    let sql = format!("COPY {} ({}) TO STDOUT", t.qualified(), t.column_list());
+    // a table without (copied) columns still has rows: COPY without a list
+    let list = t.column_list();
+    let sql = if list.is_empty() {
+        format!("COPY {} TO STDOUT", t.qualified())
+    } else {
+        format!("COPY {} ({list}) TO STDOUT", t.qualified())
+    };
     net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?;
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
@@ -318,13 +478,14 @@ fn copy_rows(
     t: &SourceTable,
     plan: &DestTable,
 ) -> Result<u64, WorkerError> {
+    let copied: Vec<&crate::objmap::DestColumn> =
+        plan.columns.iter().filter(|c| c.copied()).collect();
     if !plan.has_transforms() {
-        let cols: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
+        let cols: Vec<String> = copied.iter().map(|c| c.name.clone()).collect();
         return copy_table(pg, net, client, t, &plan.schema, &plan.name, &cols);
     }
     const STAGE: &str = "synchdb_stage";
-    let defs: Vec<String> = plan
-        .columns
+    let defs: Vec<String> = copied
         .iter()
         .map(|c| format!("{} {}", quote_ident(&c.src), c.natural_type))
         .collect();
@@ -336,10 +497,10 @@ fn copy_rows(
         &[],
     )
     .ctx(|| format!("creating a staging table for {}", t.qualified()))?;
-    let src_cols: Vec<String> = plan.columns.iter().map(|c| c.src.clone()).collect();
+    let src_cols: Vec<String> = copied.iter().map(|c| c.src.clone()).collect();
     copy_table(pg, net, client, t, "pg_temp", STAGE, &src_cols)?;
-    let mut exprs = Vec::with_capacity(plan.columns.len());
-    for c in &plan.columns {
+    let mut exprs = Vec::with_capacity(copied.len());
+    for c in &copied {
         let col = format!("stg.{}", quote_ident(&c.src));
         let e = match &c.transform {
             Some(x) => {
@@ -352,11 +513,12 @@ fn copy_rows(
         };
         exprs.push(e);
     }
-    let names: Vec<String> = plan.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let names: Vec<String> = copied.iter().map(|c| quote_ident(&c.name)).collect();
     let rows = pg
         .exec(
             &format!(
-                "INSERT INTO {} ({}) SELECT {} FROM pg_temp.{STAGE} stg",
+                // identity columns keep the source's values
+                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM pg_temp.{STAGE} stg",
                 plan.qualified(),
                 names.join(", "),
                 exprs.join(", ")
@@ -378,36 +540,62 @@ fn copy_rows(
 /// Creates the destination tables, copies their rows when asked, then adds their
 /// primary keys (after the rows: a bulk index build is cheaper than row by row).
 /// `rebuild` drops tables that exist; otherwise an existing table is an error.
+/// What build_tables creates besides the tables, and how.
+struct BuildOpts<'a> {
+    /// User types, placed, dependencies first; created when missing.
+    types: &'a [(UserType, String)],
+    /// Drop tables that exist and build them again.
+    rebuild: bool,
+    /// Copy the rows.
+    copy: bool,
+}
+
 fn build_tables(
     pg: &Pg,
     net: &Net,
     client: &Arc<Client>,
     cfg: &ConnectorConfig,
     tables: &[(&SourceTable, &DestTable)],
-    rebuild: bool,
-    copy: bool,
+    opts: BuildOpts,
 ) -> Result<u64, WorkerError> {
-    for (t, p) in tables {
-        if rebuild {
-            pg.exec(&format!("DROP TABLE IF EXISTS {}", p.qualified()), &[])
-                .ctx(|| format!("dropping {} to build it again", p.qualified()))?;
+    let BuildOpts {
+        types,
+        rebuild,
+        copy,
+    } = opts;
+    // every type lands in the schema of a table that uses it, which exists
+    let mut schemas: Vec<&str> = tables.iter().map(|(_, p)| p.schema.as_str()).collect();
+    schemas.extend(types.iter().map(|(_, s)| s.as_str()));
+    let virtual_ok = pg
+        .guc("server_version_num")
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| v >= 180_000);
+    with_dest_search_path(pg, &schemas, || -> Result<(), WorkerError> {
+        usertypes::create_types(pg, types)?;
+        for (t, p) in tables {
+            if rebuild {
+                pg.exec(&format!("DROP TABLE IF EXISTS {}", p.qualified()), &[])
+                    .ctx(|| format!("dropping {} to build it again", p.qualified()))?;
+            }
+            if dest_table_exists(pg, &p.schema, &p.name)? {
+                return Err(WorkerError::Config(format!(
+                    "destination table {} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\", \
+                     or start the connector in mode 'always' to replace it",
+                    p.qualified(),
+                    cfg.name
+                )));
+            }
+            let sql = ddl::create_table(p, virtual_ok);
+            pg.exec(&sql, &[]).ctx(|| {
+                format!(
+                    "creating destination table {} for {} ({sql})",
+                    p.qualified(),
+                    t.qualified()
+                )
+            })?;
         }
-        if dest_table_exists(pg, &p.schema, &p.name)? {
-            return Err(WorkerError::Config(format!(
-                "destination table {} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\", \
-                 or start the connector in mode 'always' to replace it",
-                p.qualified(),
-                cfg.name
-            )));
-        }
-        pg.exec(&ddl::create_table(p), &[]).ctx(|| {
-            format!(
-                "creating destination table {} for {}",
-                p.qualified(),
-                t.qualified()
-            )
-        })?;
-    }
+        Ok(())
+    })?;
     let mut rows = 0;
     if copy {
         for (t, p) in tables {
@@ -419,9 +607,28 @@ fn build_tables(
             pg.exec(&sql, &[])
                 .ctx(|| format!("adding the primary key of {}", p.qualified()))?;
         }
+        for sql in ddl::replica_identity(p) {
+            pg.exec(&sql, &[])
+                .ctx(|| format!("setting the replica identity of {}: {sql}", p.qualified()))?;
+        }
         crate::objmap::record_attributes(pg, &cfg.name, p)?;
     }
     Ok(rows)
+}
+
+/// Says in the log which tables of the replicated schemas are not replicated.
+fn log_left_out(pg: &Pg, cfg: &ConnectorConfig, left_out: &[String]) {
+    if !left_out.is_empty() {
+        pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: not replicated: {} (unlogged tables: their changes are not written to the WAL, \
+                 so logical replication cannot see them; ALTER TABLE ... SET LOGGED on the source to replicate them)",
+                cfg.name,
+                left_out.join(", ")
+            ),
+        );
+    }
 }
 
 /// The destination plans of the tables, checked: every rule names a replicated
@@ -481,9 +688,13 @@ pub fn run(
     let Prepared {
         repl,
         client,
-        tables,
+        mut tables,
+        types,
+        left_out,
         consistent_point,
     } = prepared;
+    log_left_out(pg, cfg, &left_out);
+    let types = place_types(cfg, plan.rules, &mut tables, &types);
     pg.log(
         crate::pg::LOG_LOG,
         &format!(
@@ -515,7 +726,18 @@ pub fn run(
             let rows = if plan.create_tables {
                 let pairs: Vec<(&SourceTable, &DestTable)> =
                     tables.iter().zip(plans.iter()).collect();
-                build_tables(pg, net, &client, cfg, &pairs, plan.rebuild, plan.copy_rows)?
+                build_tables(
+                    pg,
+                    net,
+                    &client,
+                    cfg,
+                    &pairs,
+                    BuildOpts {
+                        types: &types,
+                        rebuild: plan.rebuild,
+                        copy: plan.copy_rows,
+                    },
+                )?
             } else {
                 0
             };
@@ -603,16 +825,18 @@ async fn prepare_partial(
     // slot names are [a-z0-9_]: cutting at a byte is safe
     let temp = format!("{}_rs", &slot[..slot.len().min(60)]);
     let info = repl.create_temporary_slot(&temp).await?;
-    let tables =
+    let cat =
         catalog_in_snapshot(&client, &cfg, &params, info.snapshot_name, "temporary slot").await?;
-    let snapshottable = source::select_snapshot_tables(&client, &cfg, &tables)
+    let snapshottable = source::select_snapshot_tables(&client, &cfg, &cat.tables)
         .await
         .map_err(WorkerError::Config)?;
     Ok(PreparedPartial {
         inner: Prepared {
             repl,
             client: Arc::new(client),
-            tables,
+            tables: cat.tables,
+            types: cat.types,
+            left_out: cat.left_out,
             consistent_point: info.consistent_point,
         },
         snapshottable,
@@ -641,7 +865,9 @@ pub fn resnapshot(
             Prepared {
                 repl,
                 client,
-                tables,
+                mut tables,
+                types,
+                left_out,
                 consistent_point,
             },
         snapshottable,
@@ -655,6 +881,8 @@ pub fn resnapshot(
             rules.clone(),
         ),
     )??;
+    log_left_out(pg, cfg, &left_out);
+    let types = place_types(cfg, rules, &mut tables, &types);
     let result = (|| -> Result<(usize, u64), WorkerError> {
         let plans = plan_tables(cfg, rules, &tables)?;
         ensure_schemas(pg, &plans)?;
@@ -676,7 +904,12 @@ pub fn resnapshot(
                     copy.iter().map(|(t, _)| t.qualified()).collect::<Vec<_>>().join(", ")
                 ),
             );
-            let rows = build_tables(pg, net, &client, cfg, &copy, true, true)?;
+            let opts = BuildOpts {
+                types: &types,
+                rebuild: true,
+                copy: true,
+            };
+            let rows = build_tables(pg, net, &client, cfg, &copy, opts)?;
             let lsn = crate::offset::format_lsn(consistent_point);
             for (t, _) in &copy {
                 pg.exec(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceColumn {
     pub name: String,
     /// The type as the destination should declare it.
@@ -25,15 +25,54 @@ pub struct SourceColumn {
     pub base_type: String,
     /// An identity column, or one whose default is nextval().
     pub serial: bool,
+    /// The replicated user type at the bottom of the column's type (0: none), and
+    /// whether the column is an array of it.
+    pub udt: u32,
+    pub udt_array: bool,
+    /// GENERATED ALWAYS AS (expression): the destination computes it.
+    pub generated: Option<Generated>,
+    /// GENERATED { ALWAYS | BY DEFAULT } AS IDENTITY with its sequence options.
+    pub identity: Option<Identity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub expr: String,
+    /// PostgreSQL 18's virtual generated column (else stored).
+    pub virtual_: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub always: bool,
+    /// `START WITH ... CYCLE`, the identity sequence's options.
+    pub options: String,
+}
+
+impl SourceColumn {
+    /// Whether the source's rows carry this column (COPY and logical decoding
+    /// leave generated columns to whoever stores the row).
+    pub fn copied(&self) -> bool {
+        self.generated.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceTable {
     pub oid: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<SourceColumn>,
+    /// Key columns of the primary key (never its INCLUDE columns).
     pub primary_key: Vec<String>,
+    /// The primary key's INCLUDE columns.
+    pub pk_include: Vec<String>,
+    /// pg_class.relreplident: 'd' default, 'f' full, 'i' index, 'n' nothing.
+    pub replica_identity: char,
+    /// The replica identity index (REPLICA IDENTITY USING INDEX, not the primary
+    /// key): its name and key columns.
+    pub identity_index_name: String,
+    pub identity_index: Vec<String>,
 }
 
 impl SourceTable {
@@ -41,9 +80,11 @@ impl SourceTable {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
 
+    /// The columns the source's rows carry, for COPY.
     pub fn column_list(&self) -> String {
         self.columns
             .iter()
+            .filter(|c| c.copied())
             .map(|c| quote_ident(&c.name))
             .collect::<Vec<_>>()
             .join(", ")
@@ -215,6 +256,11 @@ async fn connect_ssl(
 
 /// The tables the connector replicates, with their columns and keys, read in the
 /// current transaction (the exported snapshot when called from the snapshot).
+///
+/// The session's search_path becomes the replicated schemas, so that expressions
+/// the source deparses (defaults, generated columns, domain checks) name the
+/// replicated types without a schema: the destination runs them with its own
+/// schemas first on its search_path, where the copies of those types are.
 pub async fn read_catalog(
     client: &Client,
     cfg: &ConnectorConfig,
@@ -223,6 +269,37 @@ pub async fn read_catalog(
         Some(db) => format!("reading the source catalog failed: {}", db.message()),
         None => format!("reading the source catalog failed: {e}"),
     };
+    let schemas = searched_schemas(cfg);
+    let missing = client
+        .query(
+            "SELECT s FROM unnest($1::text[]) WITH ORDINALITY AS u(s, i)
+              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = u.s)
+              ORDER BY i",
+            &[&cfg.srcschemas],
+        )
+        .await
+        .map_err(err)?;
+    if !missing.is_empty() {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|r| format!("\"{}\"", r.get::<_, String>(0)))
+            .collect();
+        return Err(format!(
+            "schema {} (srcschema of connector \"{}\") does not exist in database \"{}\" on the source; \
+             fix srcschema with synchdb_del_conninfo and synchdb_add_conninfo, or edit synchdb_conninfo.data",
+            names.join(", "),
+            cfg.name,
+            cfg.srcdb
+        ));
+    }
+    let path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path', $1, false)",
+            &[&path.join(", ")],
+        )
+        .await
+        .map_err(err)?;
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text
@@ -233,7 +310,7 @@ pub async fn read_catalog(
                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                    AND d.deptype = 'e')
               ORDER BY 2, 3",
-            &[&searched_schemas(cfg)],
+            &[&schemas],
         )
         .await
         .map_err(err)?;
@@ -243,8 +320,8 @@ pub async fn read_catalog(
             oid: r.get::<_, u32>(0),
             schema: r.get(1),
             name: r.get(2),
-            columns: Vec::new(),
-            primary_key: Vec::new(),
+            replica_identity: 'd',
+            ..Default::default()
         })
         .collect();
 
@@ -263,20 +340,17 @@ pub async fn read_catalog(
             .collect::<Vec<_>>()
             .join(",")
     );
-    // Domains become their base type and enums text: the destination may not have
-    // them. A default is kept only when it is constant: PostgreSQL stores defaults
+    // A default is kept only when it is constant: PostgreSQL stores defaults
     // unfolded, so we accept expressions that call only immutable functions and
     // read no column, parameter, subquery or session value (now(), nextval() and
-    // CURRENT_USER are left out).
+    // CURRENT_USER are left out). Generated columns come with their expression.
     let cols = client
         .query(
             &format!(
                 "SELECT a.attrelid, a.attname::text,
-                        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-                             WHEN t.typtype = 'e' THEN 'text'
-                             ELSE format_type(a.atttypid, a.atttypmod) END,
+                        format_type(a.atttypid, a.atttypmod),
                         a.attnotnull,
-                        CASE WHEN d.adbin IS NOT NULL AND t.typtype NOT IN ('d', 'e')
+                        CASE WHEN a.attgenerated = '' AND d.adbin IS NOT NULL
                                   AND d.adbin::text !~ '\\{{(VAR|PARAM|SUBLINK|SQLVALUEFUNCTION|NEXTVALUEEXPR|CURRENTOFEXPR) '
                                   AND NOT EXISTS (
                                       SELECT 1 FROM regexp_matches(d.adbin::text, ':(?:funcid|opfuncid) (\\d+)', 'g') AS f(m)
@@ -285,27 +359,51 @@ pub async fn read_catalog(
                              THEN pg_get_expr(d.adbin, d.adrelid) END,
                         format_type(a.atttypid, a.atttypmod),
                         format_type(a.atttypid, NULL),
-                        {SERIAL_COLUMN}
+                        {SERIAL_COLUMN},
+                        {udt},
+                        (SELECT x.typtype = 'b' AND x.typelem <> 0 AND x.typlen = -1
+                           FROM pg_type x WHERE x.oid = a.atttypid),
+                        a.attgenerated::text,
+                        CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+                        a.attidentity::text,
+                        (SELECT format('START WITH %s INCREMENT BY %s MINVALUE %s MAXVALUE %s CACHE %s %s',
+                                       s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
+                                       CASE WHEN s.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END)
+                           FROM pg_depend dp JOIN pg_sequence s ON s.seqrelid = dp.objid
+                          WHERE a.attidentity <> '' AND dp.classid = 'pg_class'::regclass
+                            AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = a.attrelid
+                            AND dp.refobjsubid = a.attnum AND dp.deptype = 'i' LIMIT 1)
                    FROM pg_attribute a
-                   JOIN pg_type t ON t.oid = a.atttypid
                    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                   WHERE a.attrelid = ANY({oids}) AND a.attnum > 0 AND NOT a.attisdropped
-                    AND a.attgenerated = ''
-                  ORDER BY a.attrelid, a.attnum"
+                  ORDER BY a.attrelid, a.attnum",
+                udt = crate::usertypes::column_udt_sql(),
             ),
             &[],
         )
         .await
         .map_err(err)?;
-    let pks = client
+    // Key columns come from indnkeyatts: the INCLUDE columns that follow them in
+    // indkey are carried by the index, not part of the key.
+    let keys = client
         .query(
             &format!(
-                "SELECT i.indrelid, a.attname::text
+                "SELECT i.indrelid, a.attname::text, i.indisprimary, k.ord <= i.indnkeyatts,
+                        (SELECT ic.relname::text FROM pg_class ic WHERE ic.oid = i.indexrelid)
                    FROM pg_index i
                    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                  WHERE i.indisprimary AND i.indrelid = ANY({oids})
-                  ORDER BY i.indrelid, k.ord"
+                  WHERE (i.indisprimary OR i.indisreplident) AND i.indrelid = ANY({oids})
+                  ORDER BY i.indrelid, i.indisprimary DESC, k.ord"
+            ),
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let idents = client
+        .query(
+            &format!(
+                "SELECT c.oid, c.relreplident::text FROM pg_class c WHERE c.oid = ANY({oids})"
             ),
             &[],
         )
@@ -313,24 +411,85 @@ pub async fn read_catalog(
         .map_err(err)?;
     let index: HashMap<u32, usize> = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
     for r in &cols {
-        if let Some(&i) = index.get(&r.get::<_, u32>(0)) {
+        if let Some(&i) = index.get(&r.try_get::<_, u32>(0).map_err(err)?) {
+            let gen: String = r.try_get(10).map_err(err)?;
+            let gen_expr: Option<String> = r.try_get(11).map_err(err)?;
+            let ident: String = r.try_get(12).map_err(err)?;
+            let ident_opts: Option<String> = r.try_get(13).map_err(err)?;
             tables[i].columns.push(SourceColumn {
-                name: r.get(1),
-                type_sql: r.get(2),
-                not_null: r.get(3),
-                default: r.get(4),
-                source_type: r.get(5),
-                base_type: r.get(6),
-                serial: r.get(7),
+                name: r.try_get(1).map_err(err)?,
+                type_sql: r.try_get(2).map_err(err)?,
+                not_null: r.try_get(3).map_err(err)?,
+                default: r.try_get(4).map_err(err)?,
+                source_type: r.try_get(5).map_err(err)?,
+                base_type: r.try_get(6).map_err(err)?,
+                serial: r.try_get(7).map_err(err)?,
+                udt: r.try_get::<_, Option<u32>>(8).map_err(err)?.unwrap_or(0),
+                udt_array: r
+                    .try_get::<_, Option<bool>>(9)
+                    .map_err(err)?
+                    .unwrap_or(false),
+                generated: gen_expr.filter(|_| !gen.is_empty()).map(|expr| Generated {
+                    expr,
+                    virtual_: gen == "v",
+                }),
+                identity: if ident.is_empty() {
+                    None
+                } else {
+                    Some(Identity {
+                        always: ident == "a",
+                        options: ident_opts.unwrap_or_default(),
+                    })
+                },
             });
         }
     }
-    for r in &pks {
-        if let Some(&i) = index.get(&r.get::<_, u32>(0)) {
-            tables[i].primary_key.push(r.get(1));
+    for r in &keys {
+        if let Some(&i) = index.get(&r.try_get::<_, u32>(0).map_err(err)?) {
+            let col: String = r.try_get(1).map_err(err)?;
+            let primary: bool = r.try_get(2).map_err(err)?;
+            let is_key: bool = r.try_get(3).map_err(err)?;
+            let t = &mut tables[i];
+            match (primary, is_key) {
+                (true, true) => t.primary_key.push(col),
+                (true, false) => t.pk_include.push(col),
+                (false, true) => {
+                    t.identity_index_name = r.try_get(4).map_err(err)?;
+                    t.identity_index.push(col)
+                }
+                (false, false) => {}
+            }
+        }
+    }
+    for r in &idents {
+        if let Some(&i) = index.get(&r.try_get::<_, u32>(0).map_err(err)?) {
+            let ri: String = r.try_get(1).map_err(err)?;
+            tables[i].replica_identity = ri.chars().next().unwrap_or('d');
+        }
+    }
+    for t in &mut tables {
+        // a primary key that is also the identity index was read twice
+        if t.replica_identity != 'i' {
+            t.identity_index.clear();
         }
     }
     Ok(tables)
+}
+
+/// Tables of the replicated schemas that are not replicated because their changes
+/// are not in the WAL (unlogged), with why: for the log.
+pub async fn left_out(client: &Client, cfg: &ConnectorConfig) -> Result<Vec<String>, String> {
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' AND n.nspname = ANY($1::text[])
+              ORDER BY 1",
+            &[&cfg.srcschemas],
+        )
+        .await
+        .map_err(|e| format!("reading the source catalog failed: {e}"))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
 /// Whether a source column is serial (an identity column, or one whose default is

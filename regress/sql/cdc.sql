@@ -73,7 +73,8 @@ ALTER TABLE items DROP COLUMN doc;
 ALTER TABLE items ADD COLUMN status text NOT NULL DEFAULT 'new';
 ALTER TABLE items ADD COLUMN stamp timestamptz DEFAULT now();
 -- columns of the source's own types: their OIDs mean nothing on the destination;
--- as in the snapshot, an enum becomes text and a domain its base type (a domain
+-- as in the snapshot, the types are created there from the source's catalog
+-- (the first change that needs them does it) and the columns use them (a domain
 -- with a check makes the source rewrite the table: not on items, whose missing
 -- values above would go with it before the worker reads them)
 ALTER TABLE fullid ADD COLUMN m mood, ADD COLUMN p posint;
