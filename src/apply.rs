@@ -1246,6 +1246,8 @@ impl<'a> Applier<'a> {
             replica_identity: 'd',
             identity_index_name: String::new(),
             identity_index: Vec::new(),
+            partitioned_by: None,
+            attach_to: None,
             columns: cols,
         })
     }
@@ -1423,6 +1425,32 @@ impl<'a> Applier<'a> {
         if let Some(pk) = crate::ddl::add_primary_key(&plan) {
             sql.push_str(&format!("; {pk}"));
         }
+        // a partition created or attached on the source while we stream: a
+        // partition of the destination's copy of its parent, which gives it the
+        // parent's columns, keys and generated columns
+        if let Some((parent, bound)) = self.source_partition_of(plan.src_oid)? {
+            let exists = pg
+                .query("SELECT to_regclass($1) IS NOT NULL", &[Some(&parent)])
+                .ctx(|| format!("looking up {parent}"))?;
+            if exists.first().and_then(|r| r[0].as_deref()) == Some("t") {
+                sql = format!(
+                    "{}; CREATE TABLE {} PARTITION OF {parent} {bound}",
+                    crate::ddl::ensure_schema_sql(&plan.schema),
+                    plan.qualified()
+                );
+                if !plan.primary_key.is_empty() {
+                    // the parent's key, if it has one, came with PARTITION OF
+                    sql.push_str(&format!(
+                        "; DO $sdb$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {lit}::regclass AND indisprimary) \
+                         THEN EXECUTE {pk}; END IF; END $sdb$",
+                        lit = crate::config::quote_literal(&plan.qualified()),
+                        pk = crate::config::quote_literal(
+                            &crate::ddl::add_primary_key(&plan).unwrap_or_default()
+                        )
+                    ));
+                }
+            }
+        }
         pg.exec(&sql, &[]).ctx(|| {
             format!(
                 "creating {} for source table {}",
@@ -1440,6 +1468,43 @@ impl<'a> Applier<'a> {
             ),
         );
         Ok(())
+    }
+
+    /// If source relation `oid` is a partition: the destination name of its
+    /// parent (under the rules) and its bound (`FOR VALUES ...`, `DEFAULT`).
+    fn source_partition_of(&self, oid: u32) -> Result<Option<(String, String)>, WorkerError> {
+        let Some(params) = self.source.clone() else {
+            return Ok(None);
+        };
+        let r = self.net.call(self.pg, async move {
+            let rows = crate::source::query_once(
+                &params,
+                "SELECT pn.nspname::text, p.relname::text, pg_get_expr(c.relpartbound, c.oid)
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
+                   JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+                   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+                  WHERE c.oid = $1::oid AND c.relispartition",
+                &[&oid],
+            )
+            .await?;
+            Ok::<_, String>(rows.into_iter().next().and_then(|r| {
+                Some((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            }))
+        })?;
+        let found = r.map_err(|e| {
+            WorkerError::Source(format!(
+                "reading the partition bound of relation {oid} on the source: {e}"
+            ))
+        })?;
+        Ok(found.map(|(schema, table, bound)| {
+            let (s, t) = self.rules.dest_table(&schema, &table, &self.dest_schema);
+            (format!("{}.{}", quote_ident(&s), quote_ident(&t)), bound)
+        }))
     }
 
     fn publish_batch_stats(&mut self) {

@@ -36,7 +36,21 @@ pub fn create_table(t: &DestTable, virtual_ok: bool) -> String {
             s
         })
         .collect();
-    format!("CREATE TABLE {} ({})", t.qualified(), cols.join(", "))
+    let mut sql = format!("CREATE TABLE {} ({})", t.qualified(), cols.join(", "));
+    if let Some(key) = &t.partitioned_by {
+        sql.push_str(&format!(" PARTITION BY {key}"));
+    }
+    sql
+}
+
+/// Attaches a partition created as a table of its own to its parent: its columns
+/// stay in the source partition's order, which may differ from the parent's.
+pub fn attach_partition(t: &DestTable) -> Option<String> {
+    let (parent, bound) = t.attach_to.as_ref()?;
+    Some(format!(
+        "ALTER TABLE {parent} ATTACH PARTITION {} {bound}",
+        t.qualified()
+    ))
 }
 
 fn ident_list(v: &[String]) -> String {
@@ -279,6 +293,7 @@ mod tests {
             replica_identity: 'i',
             identity_index_name: "t_ab".into(),
             identity_index: vec!["a".into(), "b".into()],
+            ..Default::default()
         };
         let p = crate::objmap::plan_table(&Default::default(), &t, "d");
         assert_eq!(

@@ -565,6 +565,11 @@ pub struct DestTable {
     pub replica_identity: char,
     pub identity_index_name: String,
     pub identity_index: Vec<String>,
+    /// A partitioned table's partition key (`RANGE (d)`).
+    pub partitioned_by: Option<String>,
+    /// A partition: its destination parent (qualified) and its bound, filled in
+    /// once every table is planned.
+    pub attach_to: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -664,6 +669,8 @@ pub fn plan_table(
         replica_identity: t.replica_identity,
         identity_index_name: t.identity_index_name.clone(),
         identity_index: dcols(&t.identity_index),
+        partitioned_by: t.partitioned_by.clone(),
+        attach_to: None,
     }
 }
 

@@ -454,6 +454,18 @@ fn copy_table(
     })
 }
 
+/// Whether the destination table already has a primary key (a partition gets its
+/// parent's).
+fn has_primary_key(pg: &Pg, p: &DestTable) -> Result<bool, WorkerError> {
+    let rows = pg
+        .query(
+            "SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisprimary",
+            &[Some(&p.qualified())],
+        )
+        .ctx(|| format!("looking up the primary key of {}", p.qualified()))?;
+    Ok(!rows.is_empty())
+}
+
 /// Whether the destination has a table of that name.
 fn dest_table_exists(pg: &Pg, schema: &str, name: &str) -> Result<bool, WorkerError> {
     let rows = pg
@@ -596,16 +608,48 @@ fn build_tables(
         }
         Ok(())
     })?;
+    // partitions were created as tables of their own (the source partition's column
+    // order may differ from its parent's); attached while still empty, so the
+    // bound check scans nothing
+    for (_, p) in tables {
+        if let Some(sql) = ddl::attach_partition(p) {
+            pg.exec(&sql, &[])
+                .ctx(|| format!("attaching partition {}: {sql}", p.qualified()))?;
+        }
+    }
     let mut rows = 0;
     if copy {
         for (t, p) in tables {
-            rows += copy_rows(pg, net, client, t, p)?;
+            if t.has_rows() {
+                rows += copy_rows(pg, net, client, t, p)?;
+            }
         }
     }
-    for (_, p) in tables {
+    // parents before their partitions: a partition gets its parent's primary key
+    // when the parent's is added
+    let depth = |p: &DestTable| {
+        let mut d = 0;
+        let mut cur = p.attach_to.as_ref().map(|a| a.0.clone());
+        while let Some(parent) = cur.take() {
+            d += 1;
+            if d > tables.len() {
+                break;
+            }
+            cur = tables
+                .iter()
+                .find(|(_, q)| q.qualified() == parent)
+                .and_then(|(_, q)| q.attach_to.as_ref().map(|a| a.0.clone()));
+        }
+        d
+    };
+    let mut by_depth: Vec<&DestTable> = tables.iter().map(|(_, p)| *p).collect();
+    by_depth.sort_by_key(|p| depth(p));
+    for p in by_depth {
         if let Some(sql) = ddl::add_primary_key(p) {
-            pg.exec(&sql, &[])
-                .ctx(|| format!("adding the primary key of {}", p.qualified()))?;
+            if !has_primary_key(pg, p)? {
+                pg.exec(&sql, &[])
+                    .ctx(|| format!("adding the primary key of {}", p.qualified()))?;
+            }
         }
         for sql in ddl::replica_identity(p) {
             pg.exec(&sql, &[])
@@ -639,10 +683,19 @@ fn plan_tables(
     tables: &[SourceTable],
 ) -> Result<Vec<DestTable>, WorkerError> {
     crate::objmap::check_rules(rules, tables, &cfg.name).map_err(WorkerError::Config)?;
-    let plans: Vec<DestTable> = tables
+    let mut plans: Vec<DestTable> = tables
         .iter()
         .map(|t| crate::objmap::plan_table(rules, t, &cfg.dest_schema()))
         .collect();
+    let dest_of: std::collections::HashMap<u32, String> =
+        plans.iter().map(|p| (p.src_oid, p.qualified())).collect();
+    for (t, p) in tables.iter().zip(plans.iter_mut()) {
+        if let Some((parent, bound)) = &t.partition_of {
+            if let Some(d) = dest_of.get(parent) {
+                p.attach_to = Some((d.clone(), bound.clone()));
+            }
+        }
+    }
     crate::objmap::check_clashes(&plans, &cfg.name).map_err(WorkerError::Config)?;
     Ok(plans)
 }
@@ -892,6 +945,20 @@ pub fn resnapshot(
                 if snapshottable.contains(&t.oid) || !dest_table_exists(pg, &p.schema, &p.name)? {
                     copy.push((t, p));
                 }
+            }
+            // a partitioned table built again drops its partitions: they come too
+            loop {
+                let parents: Vec<String> = copy.iter().map(|(_, p)| p.qualified()).collect();
+                let more: Vec<(&SourceTable, &DestTable)> = tables
+                    .iter()
+                    .zip(plans.iter())
+                    .filter(|(t, _)| !copy.iter().any(|(c, _)| c.oid == t.oid))
+                    .filter(|(_, p)| p.attach_to.as_ref().is_some_and(|(a, _)| parents.contains(a)))
+                    .collect();
+                if more.is_empty() {
+                    break;
+                }
+                copy.extend(more);
             }
             pg.log(
                 crate::pg::LOG_LOG,

@@ -5,7 +5,7 @@
 use crate::config::{quote_ident, ConnectorConfig, TableSel};
 use crate::replconn::ConnParams;
 use crate::tls::{self, SslMode};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -73,9 +73,19 @@ pub struct SourceTable {
     /// key): its name and key columns.
     pub identity_index_name: String,
     pub identity_index: Vec<String>,
+    /// A partitioned table: its partition key (pg_get_partkeydef, e.g. `RANGE (d)`).
+    /// It holds no rows of its own: its partitions are copied.
+    pub partitioned_by: Option<String>,
+    /// A partition: its parent's oid and its bound (`FOR VALUES ...`, `DEFAULT`).
+    pub partition_of: Option<(u32, String)>,
 }
 
 impl SourceTable {
+    /// Whether the table stores rows (a partitioned table's are in its partitions).
+    pub fn has_rows(&self) -> bool {
+        self.partitioned_by.is_none()
+    }
+
     pub fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
@@ -302,9 +312,12 @@ pub async fn read_catalog(
         .map_err(err)?;
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text
+            "SELECT c.oid, n.nspname::text, c.relname::text,
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+                    (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition),
+                    CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+              WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
                 AND n.nspname = ANY($1::text[])
                 AND NOT EXISTS (SELECT 1 FROM pg_depend d
                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
@@ -314,19 +327,52 @@ pub async fn read_catalog(
         )
         .await
         .map_err(err)?;
-    let mut tables: Vec<SourceTable> = rows
-        .iter()
-        .map(|r| SourceTable {
-            oid: r.get::<_, u32>(0),
-            schema: r.get(1),
-            name: r.get(2),
+    let mut tables: Vec<SourceTable> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let parent: Option<u32> = r.try_get(4).map_err(err)?;
+        let bound: Option<String> = r.try_get(5).map_err(err)?;
+        tables.push(SourceTable {
+            oid: r.try_get(0).map_err(err)?,
+            schema: r.try_get(1).map_err(err)?,
+            name: r.try_get(2).map_err(err)?,
             replica_identity: 'd',
+            partitioned_by: r.try_get(3).map_err(err)?,
+            partition_of: parent.zip(bound),
             ..Default::default()
-        })
-        .collect();
+        });
+    }
 
     if !cfg.tables.is_empty() {
+        let all = tables.clone();
         tables = select_tables(client, cfg, tables).await?;
+        // a partitioned table comes with all its partitions, at every level
+        loop {
+            let chosen: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
+            let more: Vec<SourceTable> = all
+                .iter()
+                .filter(|t| !chosen.contains(&t.oid))
+                .filter(|t| {
+                    t.partition_of
+                        .as_ref()
+                        .is_some_and(|(p, _)| chosen.contains(p))
+                })
+                .cloned()
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            tables.extend(more);
+        }
+    }
+    // A partition whose parent is not replicated is an ordinary table here.
+    let chosen: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
+    for t in &mut tables {
+        if t.partition_of
+            .as_ref()
+            .is_some_and(|(p, _)| !chosen.contains(p))
+        {
+            t.partition_of = None;
+        }
     }
     if tables.is_empty() {
         return Ok(tables);

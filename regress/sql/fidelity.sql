@@ -168,6 +168,23 @@ INSERT INTO t_gen (a, c) SELECT g, 'row ' || g FROM generate_series(1, 10) g;
 CREATE TABLE t_dropped (id int PRIMARY KEY, gone text, kept text);
 ALTER TABLE t_dropped DROP COLUMN gone;
 INSERT INTO t_dropped VALUES (1, 'k');
+-- partitioned tables: range with a default partition and a partition whose
+-- columns are in another order than its parent's, list with a second level
+-- of hash partitions, a parent with a generated column
+CREATE TABLE p_range (id int, d date, v text, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+CREATE TABLE p_range_2020 PARTITION OF p_range FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+CREATE TABLE p_range_2021 (v text, d date NOT NULL, id int NOT NULL);
+ALTER TABLE p_range ATTACH PARTITION p_range_2021 FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');
+CREATE TABLE p_range_other PARTITION OF p_range DEFAULT;
+INSERT INTO p_range SELECT g, date '2019-12-25' + g * 7, 'v' || g FROM generate_series(1, 150) g;
+CREATE TABLE p_list (region text, id int, amount numeric(10,2), twice numeric GENERATED ALWAYS AS (amount * 2) STORED,
+                     PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+CREATE TABLE p_list_eu PARTITION OF p_list FOR VALUES IN ('eu');
+CREATE TABLE p_list_am PARTITION OF p_list FOR VALUES IN ('us', 'ca', NULL);
+CREATE TABLE p_list_asia PARTITION OF p_list FOR VALUES IN ('jp', 'in') PARTITION BY HASH (id);
+CREATE TABLE p_list_asia_0 PARTITION OF p_list_asia FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE p_list_asia_1 PARTITION OF p_list_asia FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO p_list SELECT (ARRAY['eu', 'us', 'ca', 'jp', 'in'])[1 + g % 5], g, g * 1.25 FROM generate_series(1, 100) g;
 -- an unlogged table is left out, and the log says so
 CREATE UNLOGGED TABLE t_unlogged (id int PRIMARY KEY);
 
@@ -195,6 +212,10 @@ SELECT s.line AS source, format('%s|%s|%s|%s', d.tbl, d.cols, d.n, d.sum) AS des
 SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'fid_src.t_incl'::regclass AND contype = 'p';
 SELECT c.relname, c.relreplident, (SELECT i.indexrelid::regclass FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS ident
   FROM pg_class c WHERE c.relnamespace = 'fid_src'::regnamespace AND c.relkind = 'r' AND c.relreplident <> 'd' ORDER BY 1;
+SELECT c.relname, pg_get_partkeydef(c.oid) AS key, i.inhparent::regclass AS parent, pg_get_expr(c.relpartbound, c.oid) AS bound
+  FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+ WHERE c.relnamespace = 'fid_src'::regnamespace AND c.relkind IN ('r', 'p') AND (c.relkind = 'p' OR c.relispartition)
+ ORDER BY 1;
 SELECT typname, typtype FROM pg_type
  WHERE typnamespace = 'fid_src'::regnamespace AND typtype IN ('e', 'd', 'c', 'r', 'm')
    AND (typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = typrelid) = 'c') ORDER BY 1;
@@ -260,6 +281,12 @@ DELETE FROM t_keyless WHERE a IS NULL;
 UPDATE t_gen SET a = a + 100 WHERE id < 120;
 UPDATE t_dropped SET kept = 'k2';
 INSERT INTO t_nothing VALUES (2, 'another insert');
+-- rows move between partitions; a partition created while streaming is picked up
+UPDATE p_range SET d = d + 365 WHERE id % 10 = 0;
+UPDATE p_list SET region = 'eu' WHERE region = 'jp' AND id < 50;
+CREATE TABLE p_range_2030 PARTITION OF p_range FOR VALUES FROM ('2030-01-01') TO ('2031-01-01');
+INSERT INTO p_range VALUES (1000, '2030-06-01', 'new partition');
+
 INSERT INTO t_gen (a, c) VALUES (1000, 'late');
 DELETE FROM t_empty WHERE ctid = (SELECT min(ctid) FROM t_empty);
 SELECT string_agg(format('%s|%s|%s|%s', tbl, cols, n, sum), E'\n' ORDER BY tbl) AS src_sums FROM fid_sums('public') \gset
