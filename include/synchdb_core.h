@@ -55,7 +55,7 @@ typedef struct SdbStateRow {
   int32_t pid;
   char stage[32];
   char state[32];
-  char err[1024];
+  char err[4096];
   char offset[256];
 } SdbStateRow;
 

@@ -792,6 +792,9 @@ op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb ro
 		Datum	   *values;
 		char	   *nulls;
 
+		/* SPI outside a transaction crashes the backend: make it an error */
+		if (!IsTransactionState())
+			elog(ERROR, "synchdb: SQL run outside a transaction");
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		sdb_text_params(nparams, params, &types, &values, &nulls);
@@ -815,6 +818,9 @@ op_spi_prepare(const char *sql, int nparams, void **plan)
 		int			i;
 
 		*plan = NULL;
+		/* SPI outside a transaction crashes the backend: make it an error */
+		if (!IsTransactionState())
+			elog(ERROR, "synchdb: SQL run outside a transaction");
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		if (nparams > 0)
@@ -841,6 +847,9 @@ op_spi_exec_plan(void *plan, int nparams, const char *const *params, SdbRowCb ro
 		Datum	   *values;
 		char	   *nulls;
 
+		/* SPI outside a transaction crashes the backend: make it an error */
+		if (!IsTransactionState())
+			elog(ERROR, "synchdb: SQL run outside a transaction");
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		if (nparams != SPI_getargcount((SPIPlanPtr) plan))

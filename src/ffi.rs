@@ -168,7 +168,7 @@ pub struct SdbStateRow {
     pub pid: i32,
     pub stage: [c_char; 32],
     pub state: [c_char; 32],
-    pub err: [c_char; 1024],
+    pub err: [c_char; 4096],
     pub offset: [c_char; 256],
 }
 

@@ -680,19 +680,36 @@ pub fn check_clashes(plans: &[DestTable], connector: &str) -> Result<(), String>
     let mut seen: HashMap<(&str, &str), &DestTable> = HashMap::new();
     for p in plans {
         if let Some(other) = seen.insert((p.schema.as_str(), p.name.as_str()), p) {
-            return Err(format!(
-                "source tables \"{}\" and \"{}\" would both be replicated to \"{}.{}\"; \
-                 replicate only one of them (option \"table\"), or map one elsewhere: \
-                 SELECT synchdb_add_objmap('{connector}', 'table', '{}', 'schema.new_name')",
-                other.ext_tbname(),
-                p.ext_tbname(),
-                p.schema,
-                p.name,
-                p.ext_tbname()
-            ));
+            return Err(clash_message(other, p, connector));
         }
     }
     Ok(())
+}
+
+/// Every pair of source tables that would land on one destination table, each
+/// with the rule that separates them.
+pub fn all_clashes(plans: &[DestTable], connector: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<(&str, &str), &DestTable> = HashMap::new();
+    for p in plans {
+        if let Some(other) = seen.insert((p.schema.as_str(), p.name.as_str()), p) {
+            out.push(clash_message(other, p, connector));
+        }
+    }
+    out
+}
+
+fn clash_message(other: &DestTable, p: &DestTable, connector: &str) -> String {
+    format!(
+        "source tables \"{}\" and \"{}\" would both be replicated to \"{}.{}\"; \
+         replicate only one of them (option \"table\"), or map one elsewhere: \
+         SELECT synchdb_add_objmap('{connector}', 'table', '{}', 'schema.new_name')",
+        other.ext_tbname(),
+        p.ext_tbname(),
+        p.schema,
+        p.name,
+        p.ext_tbname()
+    )
 }
 
 /// Every rule must name a replicated table and, for column rules, one of its

@@ -105,21 +105,132 @@ fn source_error(params: &ConnParams, what: &str, e: tokio_postgres::Error) -> Wo
 }
 
 /// Both connections to the source, checked for logical decoding, and the tables
-/// the connector replicates. Rules and names are checked here, before anything is
-/// created on the source.
+/// the connector replicates, with every problem the source shows (tables the
+/// `table` option names that do not exist, patterns that match nothing, a wrong
+/// `snapshottable` when `partial`). Nothing is created on the source here: the
+/// main thread checks the rest (`precheck`) before anything is.
+struct Opened {
+    repl: ReplConnection,
+    client: Client,
+    tables: Vec<SourceTable>,
+    problems: Vec<String>,
+}
+
 async fn open_source(
-    cfg: &ConnectorConfig,
-    params: &ConnParams,
-    rules: &Rules,
-) -> Result<(ReplConnection, Client, Vec<SourceTable>), WorkerError> {
-    let mut repl = ReplConnection::connect(params).await?;
-    check_source(&mut repl, params).await?;
-    let client = source::connect(params).await.map_err(WorkerError::Source)?;
-    let tables = source::read_catalog(&client, cfg)
+    cfg: ConnectorConfig,
+    params: ConnParams,
+    partial: bool,
+) -> Result<Opened, WorkerError> {
+    let mut repl = ReplConnection::connect(&params).await?;
+    check_source(&mut repl, &params).await?;
+    let client = source::connect(&params)
+        .await
+        .map_err(WorkerError::Source)?;
+    let (tables, mut problems) = source::read_catalog_checked(&client, &cfg)
         .await
         .map_err(WorkerError::Config)?;
-    plan_tables(cfg, rules, &tables)?;
-    Ok((repl, client, tables))
+    if partial {
+        if let Err(e) = source::select_snapshot_tables(&client, &cfg, &tables).await {
+            problems.push(e);
+        }
+    }
+    Ok(Opened {
+        repl,
+        client,
+        tables,
+        problems,
+    })
+}
+
+/// Every reason the connector cannot replicate what it was asked to, found before
+/// anything is created on the source or the destination, reported at once (in
+/// `err` and the log), each with what to do: the source's problems, object
+/// mapping rules naming unknown tables or columns, two tables landing on one
+/// name, destination tables in the way (`create` without `rebuild`), and column
+/// types the destination does not have.
+fn precheck(
+    pg: &Pg,
+    cfg: &ConnectorConfig,
+    rules: &Rules,
+    tables: &[SourceTable],
+    mut problems: Vec<String>,
+    create: bool,
+    rebuild: bool,
+) -> Result<(), WorkerError> {
+    if let Err(e) = crate::objmap::check_rules(rules, tables, &cfg.name) {
+        problems.push(e);
+    }
+    let plans: Vec<DestTable> = tables
+        .iter()
+        .map(|t| crate::objmap::plan_table(rules, t, &cfg.dest_schema()))
+        .collect();
+    problems.extend(crate::objmap::all_clashes(&plans, &cfg.name));
+    if create {
+        let mut known: std::collections::HashMap<String, bool> = Default::default();
+        for (t, p) in tables.iter().zip(&plans) {
+            if !rebuild && dest_table_exists(pg, &p.schema, &p.name)? {
+                problems.push(format!(
+                    "destination table {} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\", \
+                     or start the connector in mode 'always' to replace it",
+                    p.qualified(),
+                    cfg.name
+                ));
+            }
+            for (c, d) in t.columns.iter().zip(&p.columns) {
+                // the connector creates user types itself
+                if c.udt != 0 && d.type_sql == d.natural_type {
+                    continue;
+                }
+                let ok = match known.get(&d.type_sql) {
+                    Some(&ok) => ok,
+                    None => {
+                        let rows = pg
+                            .query("SELECT to_regtype($1) IS NOT NULL", &[Some(&d.type_sql)])
+                            .ctx(|| format!("looking up type {}", d.type_sql))?;
+                        let ok = rows.first().and_then(|r| r[0].as_deref()) == Some("t");
+                        known.insert(d.type_sql.clone(), ok);
+                        ok
+                    }
+                };
+                if !ok {
+                    let install = match &c.type_extension {
+                        Some(e) => format!(
+                            "install extension {e} on the destination (CREATE EXTENSION {})",
+                            quote_ident(e)
+                        ),
+                        None => "create that type on the destination".to_string(),
+                    };
+                    problems.push(format!(
+                        "column {} of table {} has type {}, which the destination does not have; {install}, \
+                         or map the column to another type: SELECT synchdb_add_objmap('{}', 'datatype', '{}.{}.{}', 'text|0')",
+                        quote_ident(&c.name),
+                        t.qualified(),
+                        d.type_sql,
+                        cfg.name,
+                        t.schema,
+                        t.name,
+                        c.name
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lead = format!(
+        "connector \"{}\" cannot start (nothing was created on the source or the destination)",
+        cfg.name
+    );
+    Err(WorkerError::Config(if problems.len() == 1 {
+        format!("{lead}: {}", problems[0])
+    } else {
+        format!(
+            "{lead}: {} problems:\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        )
+    }))
 }
 
 /// Makes the session's transaction see exactly the slot's exported snapshot.
@@ -279,14 +390,19 @@ pub fn with_dest_search_path<T>(
 }
 
 async fn prepare(
+    opened: Opened,
     cfg: ConnectorConfig,
     params: ConnParams,
     slot: String,
     publication: String,
-    rules: Rules,
 ) -> Result<Prepared, WorkerError> {
     // The tables to publish, outside the snapshot; they are read again inside it.
-    let (mut repl, client, tables) = open_source(&cfg, &params, &rules).await?;
+    let Opened {
+        mut repl,
+        client,
+        tables,
+        ..
+    } = opened;
     let srcerr = |what: &str, e: tokio_postgres::Error| source_error(&params, what, e);
     // A slot left by an earlier, unfinished snapshot is useless: its snapshot is gone.
     client
@@ -728,14 +844,27 @@ pub fn run(
     publication: &str,
     plan: Plan,
 ) -> Result<SnapshotResult, WorkerError> {
+    let mut opened = net.call(pg, open_source(cfg.clone(), params.clone(), false))??;
+    let problems = std::mem::take(&mut opened.problems);
+    pg.in_xact(|| {
+        precheck(
+            pg,
+            cfg,
+            plan.rules,
+            &opened.tables,
+            problems,
+            plan.create_tables,
+            plan.rebuild,
+        )
+    })?;
     let prepared = net.call(
         pg,
         prepare(
+            opened,
             cfg.clone(),
             params.clone(),
             slot.to_string(),
             publication.to_string(),
-            plan.rules.clone(),
         ),
     )??;
     let Prepared {
@@ -822,18 +951,19 @@ struct PreparedPartial {
 /// `table` option may have grown), then takes a snapshot through a temporary slot.
 /// The connector's own slot, and so every other table's position, is untouched.
 async fn prepare_partial(
+    opened: Opened,
     cfg: ConnectorConfig,
     params: ConnParams,
     slot: String,
     publication: String,
-    rules: Rules,
 ) -> Result<PreparedPartial, WorkerError> {
-    let (mut repl, client, tables) = open_source(&cfg, &params, &rules).await?;
+    let Opened {
+        mut repl,
+        client,
+        tables,
+        ..
+    } = opened;
     let srcerr = |what: &str, e: tokio_postgres::Error| source_error(&params, what, e);
-    // a wrong snapshottable is an error before anything is created on the source
-    source::select_snapshot_tables(&client, &cfg, &tables)
-        .await
-        .map_err(WorkerError::Config)?;
     let published: Vec<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
@@ -913,6 +1043,10 @@ pub fn resnapshot(
     publication: &str,
     rules: &Rules,
 ) -> Result<SnapshotResult, WorkerError> {
+    let mut opened = net.call(pg, open_source(cfg.clone(), params.clone(), true))??;
+    // tables already there are replaced, those missing created
+    let problems = std::mem::take(&mut opened.problems);
+    pg.in_xact(|| precheck(pg, cfg, rules, &opened.tables, problems, true, true))?;
     let PreparedPartial {
         inner:
             Prepared {
@@ -927,11 +1061,11 @@ pub fn resnapshot(
     } = net.call(
         pg,
         prepare_partial(
+            opened,
             cfg.clone(),
             params.clone(),
             slot.to_string(),
             publication.to_string(),
-            rules.clone(),
         ),
     )??;
     log_left_out(pg, cfg, &left_out);

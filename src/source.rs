@@ -33,6 +33,8 @@ pub struct SourceColumn {
     pub generated: Option<Generated>,
     /// GENERATED { ALWAYS | BY DEFAULT } AS IDENTITY with its sequence options.
     pub identity: Option<Identity>,
+    /// The extension that provides the column's type on the source, if one does.
+    pub type_extension: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +277,21 @@ pub async fn read_catalog(
     client: &Client,
     cfg: &ConnectorConfig,
 ) -> Result<Vec<SourceTable>, String> {
+    let (tables, problems) = read_catalog_checked(client, cfg).await?;
+    if problems.is_empty() {
+        Ok(tables)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// `read_catalog`, with what is wrong with the `table` option as a list of
+/// problems beside the tables that are fine (the caller reports them all at once).
+pub async fn read_catalog_checked(
+    client: &Client,
+    cfg: &ConnectorConfig,
+) -> Result<(Vec<SourceTable>, Vec<String>), String> {
+    let mut problems: Vec<String> = Vec::new();
     let err = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) => format!("reading the source catalog failed: {}", db.message()),
         None => format!("reading the source catalog failed: {e}"),
@@ -344,7 +361,7 @@ pub async fn read_catalog(
 
     if !cfg.tables.is_empty() {
         let all = tables.clone();
-        tables = select_tables(client, cfg, tables).await?;
+        tables = select_tables(client, cfg, tables, &mut problems).await?;
         // a partitioned table comes with all its partitions, at every level
         loop {
             let chosen: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
@@ -375,7 +392,7 @@ pub async fn read_catalog(
         }
     }
     if tables.is_empty() {
-        return Ok(tables);
+        return Ok((tables, problems));
     }
 
     let oids = format!(
@@ -418,7 +435,14 @@ pub async fn read_catalog(
                            FROM pg_depend dp JOIN pg_sequence s ON s.seqrelid = dp.objid
                           WHERE a.attidentity <> '' AND dp.classid = 'pg_class'::regclass
                             AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = a.attrelid
-                            AND dp.refobjsubid = a.attnum AND dp.deptype = 'i' LIMIT 1)
+                            AND dp.refobjsubid = a.attnum AND dp.deptype = 'i' LIMIT 1),
+                        (SELECT e.extname::text
+                           FROM pg_type bt
+                           JOIN pg_depend de ON de.classid = 'pg_type'::regclass AND de.deptype = 'e'
+                                            AND de.objid = CASE WHEN bt.typtype = 'b' AND bt.typelem <> 0 AND bt.typlen = -1
+                                                                THEN bt.typelem ELSE bt.oid END
+                           JOIN pg_extension e ON e.oid = de.refobjid
+                          WHERE bt.oid = a.atttypid LIMIT 1)
                    FROM pg_attribute a
                    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                   WHERE a.attrelid = ANY({oids}) AND a.attnum > 0 AND NOT a.attisdropped
@@ -487,6 +511,7 @@ pub async fn read_catalog(
                         options: ident_opts.unwrap_or_default(),
                     })
                 },
+                type_extension: r.try_get(14).map_err(err)?,
             });
         }
     }
@@ -519,23 +544,32 @@ pub async fn read_catalog(
             t.identity_index.clear();
         }
     }
-    Ok(tables)
+    Ok((tables, problems))
 }
 
 /// Tables of the replicated schemas that are not replicated because their changes
 /// are not in the WAL (unlogged), with why: for the log.
 pub async fn left_out(client: &Client, cfg: &ConnectorConfig) -> Result<Vec<String>, String> {
+    Ok(left_out_in(client, &cfg.srcschemas)
+        .await?
+        .iter()
+        .map(|(s, t)| format!("{}.{}", quote_ident(s), quote_ident(t)))
+        .collect())
+}
+
+/// The unlogged tables of `schemas`, as (schema, table).
+async fn left_out_in(client: &Client, schemas: &[String]) -> Result<Vec<(String, String)>, String> {
     let rows = client
         .query(
-            "SELECT format('%I.%I', n.nspname, c.relname)
+            "SELECT n.nspname::text, c.relname::text
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' AND n.nspname = ANY($1::text[])
-              ORDER BY 1",
-            &[&cfg.srcschemas],
+              ORDER BY 1, 2",
+            &[&schemas],
         )
         .await
         .map_err(|e| format!("reading the source catalog failed: {e}"))?;
-    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Whether a source column is serial (an identity column, or one whose default is
@@ -579,11 +613,13 @@ fn searched_schemas(cfg: &ConnectorConfig) -> Vec<String> {
 /// Applies the `table` option to the source's tables, in the option's order: an
 /// exact entry must exist; a pattern (a PostgreSQL regular expression, matched
 /// whole against `schema.table` by the source itself) must match at least one
-/// table of the source schemas.
+/// table of the source schemas. Entries that fail are all returned as problems
+/// (with what to do), not only the first.
 async fn select_tables(
     client: &Client,
     cfg: &ConnectorConfig,
     all: Vec<SourceTable>,
+    problems: &mut Vec<String>,
 ) -> Result<Vec<SourceTable>, String> {
     let mut chosen: Vec<SourceTable> = Vec::new();
     let push = |chosen: &mut Vec<SourceTable>, t: &SourceTable| {
@@ -591,16 +627,31 @@ async fn select_tables(
             chosen.push(t.clone());
         }
     };
+    let mut unlogged: Option<Vec<(String, String)>> = None;
     for sel in &cfg.tables {
         match sel {
             TableSel::Exact(s, t) => match all.iter().find(|x| &x.schema == s && &x.name == t) {
                 Some(x) => push(&mut chosen, x),
                 None => {
-                    return Err(format!(
-                        "table \"{s}.{t}\" does not exist in database \"{}\" on the source; \
-                         fix the \"table\" option of connector \"{}\"",
-                        cfg.srcdb, cfg.name
-                    ))
+                    if unlogged.is_none() {
+                        unlogged = Some(left_out_in(client, &searched_schemas(cfg)).await?);
+                    }
+                    if unlogged
+                        .as_ref()
+                        .is_some_and(|u| u.iter().any(|(us, ut)| us == s && ut == t))
+                    {
+                        problems.push(format!(
+                            "table \"{s}.{t}\" is unlogged: its changes are not written to the WAL, so logical \
+                             replication cannot see them; ALTER TABLE ... SET LOGGED on the source, or leave it out of \
+                             the \"table\" option"
+                        ));
+                    } else {
+                        problems.push(format!(
+                            "table \"{s}.{t}\" does not exist in database \"{}\" on the source; \
+                             fix the \"table\" option of connector \"{}\"",
+                            cfg.srcdb, cfg.name
+                        ));
+                    }
                 }
             },
             TableSel::Pattern(p) => {
@@ -609,11 +660,18 @@ async fn select_tables(
                     .filter(|x| cfg.srcschemas.contains(&x.schema))
                     .map(|x| format!("{}.{}", x.schema, x.name))
                     .collect();
-                let rows = match_pattern(client, &names, p).await.map_err(|e| {
-                    format!("table pattern \"{p}\" of connector \"{}\": {e}", cfg.name)
-                })?;
+                let rows = match match_pattern(client, &names, p).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        problems.push(format!(
+                            "table pattern \"{p}\" of connector \"{}\": {e}",
+                            cfg.name
+                        ));
+                        continue;
+                    }
+                };
                 if rows.is_empty() {
-                    return Err(format!(
+                    problems.push(format!(
                         "table pattern \"{p}\" of connector \"{}\" matches no table in schema(s) {} of database \"{}\"",
                         cfg.name,
                         cfg.srcschemas.join(", "),

@@ -14,7 +14,7 @@ const MAGIC: u64 = 0x5359_4e43_4844_4232;
 const NAME_LEN: usize = 64;
 const STAGE_LEN: usize = 32;
 const STATE_LEN: usize = 32;
-const ERR_LEN: usize = 1024;
+const ERR_LEN: usize = 4096;
 const OFFSET_LEN: usize = 256;
 
 pub const STAGE_SNAPSHOT: &str = "initial snapshot";

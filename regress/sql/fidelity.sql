@@ -314,3 +314,40 @@ DROP SCHEMA fid_src CASCADE;
 RESET client_min_messages;
 DROP DATABASE fid_src;
 DROP FUNCTION fid_sums(text);
+
+-- tables that cannot be replicated: every one is named in one error, each with
+-- what to do, and nothing is created on the source or the destination
+CREATE DATABASE fid_bad;
+\c fid_bad
+CREATE EXTENSION citext;
+CREATE TABLE ok_table (id int PRIMARY KEY);
+CREATE TABLE uses_citext (id int PRIMARY KEY, email citext);
+CREATE TABLE arr_citext (id int PRIMARY KEY, tags citext[]);
+CREATE UNLOGGED TABLE unlogged_one (id int);
+\c contrib_regression
+SELECT synchdb_add_conninfo('fidbad', '127.0.0.1', :port, :'srcuser', :'srcpwd', 'fid_bad', 'public',
+                            'public.ok_table, public.uses_citext, public.arr_citext, public.unlogged_one, public.missing_one, public\.nothing_.*',
+                            'null', 'postgres');
+SELECT synchdb_start_engine_bgw('fidbad');
+SELECT synchdb_test_wait($$SELECT err <> 'no error' FROM synchdb_state_view WHERE name = 'fidbad'$$);
+SELECT err FROM synchdb_state_view WHERE name = 'fidbad';
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_fidbad%';
+SELECT to_regnamespace('fid_bad') IS NULL AS no_destination_schema;
+\c fid_bad
+SELECT count(*) AS publications FROM pg_publication;
+\c contrib_regression
+-- a misspelt srcschema is named, and nothing is created either
+SELECT synchdb_add_conninfo('fidnoschema', '127.0.0.1', :port, :'srcuser', :'srcpwd', 'fid_bad', 'pubic',
+                            'null', 'null', 'postgres');
+SELECT synchdb_start_engine_bgw('fidnoschema');
+SELECT synchdb_test_wait($$SELECT err <> 'no error' FROM synchdb_state_view WHERE name = 'fidnoschema'$$);
+SELECT err FROM synchdb_state_view WHERE name = 'fidnoschema';
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_fidnoschema%';
+\c fid_bad
+SELECT count(*) AS publications FROM pg_publication;
+\c contrib_regression
+SELECT synchdb_stop_engine_bgw('fidbad');
+SELECT synchdb_del_conninfo('fidbad');
+SELECT synchdb_stop_engine_bgw('fidnoschema');
+SELECT synchdb_del_conninfo('fidnoschema');
+DROP DATABASE fid_bad;
