@@ -249,6 +249,13 @@ fn confirm_position(flushed: u64, seen_end: u64, wal_end: u64, idle: bool) -> u6
     pos.min(wal_end.max(seen_end))
 }
 
+/// The parent of a source partition, planned on the destination, and the
+/// partition's bound.
+struct PartitionOf {
+    dest: DestTable,
+    bound: String,
+}
+
 /// How one source relation lands on its destination table.
 struct RelMap {
     handle: RelHandle,
@@ -439,6 +446,7 @@ pub struct Applier<'a> {
     dest_schema: String,
     /// The replicated source schemas: the search_path of source catalog reads.
     srcschemas: Vec<String>,
+    cfg: ConnectorConfig,
     rels: HashMap<u32, RelMap>,
     batch_size: i64,
     in_xact: bool,
@@ -501,6 +509,7 @@ impl<'a> Applier<'a> {
             connector: cfg.name.clone(),
             dest_schema: cfg.dest_schema(),
             srcschemas: cfg.srcschemas.clone(),
+            cfg: cfg.clone(),
             rels: HashMap::new(),
             batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
             in_xact: false,
@@ -1397,9 +1406,11 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// CREATE TABLE from a Relation message: its columns with their types; the
-    /// key columns become the primary key when the source's replica identity is
-    /// its primary key ('d'); with FULL or NOTHING there is no key to mirror.
+    /// A table the destination lacks (mode never, a table or partition new on the
+    /// source, one dropped by hand): from the source's catalog when it still has
+    /// the table (`create_from_catalog`), else from the Relation message: its
+    /// columns with their types; the key columns become the primary key when the
+    /// source's replica identity is its primary key ('d').
     fn create_from_relation(
         &mut self,
         plan: &DestTable,
@@ -1408,6 +1419,9 @@ impl<'a> Applier<'a> {
     ) -> Result<(), WorkerError> {
         let pg = self.pg;
         pg.apply_release()?;
+        if self.create_from_catalog(plan)? {
+            return Ok(());
+        }
         let mut plan = plan.clone();
         if replica_identity == b'd' {
             plan.primary_key = columns
@@ -1424,32 +1438,6 @@ impl<'a> Applier<'a> {
         );
         if let Some(pk) = crate::ddl::add_primary_key(&plan) {
             sql.push_str(&format!("; {pk}"));
-        }
-        // a partition created or attached on the source while we stream: a
-        // partition of the destination's copy of its parent, which gives it the
-        // parent's columns, keys and generated columns
-        if let Some((parent, bound)) = self.source_partition_of(plan.src_oid)? {
-            let exists = pg
-                .query("SELECT to_regclass($1) IS NOT NULL", &[Some(&parent)])
-                .ctx(|| format!("looking up {parent}"))?;
-            if exists.first().and_then(|r| r[0].as_deref()) == Some("t") {
-                sql = format!(
-                    "{}; CREATE TABLE {} PARTITION OF {parent} {bound}",
-                    crate::ddl::ensure_schema_sql(&plan.schema),
-                    plan.qualified()
-                );
-                if !plan.primary_key.is_empty() {
-                    // the parent's key, if it has one, came with PARTITION OF
-                    sql.push_str(&format!(
-                        "; DO $sdb$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {lit}::regclass AND indisprimary) \
-                         THEN EXECUTE {pk}; END IF; END $sdb$",
-                        lit = crate::config::quote_literal(&plan.qualified()),
-                        pk = crate::config::quote_literal(
-                            &crate::ddl::add_primary_key(&plan).unwrap_or_default()
-                        )
-                    ));
-                }
-            }
         }
         pg.exec(&sql, &[]).ctx(|| {
             format!(
@@ -1470,16 +1458,149 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// If source relation `oid` is a partition: the destination name of its
-    /// parent (under the rules) and its bound (`FOR VALUES ...`, `DEFAULT`).
-    fn source_partition_of(&self, oid: u32) -> Result<Option<(String, String)>, WorkerError> {
+    /// Creates the destination table of source relation `plan.src_oid` as the
+    /// snapshot would, from the source's catalog as it is now: its types, the
+    /// columns a Relation message leaves out (generated ones), identity columns,
+    /// the primary key with INCLUDE columns, the replica identity, and, for a
+    /// partition of a table the destination has, the attachment to it. False when
+    /// the source no longer has the table (then the Relation message is all there is).
+    fn create_from_catalog(&mut self, plan: &DestTable) -> Result<bool, WorkerError> {
+        let Some(params) = self.source.clone() else {
+            return Ok(false);
+        };
+        let cfg = self.cfg.clone();
+        let oid = plan.src_oid;
+        let r = self.net.call(self.pg, async move {
+            let (client, driver) = crate::source::connect_with_driver(&params).await?;
+            let read = async {
+                let Some(t) = crate::source::describe_table(&client, &cfg, oid).await? else {
+                    return Ok(None);
+                };
+                let roots: Vec<u32> = t
+                    .columns
+                    .iter()
+                    .map(|c| c.udt)
+                    .filter(|&u| u != 0)
+                    .collect();
+                let types = crate::usertypes::read_types(&client, &roots).await?;
+                Ok::<_, String>(Some((t, types)))
+            }
+            .await;
+            drop(client);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            read
+        })?;
+        let Some((mut t, types)) = r.map_err(|e| {
+            WorkerError::Source(format!(
+                "reading source table {} to create it on the destination: {e}",
+                plan.ext_tbname()
+            ))
+        })?
+        else {
+            return Ok(false);
+        };
+        let pg = self.pg;
+        let placed: Vec<(crate::usertypes::UserType, String)> = types
+            .into_iter()
+            .map(|ty| (ty, plan.schema.clone()))
+            .collect();
+        let names = crate::usertypes::type_names(&placed);
+        for c in &mut t.columns {
+            if c.udt != 0 {
+                c.type_sql = crate::usertypes::ref_sql(
+                    &crate::usertypes::TypeRef {
+                        udt: c.udt,
+                        is_array: c.udt_array,
+                        sql: c.type_sql.clone(),
+                    },
+                    &names,
+                );
+            }
+        }
+        let mut dplan = crate::objmap::plan_table(&self.rules, &t, &self.dest_schema);
+        dplan.schema = plan.schema.clone();
+        dplan.name = plan.name.clone();
+        if t.partition_of.is_some() {
+            if let Some(p) = self.source_partition_of(oid)? {
+                let parent = p.dest.qualified();
+                let exists = pg
+                    .query("SELECT to_regclass($1) IS NOT NULL", &[Some(&parent)])
+                    .ctx(|| format!("looking up {parent}"))?;
+                // a parent gets no change of its own (mode never): it comes
+                // with its first partition, and its own parent with it
+                let there = exists.first().and_then(|r| r[0].as_deref()) == Some("t")
+                    || self.create_from_catalog(&p.dest)?;
+                if there {
+                    dplan.attach_to = Some((parent, p.bound));
+                }
+            }
+        }
+        let virtual_ok = pg
+            .guc("server_version_num")
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|v| v >= 180_000);
+        let dest = dplan.qualified();
+        crate::snapshot::with_dest_search_path(pg, &[dplan.schema.as_str()], || {
+            pg.exec(&crate::ddl::ensure_schema_sql(&dplan.schema), &[])
+                .ctx(|| format!("creating schema {}", quote_ident(&dplan.schema)))?;
+            crate::usertypes::create_types(pg, &placed)?;
+            let mut stmts = vec![crate::ddl::create_table(&dplan, virtual_ok)];
+            stmts.extend(crate::ddl::attach_partition(&dplan));
+            for sql in &stmts {
+                pg.exec(sql, &[]).ctx(|| {
+                    format!(
+                        "creating {dest} for source table {}: {sql}",
+                        dplan.ext_tbname()
+                    )
+                })?;
+            }
+            let has_pk = !pg
+                .query(
+                    "SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisprimary",
+                    &[Some(&dest)],
+                )
+                .ctx(|| format!("looking up the primary key of {dest}"))?
+                .is_empty();
+            let mut more: Vec<String> = Vec::new();
+            if !has_pk {
+                more.extend(crate::ddl::add_primary_key(&dplan));
+            }
+            more.extend(crate::ddl::replica_identity(&dplan));
+            for sql in &more {
+                pg.exec(sql, &[]).ctx(|| {
+                    format!(
+                        "creating {dest} for source table {}: {sql}",
+                        dplan.ext_tbname()
+                    )
+                })?;
+            }
+            Ok(())
+        })?;
+        crate::objmap::record_attributes(pg, &self.connector, &dplan)?;
+        pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: created {dest} from the source's catalog{}",
+                self.connector,
+                match &dplan.attach_to {
+                    Some((parent, bound)) => format!(", as a partition of {parent} {bound}"),
+                    None => String::new(),
+                }
+            ),
+        );
+        Ok(true)
+    }
+
+    /// If source relation `oid` is a partition: its parent (planned under the
+    /// rules) and its bound (`FOR VALUES ...`, `DEFAULT`).
+    fn source_partition_of(&self, oid: u32) -> Result<Option<PartitionOf>, WorkerError> {
         let Some(params) = self.source.clone() else {
             return Ok(None);
         };
         let r = self.net.call(self.pg, async move {
             let rows = crate::source::query_once(
                 &params,
-                "SELECT pn.nspname::text, p.relname::text, pg_get_expr(c.relpartbound, c.oid)
+                "SELECT p.oid, pn.nspname::text, p.relname::text, pg_get_expr(c.relpartbound, c.oid)
                    FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
                    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
@@ -1490,9 +1611,10 @@ impl<'a> Applier<'a> {
             .await?;
             Ok::<_, String>(rows.into_iter().next().and_then(|r| {
                 Some((
-                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<u32>>(0)?,
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             }))
         })?;
@@ -1501,9 +1623,17 @@ impl<'a> Applier<'a> {
                 "reading the partition bound of relation {oid} on the source: {e}"
             ))
         })?;
-        Ok(found.map(|(schema, table, bound)| {
-            let (s, t) = self.rules.dest_table(&schema, &table, &self.dest_schema);
-            (format!("{}.{}", quote_ident(&s), quote_ident(&t)), bound)
+        Ok(found.map(|(poid, schema, name, bound)| {
+            let src = crate::source::SourceTable {
+                oid: poid,
+                schema,
+                name,
+                ..Default::default()
+            };
+            PartitionOf {
+                dest: crate::objmap::plan_table(&self.rules, &src, &self.dest_schema),
+                bound,
+            }
         }))
     }
 

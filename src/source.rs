@@ -395,6 +395,17 @@ pub async fn read_catalog_checked(
         return Ok((tables, problems));
     }
 
+    describe_tables(client, &mut tables).await?;
+    Ok((tables, problems))
+}
+
+/// Fills in the columns, keys and replica identity of `tables`, as the current
+/// transaction sees the source catalog.
+async fn describe_tables(client: &Client, tables: &mut [SourceTable]) -> Result<(), String> {
+    let err = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!("reading the source catalog failed: {}", db.message()),
+        None => format!("reading the source catalog failed: {e}"),
+    };
     let oids = format!(
         "'{{{}}}'::oid[]",
         tables
@@ -538,13 +549,66 @@ pub async fn read_catalog_checked(
             tables[i].replica_identity = ri.chars().next().unwrap_or('d');
         }
     }
-    for t in &mut tables {
+    for t in tables.iter_mut() {
         // a primary key that is also the identity index was read twice
         if t.replica_identity != 'i' {
             t.identity_index.clear();
         }
     }
-    Ok((tables, problems))
+    Ok(())
+}
+
+/// The source's description of one table (by oid) as its catalog has it now,
+/// with the search_path of `read_catalog`; None if it no longer exists.
+pub async fn describe_table(
+    client: &Client,
+    cfg: &ConnectorConfig,
+    oid: u32,
+) -> Result<Option<SourceTable>, String> {
+    let err = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!("reading the source catalog failed: {}", db.message()),
+        None => format!("reading the source catalog failed: {e}"),
+    };
+    let path: Vec<String> = searched_schemas(cfg)
+        .iter()
+        .map(|s| quote_ident(s))
+        .collect();
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path', $1, false)",
+            &[&path.join(", ")],
+        )
+        .await
+        .map_err(err)?;
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text,
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+                    (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition),
+                    CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = $1::oid",
+            &[&oid],
+        )
+        .await
+        .map_err(err)?;
+    let Some(r) = rows.first() else {
+        return Ok(None);
+    };
+    let parent: Option<u32> = r.try_get(3).map_err(err)?;
+    let bound: Option<String> = r.try_get(4).map_err(err)?;
+    let mut t = [SourceTable {
+        oid,
+        schema: r.try_get(0).map_err(err)?,
+        name: r.try_get(1).map_err(err)?,
+        replica_identity: 'd',
+        partitioned_by: r.try_get(2).map_err(err)?,
+        partition_of: parent.zip(bound),
+        ..Default::default()
+    }];
+    describe_tables(client, &mut t).await?;
+    let [t] = t;
+    Ok(Some(t))
 }
 
 /// Tables of the replicated schemas that are not replicated because their changes
