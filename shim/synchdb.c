@@ -30,6 +30,7 @@ PG_MODULE_MAGIC;
 /* GUCs */
 static int	sdb_max_connector_workers = 30;
 static int	sdb_naptime = 100;
+static int	sdb_new_table_check_interval;
 static int	sdb_batch_size = 5000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -90,6 +91,10 @@ _PG_init(void)
 							"Changes applied per destination transaction (whole source transactions are never split).",
 							NULL, &sdb_batch_size, 5000, 1, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.new_table_check_interval",
+							"How often a streaming connector looks for tables new on the source (0: never).",
+							NULL, &sdb_new_table_check_interval, 5000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	sdb_define_apply_gucs();
 	sdb_launcher_init();
 	MarkGUCPrefixReserved("synchdb");

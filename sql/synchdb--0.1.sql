@@ -25,6 +25,16 @@ CREATE TABLE synchdb_snapshot_skip (
     PRIMARY KEY (name, srcrelid)
 );
 REVOKE ALL ON synchdb_snapshot_skip FROM PUBLIC;
+-- The source tables a connector has taken in (by the snapshot, a later copy, or
+-- CDC): a table of its selection that is not here is new on the source.
+CREATE TABLE synchdb_tables (
+    name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    srcrelid oid NOT NULL,
+    srcschema text NOT NULL,
+    srctable text NOT NULL,
+    PRIMARY KEY (name, srcrelid)
+);
+REVOKE ALL ON synchdb_tables FROM PUBLIC;
 
 -- Internal entry points of the shim (C) and core (Rust).
 CREATE FUNCTION synchdb_encrypt_secret(text) RETURNS text

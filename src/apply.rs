@@ -249,6 +249,19 @@ fn confirm_position(flushed: u64, seen_end: u64, wal_end: u64, idle: bool) -> u6
     pos.min(wal_end.max(seen_end))
 }
 
+/// How the applier takes in tables that appear on the source while it streams
+/// (created, or attached as partitions, in the replicated schemas).
+struct NewTables {
+    /// Copy their rows (a partial snapshot at a new point S, changes before S
+    /// left out for them); else only publish them and let CDC create them.
+    copy: bool,
+    interval: Duration,
+    last: Instant,
+    slot: String,
+    publication: String,
+    rules: Rules,
+}
+
 /// The parent of a source partition, planned on the destination, and the
 /// partition's bound.
 struct PartitionOf {
@@ -447,6 +460,8 @@ pub struct Applier<'a> {
     /// The replicated source schemas: the search_path of source catalog reads.
     srcschemas: Vec<String>,
     cfg: ConnectorConfig,
+    /// Looking for tables new on the source while streaming (None: not asked).
+    new_tables: Option<NewTables>,
     rels: HashMap<u32, RelMap>,
     batch_size: i64,
     in_xact: bool,
@@ -510,6 +525,7 @@ impl<'a> Applier<'a> {
             dest_schema: cfg.dest_schema(),
             srcschemas: cfg.srcschemas.clone(),
             cfg: cfg.clone(),
+            new_tables: None,
             rels: HashMap::new(),
             batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
             in_xact: false,
@@ -695,6 +711,147 @@ impl<'a> Applier<'a> {
                 Ok(AddedColumn::Nothing)
             }
         }
+    }
+
+    /// Look for tables new on the source every `synchdb.new_table_check_interval`
+    /// ms (0: never), copying their rows when `copy`.
+    pub fn watch_new_tables(&mut self, copy: bool, slot: &str, publication: &str) {
+        let ms = self.pg.guc_int("synchdb.new_table_check_interval", 5000);
+        if ms <= 0 {
+            return;
+        }
+        self.new_tables = Some(NewTables {
+            copy,
+            interval: Duration::from_millis(ms as u64),
+            last: Instant::now(),
+            slot: slot.to_string(),
+            publication: publication.to_string(),
+            rules: self.rules.clone(),
+        });
+    }
+
+    /// Between batches: tables of the selection that the connector has not taken
+    /// in yet are published and (when it copies) copied at a point S from a
+    /// temporary slot, their changes before S left out, as `always` with
+    /// `snapshottable` does. A table CDC created earlier is built again, so its
+    /// rows are exactly those at S plus the changes after.
+    fn check_new_tables(&mut self) -> Result<(), WorkerError> {
+        let due = self
+            .new_tables
+            .as_ref()
+            .is_some_and(|n| n.last.elapsed() >= n.interval);
+        if !due || self.in_xact {
+            return Ok(());
+        }
+        let Some(params) = self.source.clone() else {
+            return Ok(());
+        };
+        let pg = self.pg;
+        let known: HashSet<u32> = pg
+            .in_xact(|| {
+                pg.query(
+                    "SELECT srcrelid::text FROM synchdb_tables WHERE name = $1",
+                    &[Some(&self.connector)],
+                )
+                .ctx(|| "reading synchdb_tables".into())
+            })?
+            .iter()
+            .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+            .collect();
+        let cfg = self.cfg.clone();
+        let p = params.clone();
+        let listed = self.net.call(pg, async move {
+            let (client, driver) = crate::source::connect_with_driver(&p).await?;
+            let mut problems = Vec::new();
+            let r = crate::source::list_tables(&client, &cfg, &mut problems).await;
+            drop(client);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            r
+        })?;
+        if let Some(n) = self.new_tables.as_mut() {
+            n.last = Instant::now();
+        }
+        let listed = listed.map_err(WorkerError::Source)?;
+        let new: Vec<&crate::source::SourceTable> =
+            listed.iter().filter(|t| !known.contains(&t.oid)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = new.iter().map(|t| t.qualified()).collect();
+        let oids: Vec<u32> = new.iter().map(|t| t.oid).collect();
+        let Some(n) = self.new_tables.as_ref() else {
+            return Ok(());
+        };
+        let (copy, slot, publication, rules) = (
+            n.copy,
+            n.slot.clone(),
+            n.publication.clone(),
+            n.rules.clone(),
+        );
+        if copy {
+            pg.log(
+                crate::pg::LOG_LOG,
+                &format!(
+                    "connector {}: new on the source: {}; copying them",
+                    self.connector,
+                    names.join(", ")
+                ),
+            );
+            let r = crate::snapshot::resnapshot(
+                pg,
+                self.net,
+                &self.cfg,
+                &params,
+                &slot,
+                &publication,
+                &rules,
+                Some(&oids),
+            )?;
+            // tables built again have new oids on the destination: map them again
+            pg.apply_release()?;
+            for oid in &oids {
+                if let Some(m) = self.rels.remove(oid) {
+                    close_rel(pg, m);
+                }
+                self.skips.insert(*oid, r.consistent_point);
+            }
+        } else {
+            // published from now on; CDC creates each at its first change
+            let add: Vec<(String, String)> = new
+                .iter()
+                .map(|t| (t.schema.clone(), t.name.clone()))
+                .collect();
+            self.net
+                .call(pg, async move {
+                    let (client, driver) = crate::source::connect_with_driver(&params).await?;
+                    let r = crate::snapshot::publish_tables(&client, &publication, &add).await;
+                    drop(client);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+                    r
+                })?
+                .map_err(WorkerError::Source)?;
+            pg.in_xact(|| -> Result<(), WorkerError> {
+                for t in &new {
+                    crate::snapshot::remember_table(
+                        pg,
+                        &self.connector,
+                        t.oid,
+                        &t.schema,
+                        &t.name,
+                    )?;
+                }
+                Ok(())
+            })?;
+            pg.log(
+                crate::pg::LOG_LOG,
+                &format!(
+                    "connector {}: new on the source: {}; published, created at their first change",
+                    self.connector,
+                    names.join(", ")
+                ),
+            );
+        }
+        Ok(())
     }
 
     pub fn set_skips(&mut self, skips: HashMap<u32, u64>) {
@@ -885,6 +1042,9 @@ impl<'a> Applier<'a> {
                 }
                 if !self.in_xact {
                     self.processed_durable = self.processed;
+                }
+                if !self.in_xact {
+                    self.check_new_tables()?;
                 }
                 if (fb_due && last_fb.elapsed() >= Duration::from_millis(200))
                     || last_fb.elapsed() >= Duration::from_secs(2)
@@ -1447,6 +1607,13 @@ impl<'a> Applier<'a> {
             )
         })?;
         crate::objmap::record_attributes(pg, &self.connector, &plan)?;
+        crate::snapshot::remember_table(
+            pg,
+            &self.connector,
+            plan.src_oid,
+            &plan.src_schema,
+            &plan.src_name,
+        )?;
         pg.log(
             crate::pg::LOG_LOG,
             &format!(
@@ -1577,6 +1744,7 @@ impl<'a> Applier<'a> {
             Ok(())
         })?;
         crate::objmap::record_attributes(pg, &self.connector, &dplan)?;
+        crate::snapshot::remember_table(pg, &self.connector, oid, &t.schema, &t.name)?;
         pg.log(
             crate::pg::LOG_LOG,
             &format!(

@@ -570,6 +570,24 @@ fn copy_table(
     })
 }
 
+/// Records that the connector has taken in source table `oid` (synchdb_tables):
+/// a table of its selection that is not recorded is new on the source.
+pub fn remember_table(
+    pg: &Pg,
+    connector: &str,
+    oid: u32,
+    schema: &str,
+    table: &str,
+) -> Result<(), WorkerError> {
+    pg.exec(
+        "INSERT INTO synchdb_tables (name, srcrelid, srcschema, srctable) VALUES ($1, $2::oid, $3, $4)
+         ON CONFLICT (name, srcrelid) DO UPDATE SET srcschema = EXCLUDED.srcschema, srctable = EXCLUDED.srctable",
+        &[Some(connector), Some(&oid.to_string()), Some(schema), Some(table)],
+    )
+    .ctx(|| "recording the connector's tables".into())?;
+    Ok(())
+}
+
 /// Whether the destination table already has a primary key (a partition gets its
 /// parent's).
 fn has_primary_key(pg: &Pg, p: &DestTable) -> Result<bool, WorkerError> {
@@ -772,8 +790,72 @@ fn build_tables(
                 .ctx(|| format!("setting the replica identity of {}: {sql}", p.qualified()))?;
         }
         crate::objmap::record_attributes(pg, &cfg.name, p)?;
+        remember_table(pg, &cfg.name, p.src_oid, &p.src_schema, &p.src_name)?;
     }
     Ok(rows)
+}
+
+/// Adds to the connector's publication those of `tables` (schema, name) it does
+/// not publish yet (creating it if it is gone). A partition of a published
+/// partitioned table is published already.
+pub async fn publish_tables(
+    client: &Client,
+    publication: &str,
+    tables: &[(String, String)],
+) -> Result<(), String> {
+    let err = |what: &str, e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!(
+            "{what} on the source failed: {}: {}",
+            db.severity(),
+            db.message()
+        ),
+        None => format!("{what} on the source failed: {e}"),
+    };
+    // direct members (a partitioned table is one; pg_publication_tables shows
+    // its partitions instead) and what the publication publishes through them
+    let published: Vec<(String, String)> = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_publication_rel pr
+               JOIN pg_publication p ON p.oid = pr.prpubid
+               JOIN pg_class c ON c.oid = pr.prrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE p.pubname = $1
+             UNION
+             SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| err("reading the publication", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let missing: Vec<String> = tables
+        .iter()
+        .filter(|t| !published.contains(t))
+        .map(|(s, n)| format!("{}.{}", quote_ident(s), quote_ident(n)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let pq = quote_ident(publication);
+    let exists = !client
+        .query(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| err("reading the publication", e))?
+        .is_empty();
+    let sql = if exists {
+        format!("ALTER PUBLICATION {pq} ADD TABLE {}", missing.join(", "))
+    } else {
+        format!("CREATE PUBLICATION {pq} FOR TABLE {}", missing.join(", "))
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| err("adding tables to the publication", e))
 }
 
 /// Says in the log which tables of the replicated schemas are not replicated.
@@ -905,6 +987,11 @@ pub fn run(
                 &[Some(&cfg.name)],
             )
             .ctx(|| "clearing the connector's snapshot positions".into())?;
+            pg.exec(
+                "DELETE FROM synchdb_tables WHERE name = $1",
+                &[Some(&cfg.name)],
+            )
+            .ctx(|| "clearing the connector's tables".into())?;
             let rows = if plan.create_tables {
                 let pairs: Vec<(&SourceTable, &DestTable)> =
                     tables.iter().zip(plans.iter()).collect();
@@ -963,48 +1050,15 @@ async fn prepare_partial(
         tables,
         ..
     } = opened;
-    let srcerr = |what: &str, e: tokio_postgres::Error| source_error(&params, what, e);
-    let published: Vec<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&publication],
-        )
+    // added before the temporary slot exists, so that every change after its
+    // snapshot is published to the connector's slot
+    let all: Vec<(String, String)> = tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    publish_tables(&client, &publication, &all)
         .await
-        .map_err(|e| srcerr("reading the publication", e))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let missing: Vec<String> = tables
-        .iter()
-        .filter(|t| {
-            !published
-                .iter()
-                .any(|(s, n)| *s == t.schema && *n == t.name)
-        })
-        .map(|t| t.qualified())
-        .collect();
-    if !missing.is_empty() {
-        let pq = quote_ident(&publication);
-        let exists = !client
-            .query(
-                "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                &[&publication],
-            )
-            .await
-            .map_err(|e| srcerr("reading the publication", e))?
-            .is_empty();
-        // added before the temporary slot exists, so that every change after its
-        // snapshot is published to the connector's slot
-        let sql = if exists {
-            format!("ALTER PUBLICATION {pq} ADD TABLE {}", missing.join(", "))
-        } else {
-            format!("CREATE PUBLICATION {pq} FOR TABLE {}", missing.join(", "))
-        };
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| srcerr("adding tables to the publication", e))?;
-    }
+        .map_err(WorkerError::Source)?;
     // slot names are [a-z0-9_]: cutting at a byte is safe
     let temp = format!("{}_rs", &slot[..slot.len().min(60)]);
     let info = repl.create_temporary_slot(&temp).await?;
@@ -1034,6 +1088,10 @@ async fn prepare_partial(
 /// that committed before S (they are in the copy). Those per-table points are
 /// stored with the copied rows, in one transaction, so a stop at any moment
 /// neither loses nor repeats a change.
+///
+/// `only`: copy these source tables (new on the source, found while streaming)
+/// instead of those `snapshottable` names.
+#[allow(clippy::too_many_arguments)]
 pub fn resnapshot(
     pg: &Pg,
     net: &Net,
@@ -1042,6 +1100,7 @@ pub fn resnapshot(
     slot: &str,
     publication: &str,
     rules: &Rules,
+    only: Option<&[u32]>,
 ) -> Result<SnapshotResult, WorkerError> {
     let mut opened = net.call(pg, open_source(cfg.clone(), params.clone(), true))??;
     // tables already there are replaced, those missing created
@@ -1076,7 +1135,11 @@ pub fn resnapshot(
         pg.in_xact(|| -> Result<(usize, u64), WorkerError> {
             let mut copy: Vec<(&SourceTable, &DestTable)> = Vec::new();
             for (t, p) in tables.iter().zip(plans.iter()) {
-                if snapshottable.contains(&t.oid) || !dest_table_exists(pg, &p.schema, &p.name)? {
+                let wanted = match only {
+                    Some(o) => o.contains(&t.oid),
+                    None => snapshottable.contains(&t.oid),
+                };
+                if wanted || !dest_table_exists(pg, &p.schema, &p.name)? {
                     copy.push((t, p));
                 }
             }

@@ -327,6 +327,27 @@ pub async fn read_catalog_checked(
         )
         .await
         .map_err(err)?;
+    let mut tables = list_tables(client, cfg, &mut problems).await?;
+    if tables.is_empty() {
+        return Ok((tables, problems));
+    }
+    describe_tables(client, &mut tables).await?;
+    Ok((tables, problems))
+}
+
+/// The tables the connector's selection names on the source now (without their
+/// columns), partitions of selected partitioned tables included; what is wrong
+/// with the `table` option goes to `problems`.
+pub async fn list_tables(
+    client: &Client,
+    cfg: &ConnectorConfig,
+    problems: &mut Vec<String>,
+) -> Result<Vec<SourceTable>, String> {
+    let err = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!("reading the source catalog failed: {}", db.message()),
+        None => format!("reading the source catalog failed: {e}"),
+    };
+    let schemas = searched_schemas(cfg);
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text,
@@ -361,7 +382,7 @@ pub async fn read_catalog_checked(
 
     if !cfg.tables.is_empty() {
         let all = tables.clone();
-        tables = select_tables(client, cfg, tables, &mut problems).await?;
+        tables = select_tables(client, cfg, tables, problems).await?;
         // a partitioned table comes with all its partitions, at every level
         loop {
             let chosen: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
@@ -391,12 +412,7 @@ pub async fn read_catalog_checked(
             t.partition_of = None;
         }
     }
-    if tables.is_empty() {
-        return Ok((tables, problems));
-    }
-
-    describe_tables(client, &mut tables).await?;
-    Ok((tables, problems))
+    Ok(tables)
 }
 
 /// Fills in the columns, keys and replica identity of `tables`, as the current

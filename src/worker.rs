@@ -149,8 +149,16 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         state::set_stage(slot, state::STAGE_SNAPSHOT);
         state::set_state(slot, state::STATE_POLLING);
         let began = crate::apply::now_ms_pub();
-        let r =
-            crate::snapshot::resnapshot(pg, &net, &cfg, &params, &slot_name, &publication, &rules)?;
+        let r = crate::snapshot::resnapshot(
+            pg,
+            &net,
+            &cfg,
+            &params,
+            &slot_name,
+            &publication,
+            &rules,
+            None,
+        )?;
         record_snapshot(pg, slot, name, &r, began);
     }
     let start_lsn = if has_position {
@@ -205,6 +213,10 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     let skips = load_skips(pg, name, start_lsn)?;
     let mut applier = Applier::new(pg, &net, slot, &cfg, has_position, rules);
     applier.set_skips(skips);
+    // tables created (or attached as partitions) on the source later: the modes
+    // that copy rows copy theirs too; the others publish them and let CDC create them
+    let copy_new = matches!(mode, Mode::Initial | Mode::Always | Mode::WhenNeeded);
+    applier.watch_new_tables(copy_new, &slot_name, &publication);
     // schemasync: the schema is there; wait for the user's review, then CDC from
     // the point the schema was taken
     let start_lsn = if mode == Mode::SchemaSync {

@@ -286,6 +286,13 @@ UPDATE p_range SET d = d + 365 WHERE id % 10 = 0;
 UPDATE p_list SET region = 'eu' WHERE region = 'jp' AND id < 50;
 CREATE TABLE p_range_2030 PARTITION OF p_range FOR VALUES FROM ('2030-01-01') TO ('2031-01-01');
 INSERT INTO p_range VALUES (1000, '2030-06-01', 'new partition');
+-- a table attached as a partition with rows it already had (never in the WAL
+-- as changes), and a table created and filled while streaming: both copied
+CREATE TABLE p_range_2040 (id int NOT NULL, d date NOT NULL, v text);
+INSERT INTO p_range_2040 SELECT g, date '2040-01-01' + g, 'attached ' || g FROM generate_series(1, 30) g;
+ALTER TABLE p_range ATTACH PARTITION p_range_2040 FOR VALUES FROM ('2040-01-01') TO ('2041-01-01');
+CREATE TABLE t_later (id int PRIMARY KEY, m mood, v text);
+INSERT INTO t_later SELECT g, 'ok', 'before its copy ' || g FROM generate_series(1, 50) g;
 
 INSERT INTO t_gen (a, c) VALUES (1000, 'late');
 DELETE FROM t_empty WHERE ctid = (SELECT min(ctid) FROM t_empty);
