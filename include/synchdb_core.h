@@ -259,6 +259,14 @@ int32_t synchdb_encrypt_secret(const char *data_dir, const char *plain, char *ou
 int32_t synchdb_drop_source_objects(const char *data_dir, uint64_t system_identifier, uint32_t dboid, const char *name, const char *conninfo_json, char *errbuf, size_t errlen);
 
 /**
+ * The last values of the sequences named in `seqs` (one per line) on connector
+ * `name`'s source, as a JSON object, written to `out`. Returns the text's length
+ * (when that is `outlen` or more, `out` holds only part of it: call again with
+ * more room), or -1 with the reason in `out`.
+ */
+int64_t synchdb_source_sequences(const char *data_dir, uint64_t system_identifier, uint32_t dboid, const char *name, const char *conninfo_json, const char *seqs, char *out, size_t outlen);
+
+/**
  * Name of the replication origin that records connector `name`'s progress.
  */
 void synchdb_origin_name(uint32_t dboid, const char *name, char *out, size_t outlen);

@@ -25,6 +25,8 @@
 #
 # The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_OTHER_PORT,
 # SYNCHDB_SSL_PORT, SYNCHDB_SSL_DIR (the certificate and key files),
+# SYNCHDB_BINDIR (this version's pg_dump, for \! in tests), SYNCHDB_SCRATCH
+# (a directory the tests may write files to),
 # SYNCHDB_SRC_USER and SYNCHDB_SRC_PASSWORD in their environment (read them
 # with psql's \getenv).
 # Tests come from regress/schedule, or from the command line when given.
@@ -268,6 +270,8 @@ as_test_user env \
     SYNCHDB_SSL_DIR="$SSL_DIR" \
     SYNCHDB_SRC_USER="$SRC_USER" \
     SYNCHDB_SRC_PASSWORD="$SRC_PASSWORD" \
+    SYNCHDB_BINDIR="$BINDIR" \
+    SYNCHDB_SCRATCH="$WORK/out" \
     timeout -k 30 "$TIMEOUT" \
     "$PG_REGRESS" \
     --use-existing \

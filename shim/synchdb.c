@@ -31,6 +31,7 @@ PG_MODULE_MAGIC;
 static int	sdb_max_connector_workers = 30;
 static int	sdb_naptime = 100;
 static int	sdb_new_table_check_interval;
+static int	sdb_sequence_sync_interval;
 static int	sdb_batch_size = 5000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -94,6 +95,10 @@ _PG_init(void)
 	DefineCustomIntVariable("synchdb.new_table_check_interval",
 							"How often a streaming connector looks for tables new on the source (0: never).",
 							NULL, &sdb_new_table_check_interval, 5000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.sequence_sync_interval",
+							"How often a streaming connector brings the destination's sequences to the source's values (0: only when it stops).",
+							NULL, &sdb_sequence_sync_interval, 5000, 0, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	sdb_define_apply_gucs();
 	sdb_launcher_init();
@@ -319,6 +324,38 @@ synchdb_drop_source(PG_FUNCTION_ARGS)
 									err, sizeof(err)) == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(err));
+}
+
+/*
+ * synchdb_source_sequences(name, data, seqs): the last values of the sequences
+ * named in seqs (one per line) on the connector's source, as JSON text.
+ */
+PG_FUNCTION_INFO_V1(synchdb_source_sequences_sql);
+Datum
+synchdb_source_sequences_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *data = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *seqs = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	size_t		len = 8192;
+	char	   *out = palloc(len);
+	int64_t		need;
+
+	need = synchdb_source_sequences(DataDir, GetSystemIdentifier(), MyDatabaseId, name, data, seqs,
+									out, len);
+	if (need >= (int64_t) len)
+	{
+		/* the values did not fit: ask again with room for them */
+		len = (size_t) need + 1;
+		out = repalloc(out, len);
+		need = synchdb_source_sequences(DataDir, GetSystemIdentifier(), MyDatabaseId, name, data,
+										seqs, out, len);
+	}
+	if (need < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("cannot read the sequences of connector \"%s\" on its source: %s", name, out)));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 
 /*

@@ -562,6 +562,67 @@ SELECT s.name, s.type, s.attnum, s.ext_tbname,
   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
  ORDER BY s.name, s.ext_tbname, s.attnum;
 
+-- What a connector built on the destination besides tables and columns: types,
+-- sequences, defaults, indexes, constraints, foreign keys; and what it could not.
+CREATE TABLE synchdb_objects (
+    name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    kind text NOT NULL,
+    srcobj text NOT NULL,
+    dstobj text NOT NULL,
+    state text NOT NULL,
+    err text,
+    PRIMARY KEY (name, kind, dstobj)
+);
+REVOKE ALL ON synchdb_objects FROM PUBLIC;
+
+CREATE VIEW synchdb_object_view AS
+SELECT o.name, o.kind, o.srcobj AS source, o.dstobj AS destination, o.state, o.err AS error
+  FROM synchdb_objects o
+ ORDER BY o.name, o.kind, o.dstobj;
+
+-- The last values of sequences on the connector's source, as a JSON object
+-- keyed by the names given (one per line).
+CREATE FUNCTION synchdb_source_sequences(name text, data text, seqs text) RETURNS text
+    AS 'MODULE_PATHNAME', 'synchdb_source_sequences_sql' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION synchdb_source_sequences(text, text, text) FROM PUBLIC;
+
+-- Brings the connector's sequences on the destination to their values on the
+-- source, never moving one backwards; returns each with its value now. A running
+-- connector does this every synchdb.sequence_sync_interval and when it stops.
+CREATE FUNCTION synchdb_sync_sequences(name text)
+RETURNS TABLE (sequence text, value bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := synchdb_check_connector(name);
+    vals jsonb;
+    r record;
+    v bigint;
+BEGIN
+    SELECT synchdb_source_sequences(synchdb_sync_sequences.name, d::text, string_agg(o.srcobj, E'\n'))::jsonb
+      INTO vals
+      FROM synchdb_objects o
+     WHERE o.name = synchdb_sync_sequences.name AND o.kind = 'sequence' AND o.state = 'created';
+    IF vals IS NULL THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT o.srcobj, o.dstobj FROM synchdb_objects o
+              WHERE o.name = synchdb_sync_sequences.name AND o.kind = 'sequence' AND o.state = 'created'
+              ORDER BY o.dstobj LOOP
+        CONTINUE WHEN to_regclass(r.dstobj) IS NULL;
+        v := (vals->>r.srcobj)::bigint;
+        IF v IS NOT NULL THEN
+            PERFORM setval(s.seqrelid, v, true)
+               FROM pg_sequence s
+              WHERE s.seqrelid = to_regclass(r.dstobj)
+                AND (pg_sequence_last_value(s.seqrelid) IS NULL
+                     OR (s.seqincrement > 0 AND pg_sequence_last_value(s.seqrelid) < v)
+                     OR (s.seqincrement < 0 AND pg_sequence_last_value(s.seqrelid) > v));
+        END IF;
+        sequence := r.dstobj;
+        value := pg_sequence_last_value(to_regclass(r.dstobj));
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
 CREATE FUNCTION synchdb_compile_transform(expr text, as_text text, typed text) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_compile_transform_sql' LANGUAGE C STRICT IMMUTABLE;
 

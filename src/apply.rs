@@ -462,6 +462,8 @@ pub struct Applier<'a> {
     cfg: ConnectorConfig,
     /// Looking for tables new on the source while streaming (None: not asked).
     new_tables: Option<NewTables>,
+    /// When the sequences were last brought to the source's values.
+    last_seq_sync: Instant,
     rels: HashMap<u32, RelMap>,
     batch_size: i64,
     in_xact: bool,
@@ -526,6 +528,7 @@ impl<'a> Applier<'a> {
             srcschemas: cfg.srcschemas.clone(),
             cfg: cfg.clone(),
             new_tables: None,
+            last_seq_sync: Instant::now(),
             rels: HashMap::new(),
             batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
             in_xact: false,
@@ -730,6 +733,35 @@ impl<'a> Applier<'a> {
         });
     }
 
+    /// Brings the destination's copies of the source's sequences to the source's
+    /// values (never backwards) every `synchdb.sequence_sync_interval` ms, or now
+    /// when `force` (a stop). Sequence changes are not in pgoutput; a failure is
+    /// logged, not fatal: the next round tries again.
+    fn sync_sequences(&mut self, force: bool) {
+        let ms = self.pg.guc_int("synchdb.sequence_sync_interval", 5000);
+        if self.in_xact
+            || (!force
+                && (ms <= 0 || self.last_seq_sync.elapsed() < Duration::from_millis(ms as u64)))
+        {
+            return;
+        }
+        self.last_seq_sync = Instant::now();
+        let pg = self.pg;
+        let r = pg.in_xact(|| {
+            pg.query(
+                "SELECT count(*)::text FROM synchdb_sync_sequences($1)",
+                &[Some(&self.connector)],
+            )
+            .ctx(|| "bringing the sequences to the source's values".into())
+        });
+        if let Err(e) = r {
+            pg.log(
+                crate::pg::LOG_WARNING,
+                &format!("connector {}: {e}; trying again later", self.connector),
+            );
+        }
+    }
+
     /// Between batches: tables of the selection that the connector has not taken
     /// in yet are published and (when it copies) copied at a point S from a
     /// temporary slot, their changes before S left out, as `always` with
@@ -875,8 +907,15 @@ impl<'a> Applier<'a> {
         self.source = Some(target.params.clone());
         loop {
             match self.stream(target.clone()) {
-                Ok(()) => target.start_lsn = self.pause(origin)?,
-                Err(WorkerError::Stopped) => return Err(WorkerError::Stopped),
+                Ok(()) => {
+                    self.sync_sequences(true);
+                    target.start_lsn = self.pause(origin)?
+                }
+                Err(WorkerError::Stopped) => {
+                    // a stop hands the destination over: its sequences must be current
+                    self.sync_sequences(true);
+                    return Err(WorkerError::Stopped);
+                }
                 Err(e)
                     if Strategy::current(self.pg) == Strategy::Retry && !self.pg.should_exit() =>
                 {
@@ -1045,6 +1084,7 @@ impl<'a> Applier<'a> {
                 }
                 if !self.in_xact {
                     self.check_new_tables()?;
+                    self.sync_sequences(false);
                 }
                 if (fb_due && last_fb.elapsed() >= Duration::from_millis(200))
                     || last_fb.elapsed() >= Duration::from_secs(2)
@@ -1402,6 +1442,7 @@ impl<'a> Applier<'a> {
                     .map(str::to_string),
                 generated: None,
                 identity: None,
+                collation: None,
             });
         }
         Ok(DestTable {
@@ -1650,14 +1691,21 @@ impl<'a> Applier<'a> {
                     .filter(|&u| u != 0)
                     .collect();
                 let types = crate::usertypes::read_types(&client, &roots).await?;
-                Ok::<_, String>(Some((t, types)))
+                let mut objs = crate::objects::read(&client, &[oid]).await?;
+                let seqs = crate::objects::read_sequences(&client, &[oid], &[]).await?;
+                Ok::<_, String>(Some((
+                    t,
+                    types,
+                    objs.remove(&oid).unwrap_or_default(),
+                    seqs,
+                )))
             }
             .await;
             drop(client);
             let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
             read
         })?;
-        let Some((mut t, types)) = r.map_err(|e| {
+        let Some((mut t, types, objs, seqs)) = r.map_err(|e| {
             WorkerError::Source(format!(
                 "reading source table {} to create it on the destination: {e}",
                 plan.ext_tbname()
@@ -1707,10 +1755,19 @@ impl<'a> Applier<'a> {
             .and_then(|v| v.parse::<u32>().ok())
             .is_some_and(|v| v >= 180_000);
         let dest = dplan.qualified();
-        crate::snapshot::with_dest_search_path(pg, &[dplan.schema.as_str()], || {
-            pg.exec(&crate::ddl::ensure_schema_sql(&dplan.schema), &[])
-                .ctx(|| format!("creating schema {}", quote_ident(&dplan.schema)))?;
+        let dest_of: HashMap<u32, &DestTable> = [(oid, &dplan)].into_iter().collect();
+        let placed_seqs = crate::objects::place_sequences(&seqs, &dest_of, &self.dest_schema);
+        let mut schemas: Vec<&str> = vec![dplan.schema.as_str()];
+        schemas.extend(placed_seqs.iter().map(|(_, s)| s.as_str()));
+        let connector = self.connector.clone();
+        let rules = self.rules.clone();
+        crate::snapshot::with_dest_search_path(pg, &schemas, || {
+            for s in &schemas {
+                pg.exec(&crate::ddl::ensure_schema_sql(s), &[])
+                    .ctx(|| format!("creating schema {}", quote_ident(s)))?;
+            }
             crate::usertypes::create_types(pg, &placed)?;
+            crate::objects::create_sequences(pg, &connector, &placed_seqs)?;
             let mut stmts = vec![crate::ddl::create_table(&dplan, virtual_ok)];
             stmts.extend(crate::ddl::attach_partition(&dplan));
             for sql in &stmts {
@@ -1728,19 +1785,48 @@ impl<'a> Applier<'a> {
                 )
                 .ctx(|| format!("looking up the primary key of {dest}"))?
                 .is_empty();
-            let mut more: Vec<String> = Vec::new();
             if !has_pk {
-                more.extend(crate::ddl::add_primary_key(&dplan));
+                if let Some(sql) = crate::ddl::add_primary_key(&dplan) {
+                    pg.exec(&sql, &[]).ctx(|| {
+                        format!(
+                            "creating {dest} for source table {}: {sql}",
+                            dplan.ext_tbname()
+                        )
+                    })?;
+                }
             }
-            more.extend(crate::ddl::replica_identity(&dplan));
-            for sql in &more {
-                pg.exec(sql, &[]).ctx(|| {
+            crate::objects::build_table_objects(pg, &connector, &dplan, &objs, &rules)?;
+            for sql in crate::ddl::replica_identity(&dplan) {
+                pg.exec(&sql, &[]).ctx(|| {
                     format!(
                         "creating {dest} for source table {}: {sql}",
                         dplan.ext_tbname()
                     )
                 })?;
             }
+            // keys to tables the connector has (this one included)
+            let dest_name = |ref_oid: u32| -> Option<String> {
+                if ref_oid == oid {
+                    return Some(dest.clone());
+                }
+                pg.query(
+                    "SELECT attrelid::regclass::text FROM synchdb_attribute
+                      WHERE name = $1 AND ext_relid = $2::oid LIMIT 1",
+                    &[Some(&connector), Some(&ref_oid.to_string())],
+                )
+                .ok()?
+                .first()
+                .and_then(|r| r[0].clone())
+            };
+            crate::objects::build_foreign_keys(
+                pg,
+                &connector,
+                &dplan,
+                dplan.partitioned_by.is_some(),
+                &objs,
+                &dest_name,
+            )?;
+            crate::objects::finish_sequences(pg, &connector, &placed_seqs, &dest_of, &rules)?;
             Ok(())
         })?;
         crate::objmap::record_attributes(pg, &self.connector, &dplan)?;

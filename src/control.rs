@@ -78,6 +78,40 @@ pub fn check_slot_serves(
     slot_serves(name, &want, lsn, end, found)
 }
 
+/// synchdb_sync_sequences: the last values of `names` (qualified sequence names)
+/// on the connector's source, as a JSON object (null for one never called or gone).
+pub fn source_sequence_values(
+    data_dir: &Path,
+    _ids: &LocalIds,
+    name: &str,
+    json: &str,
+    names: Vec<String>,
+) -> Result<String, String> {
+    let cfg = ConnectorConfig::from_json(name, json)?;
+    let password = crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| e.to_string())?;
+    let params = crate::source::conn_params(&cfg, &password);
+    let rows = run_blocking(async move {
+        let rows = crate::source::query_once(
+            &params,
+            "SELECT s, pg_sequence_last_value(to_regclass(s)) FROM unnest($1::text[]) s",
+            &[&names],
+        )
+        .await?;
+        let mut out = serde_json::Map::new();
+        for r in &rows {
+            let bad = |e: tokio_postgres::Error| format!("unexpected reply from the source: {e}");
+            let n: String = r.try_get(0).map_err(bad)?;
+            let v: Option<i64> = r.try_get(1).map_err(bad)?;
+            out.insert(
+                n,
+                v.map_or(serde_json::Value::Null, serde_json::Value::from),
+            );
+        }
+        Ok::<_, String>(serde_json::Value::Object(out).to_string())
+    })?;
+    Ok(rows)
+}
+
 /// The decision of check_slot_serves, given what the source said about the slot.
 fn slot_serves(
     name: &str,

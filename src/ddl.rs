@@ -14,6 +14,9 @@ pub fn create_table(t: &DestTable, virtual_ok: bool) -> String {
         .iter()
         .map(|c| {
             let mut s = format!("{} {}", quote_ident(&c.name), c.type_sql);
+            if let Some(coll) = &c.collation {
+                s.push_str(&format!(" COLLATE {coll}"));
+            }
             if let Some(g) = &c.generated {
                 let kind = if g.virtual_ && virtual_ok {
                     "VIRTUAL"
@@ -76,23 +79,19 @@ pub fn add_primary_key(t: &DestTable) -> Option<String> {
 }
 
 /// The source's replica identity, when it is not the default: FULL and NOTHING as
-/// they are; USING INDEX with the unique index it names (built here, after the
-/// rows), which the apply path then uses to find rows whose old key it receives.
+/// they are; USING INDEX the unique index it names (built with the other indexes,
+/// after the rows), which the apply path then uses to find rows whose old key it
+/// receives.
 pub fn replica_identity(t: &DestTable) -> Vec<String> {
     let q = t.qualified();
     match t.replica_identity {
         'f' => vec![format!("ALTER TABLE {q} REPLICA IDENTITY FULL")],
         'n' => vec![format!("ALTER TABLE {q} REPLICA IDENTITY NOTHING")],
-        'i' if !t.identity_index.is_empty() => {
-            let idx = quote_ident(&t.identity_index_name);
-            vec![
-                format!(
-                    "CREATE UNIQUE INDEX {idx} ON {q} ({})",
-                    ident_list(&t.identity_index)
-                ),
-                format!("ALTER TABLE {q} REPLICA IDENTITY USING INDEX {idx}"),
-            ]
-        }
+        // the index itself is built with the table's other indexes (objects)
+        'i' if !t.identity_index.is_empty() => vec![format!(
+            "ALTER TABLE {q} REPLICA IDENTITY USING INDEX {}",
+            quote_ident(&t.identity_index_name)
+        )],
         _ => vec![],
     }
 }
@@ -308,10 +307,7 @@ mod tests {
         );
         assert_eq!(
             replica_identity(&p),
-            [
-                "CREATE UNIQUE INDEX \"t_ab\" ON \"d\".\"t\" (\"a\", \"b\")",
-                "ALTER TABLE \"d\".\"t\" REPLICA IDENTITY USING INDEX \"t_ab\""
-            ]
+            ["ALTER TABLE \"d\".\"t\" REPLICA IDENTITY USING INDEX \"t_ab\""]
         );
         // only the columns rows carry are copied
         assert_eq!(t.column_list(), "\"id\", \"a\", \"b\"");

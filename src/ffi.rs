@@ -436,6 +436,45 @@ pub extern "C" fn synchdb_drop_source_objects(
     status(r, errbuf, errlen)
 }
 
+/// The last values of the sequences named in `seqs` (one per line) on connector
+/// `name`'s source, as a JSON object, written to `out`. Returns the text's length
+/// (when that is `outlen` or more, `out` holds only part of it: call again with
+/// more room), or -1 with the reason in `out`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn synchdb_source_sequences(
+    data_dir: *const c_char,
+    system_identifier: u64,
+    dboid: u32,
+    name: *const c_char,
+    conninfo_json: *const c_char,
+    seqs: *const c_char,
+    out: *mut c_char,
+    outlen: usize,
+) -> i64 {
+    let r = guard(|| {
+        let (dir, ids, name, json) =
+            connector_args(data_dir, system_identifier, dboid, name, conninfo_json)?;
+        let seqs = cstr_arg(seqs, "sequence list")?;
+        let names: Vec<String> = seqs
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        crate::control::source_sequence_values(dir, &ids, name, json, names)
+    });
+    match r {
+        Ok(text) => {
+            write_cbuf(out, outlen, &text);
+            text.len() as i64
+        }
+        Err(e) => {
+            write_cbuf(out, outlen, &e);
+            -1
+        }
+    }
+}
+
 /// Name of the replication origin that records connector `name`'s progress.
 #[no_mangle]
 pub extern "C" fn synchdb_origin_name(

@@ -9,6 +9,7 @@ pub mod decoder;
 pub mod error;
 pub mod ffi;
 pub mod net;
+pub mod objects;
 pub mod objmap;
 pub mod offset;
 pub mod pg;

@@ -586,6 +586,8 @@ pub struct DestColumn {
     pub transform: Option<String>,
     /// A generated column: the destination computes it, nothing copies it.
     pub generated: Option<crate::source::Generated>,
+    /// The source column's collation when not its type's default.
+    pub collation: Option<String>,
     pub identity: Option<crate::source::Identity>,
 }
 
@@ -649,6 +651,12 @@ pub fn plan_table(
                     .map(str::to_string),
                 generated: c.generated.clone(),
                 identity: c.identity.clone(),
+                // a datatype rule may give a type without collations
+                collation: if rule.is_some() {
+                    None
+                } else {
+                    c.collation.clone()
+                },
             }
         })
         .collect();

@@ -8,6 +8,7 @@ use crate::config::{quote_ident, ConnectorConfig};
 use crate::ddl;
 use crate::error::{DestContext, WorkerError};
 use crate::net::Net;
+use crate::objects;
 use crate::objmap::{DestTable, Rules};
 use crate::pg::Pg;
 use crate::replconn::{ConnParams, ReplConnection};
@@ -16,6 +17,7 @@ use crate::usertypes::{self, UserType};
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, StreamExt};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::ffi::{c_char, CString};
 use std::sync::Arc;
 use tokio_postgres::Client;
@@ -44,6 +46,8 @@ struct Prepared {
     types: Vec<UserType>,
     /// Tables of the replicated schemas that are left out, with why.
     left_out: Vec<String>,
+    objects: HashMap<u32, objects::TableObjects>,
+    sequences: Vec<objects::SequenceDef>,
     consistent_point: u64,
 }
 
@@ -248,6 +252,8 @@ struct Catalog {
     tables: Vec<SourceTable>,
     types: Vec<UserType>,
     left_out: Vec<String>,
+    objects: HashMap<u32, objects::TableObjects>,
+    sequences: Vec<objects::SequenceDef>,
 }
 
 /// Puts the session in the snapshot a new slot exported and reads the tables'
@@ -281,10 +287,19 @@ async fn catalog_in_snapshot(
     let left_out = source::left_out(client, cfg)
         .await
         .map_err(WorkerError::Source)?;
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let objects = objects::read(client, &oids)
+        .await
+        .map_err(WorkerError::Source)?;
+    let sequences = objects::read_sequences(client, &oids, &cfg.srcschemas)
+        .await
+        .map_err(WorkerError::Source)?;
     Ok(Catalog {
         tables,
         types,
         left_out,
+        objects,
+        sequences,
     })
 }
 
@@ -434,6 +449,8 @@ async fn prepare(
         tables: cat.tables,
         types: cat.types,
         left_out: cat.left_out,
+        objects: cat.objects,
+        sequences: cat.sequences,
         consistent_point: info.consistent_point,
     })
 }
@@ -690,6 +707,13 @@ fn copy_rows(
 struct BuildOpts<'a> {
     /// User types, placed, dependencies first; created when missing.
     types: &'a [(UserType, String)],
+    /// Indexes, constraints, foreign keys, defaults, comments, by source table.
+    objects: &'a HashMap<u32, objects::TableObjects>,
+    /// The sequences the tables use (created when missing, values set).
+    sequences: &'a [objects::SequenceDef],
+    /// Every table the connector replicates (foreign keys may reference them).
+    all_plans: &'a [DestTable],
+    rules: &'a Rules,
     /// Drop tables that exist and build them again.
     rebuild: bool,
     /// Copy the rows.
@@ -708,21 +732,54 @@ fn build_tables(
         types,
         rebuild,
         copy,
+        objects,
+        sequences,
+        all_plans,
+        rules,
     } = opts;
+    let dest_of: HashMap<u32, &DestTable> = all_plans.iter().map(|p| (p.src_oid, p)).collect();
+    let placed_seqs = objects::place_sequences(sequences, &dest_of, &cfg.dest_schema());
     // every type lands in the schema of a table that uses it, which exists
     let mut schemas: Vec<&str> = tables.iter().map(|(_, p)| p.schema.as_str()).collect();
     schemas.extend(types.iter().map(|(_, s)| s.as_str()));
+    schemas.extend(placed_seqs.iter().map(|(_, s)| s.as_str()));
     let virtual_ok = pg
         .guc("server_version_num")
         .and_then(|v| v.parse::<u32>().ok())
         .is_some_and(|v| v >= 180_000);
+    // parents before their partitions: a partition gets its parent's primary key
+    // (and its indexes and constraints) when the parent's are added
+    let depth = |p: &DestTable| {
+        let mut d = 0;
+        let mut cur = p.attach_to.as_ref().map(|a| a.0.clone());
+        while let Some(parent) = cur.take() {
+            d += 1;
+            if d > tables.len() {
+                break;
+            }
+            cur = tables
+                .iter()
+                .find(|(_, q)| q.qualified() == parent)
+                .and_then(|(_, q)| q.attach_to.as_ref().map(|a| a.0.clone()));
+        }
+        d
+    };
+    let mut by_depth: Vec<(&SourceTable, &DestTable)> = tables.to_vec();
+    by_depth.sort_by_key(|(_, p)| depth(p));
+    let no_objects = objects::TableObjects::default();
+    let mut rows = 0;
     with_dest_search_path(pg, &schemas, || -> Result<(), WorkerError> {
-        usertypes::create_types(pg, types)?;
-        for (t, p) in tables {
-            if rebuild {
+        if rebuild {
+            // first, so that sequences they owned are created afresh below
+            for (_, p) in tables {
                 pg.exec(&format!("DROP TABLE IF EXISTS {}", p.qualified()), &[])
                     .ctx(|| format!("dropping {} to build it again", p.qualified()))?;
             }
+        }
+        usertypes::create_types(pg, types)?;
+        // before the tables: their defaults may name them
+        objects::create_sequences(pg, &cfg.name, &placed_seqs)?;
+        for (t, p) in tables {
             if dest_table_exists(pg, &p.schema, &p.name)? {
                 return Err(WorkerError::Config(format!(
                     "destination table {} already exists; drop it (or rename it) before the initial snapshot of connector \"{}\", \
@@ -740,58 +797,48 @@ fn build_tables(
                 )
             })?;
         }
+        // partitions were created as tables of their own (the source partition's
+        // column order may differ from its parent's); attached while still empty,
+        // so the bound check scans nothing
+        for (_, p) in tables {
+            if let Some(sql) = ddl::attach_partition(p) {
+                pg.exec(&sql, &[])
+                    .ctx(|| format!("attaching partition {}: {sql}", p.qualified()))?;
+            }
+        }
+        if copy {
+            for (t, p) in tables {
+                if t.has_rows() {
+                    rows += copy_rows(pg, net, client, t, p)?;
+                }
+            }
+        }
+        // after the rows: one bulk build per key and index
+        for (t, p) in &by_depth {
+            if let Some(sql) = ddl::add_primary_key(p) {
+                if !has_primary_key(pg, p)? {
+                    pg.exec(&sql, &[])
+                        .ctx(|| format!("adding the primary key of {}", p.qualified()))?;
+                }
+            }
+            let objs = objects.get(&t.oid).unwrap_or(&no_objects);
+            objects::build_table_objects(pg, &cfg.name, p, objs, rules)?;
+            for sql in ddl::replica_identity(p) {
+                pg.exec(&sql, &[])
+                    .ctx(|| format!("setting the replica identity of {}: {sql}", p.qualified()))?;
+            }
+            crate::objmap::record_attributes(pg, &cfg.name, p)?;
+            remember_table(pg, &cfg.name, p.src_oid, &p.src_schema, &p.src_name)?;
+        }
+        // foreign keys last: every table they may reference is there
+        let dest_name = |oid: u32| dest_of.get(&oid).map(|d| d.qualified());
+        for (t, p) in &by_depth {
+            let objs = objects.get(&t.oid).unwrap_or(&no_objects);
+            objects::build_foreign_keys(pg, &cfg.name, p, !t.has_rows(), objs, &dest_name)?;
+        }
+        objects::finish_sequences(pg, &cfg.name, &placed_seqs, &dest_of, rules)?;
         Ok(())
     })?;
-    // partitions were created as tables of their own (the source partition's column
-    // order may differ from its parent's); attached while still empty, so the
-    // bound check scans nothing
-    for (_, p) in tables {
-        if let Some(sql) = ddl::attach_partition(p) {
-            pg.exec(&sql, &[])
-                .ctx(|| format!("attaching partition {}: {sql}", p.qualified()))?;
-        }
-    }
-    let mut rows = 0;
-    if copy {
-        for (t, p) in tables {
-            if t.has_rows() {
-                rows += copy_rows(pg, net, client, t, p)?;
-            }
-        }
-    }
-    // parents before their partitions: a partition gets its parent's primary key
-    // when the parent's is added
-    let depth = |p: &DestTable| {
-        let mut d = 0;
-        let mut cur = p.attach_to.as_ref().map(|a| a.0.clone());
-        while let Some(parent) = cur.take() {
-            d += 1;
-            if d > tables.len() {
-                break;
-            }
-            cur = tables
-                .iter()
-                .find(|(_, q)| q.qualified() == parent)
-                .and_then(|(_, q)| q.attach_to.as_ref().map(|a| a.0.clone()));
-        }
-        d
-    };
-    let mut by_depth: Vec<&DestTable> = tables.iter().map(|(_, p)| *p).collect();
-    by_depth.sort_by_key(|p| depth(p));
-    for p in by_depth {
-        if let Some(sql) = ddl::add_primary_key(p) {
-            if !has_primary_key(pg, p)? {
-                pg.exec(&sql, &[])
-                    .ctx(|| format!("adding the primary key of {}", p.qualified()))?;
-            }
-        }
-        for sql in ddl::replica_identity(p) {
-            pg.exec(&sql, &[])
-                .ctx(|| format!("setting the replica identity of {}: {sql}", p.qualified()))?;
-        }
-        crate::objmap::record_attributes(pg, &cfg.name, p)?;
-        remember_table(pg, &cfg.name, p.src_oid, &p.src_schema, &p.src_name)?;
-    }
     Ok(rows)
 }
 
@@ -955,6 +1002,8 @@ pub fn run(
         mut tables,
         types,
         left_out,
+        objects,
+        sequences,
         consistent_point,
     } = prepared;
     log_left_out(pg, cfg, &left_out);
@@ -1005,6 +1054,10 @@ pub fn run(
                         types: &types,
                         rebuild: plan.rebuild,
                         copy: plan.copy_rows,
+                        objects: &objects,
+                        sequences: &sequences,
+                        all_plans: &plans,
+                        rules: plan.rules,
                     },
                 )?
             } else {
@@ -1074,6 +1127,8 @@ async fn prepare_partial(
             tables: cat.tables,
             types: cat.types,
             left_out: cat.left_out,
+            objects: cat.objects,
+            sequences: cat.sequences,
             consistent_point: info.consistent_point,
         },
         snapshottable,
@@ -1114,6 +1169,8 @@ pub fn resnapshot(
                 mut tables,
                 types,
                 left_out,
+                objects,
+                sequences,
                 consistent_point,
             },
         snapshottable,
@@ -1172,6 +1229,10 @@ pub fn resnapshot(
                 types: &types,
                 rebuild: true,
                 copy: true,
+                objects: &objects,
+                sequences: &sequences,
+                all_plans: &plans,
+                rules,
             };
             let rows = build_tables(pg, net, &client, cfg, &copy, opts)?;
             let lsn = crate::offset::format_lsn(consistent_point);

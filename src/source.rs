@@ -35,6 +35,8 @@ pub struct SourceColumn {
     pub identity: Option<Identity>,
     /// The extension that provides the column's type on the source, if one does.
     pub type_extension: Option<String>,
+    /// A collation other than its type's default (`pg_catalog."C"`).
+    pub collation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,12 +442,7 @@ async fn describe_tables(client: &Client, tables: &mut [SourceTable]) -> Result<
                 "SELECT a.attrelid, a.attname::text,
                         format_type(a.atttypid, a.atttypmod),
                         a.attnotnull,
-                        CASE WHEN a.attgenerated = '' AND d.adbin IS NOT NULL
-                                  AND d.adbin::text !~ '\\{{(VAR|PARAM|SUBLINK|SQLVALUEFUNCTION|NEXTVALUEEXPR|CURRENTOFEXPR) '
-                                  AND NOT EXISTS (
-                                      SELECT 1 FROM regexp_matches(d.adbin::text, ':(?:funcid|opfuncid) (\\d+)', 'g') AS f(m)
-                                      JOIN pg_proc p ON p.oid = f.m[1]::oid
-                                     WHERE p.provolatile <> 'i')
+                        CASE WHEN a.attgenerated = '' AND d.adbin IS NOT NULL AND {CONSTANT_DEFAULT}
                              THEN pg_get_expr(d.adbin, d.adrelid) END,
                         format_type(a.atttypid, a.atttypmod),
                         format_type(a.atttypid, NULL),
@@ -469,7 +466,11 @@ async fn describe_tables(client: &Client, tables: &mut [SourceTable]) -> Result<
                                             AND de.objid = CASE WHEN bt.typtype = 'b' AND bt.typelem <> 0 AND bt.typlen = -1
                                                                 THEN bt.typelem ELSE bt.oid END
                            JOIN pg_extension e ON e.oid = de.refobjid
-                          WHERE bt.oid = a.atttypid LIMIT 1)
+                          WHERE bt.oid = a.atttypid LIMIT 1),
+                        (SELECT format('%I.%I', cn.nspname, co.collname)
+                           FROM pg_type ct, pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                          WHERE ct.oid = a.atttypid AND co.oid = a.attcollation
+                            AND a.attcollation <> 0 AND a.attcollation <> ct.typcollation)
                    FROM pg_attribute a
                    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                   WHERE a.attrelid = ANY({oids}) AND a.attnum > 0 AND NOT a.attisdropped
@@ -539,6 +540,7 @@ async fn describe_tables(client: &Client, tables: &mut [SourceTable]) -> Result<
                     })
                 },
                 type_extension: r.try_get(14).map_err(err)?,
+                collation: r.try_get(15).map_err(err)?,
             });
         }
     }
@@ -651,6 +653,18 @@ async fn left_out_in(client: &Client, schemas: &[String]) -> Result<Vec<(String,
         .map_err(|e| format!("reading the source catalog failed: {e}"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// Whether the default in pg_attrdef `d` is constant: PostgreSQL stores defaults
+/// unfolded, so we accept expressions that call only immutable functions and read
+/// no column, parameter, subquery or session value (now(), nextval() and
+/// CURRENT_USER are not). Constant defaults go into CREATE TABLE; the others are
+/// set after the rows (see `objects`).
+pub const CONSTANT_DEFAULT: &str =
+    "(d.adbin::text !~ '\\{(VAR|PARAM|SUBLINK|SQLVALUEFUNCTION|NEXTVALUEEXPR|CURRENTOFEXPR) '
+      AND NOT EXISTS (
+          SELECT 1 FROM regexp_matches(d.adbin::text, ':(?:funcid|opfuncid) (\\d+)', 'g') AS f(m)
+          JOIN pg_proc p ON p.oid = f.m[1]::oid
+         WHERE p.provolatile <> 'i'))";
 
 /// Whether a source column is serial (an identity column, or one whose default is
 /// nextval()), over pg_attribute `a` LEFT JOIN pg_attrdef `d`: what `type|true`
