@@ -747,18 +747,31 @@ impl<'a> Applier<'a> {
         }
         self.last_seq_sync = Instant::now();
         let pg = self.pg;
-        let r = pg.in_xact(|| {
-            pg.query(
-                "SELECT count(*)::text FROM synchdb_sync_sequences($1)",
-                &[Some(&self.connector)],
-            )
-            .ctx(|| "bringing the sequences to the source's values".into())
-        });
-        if let Err(e) = r {
-            pg.log(
+        let attempt = || {
+            pg.in_xact(|| {
+                pg.query(
+                    "SELECT count(*)::text FROM synchdb_sync_sequences($1)",
+                    &[Some(&self.connector)],
+                )
+                .ctx(|| "bringing the sequences to the source's values".into())
+            })
+        };
+        let mut r = attempt();
+        if force && r.is_err() {
+            // a stop request cancels the statement it finds running, once
+            r = attempt();
+        }
+        match r {
+            Ok(_) => {}
+            // stopping (perhaps with the server, perhaps the source with it)
+            Err(e) if force => pg.log(
+                crate::pg::LOG_LOG,
+                &format!("connector {}: at stop: {e}", self.connector),
+            ),
+            Err(e) => pg.log(
                 crate::pg::LOG_WARNING,
                 &format!("connector {}: {e}; trying again later", self.connector),
-            );
+            ),
         }
     }
 

@@ -189,5 +189,8 @@ DROP TABLE om_src.tickets;
 
 DROP TABLE public.stuff, schema1.people, public.shapes;
 DROP SCHEMA schema1;
-DROP SCHEMA om_src;
+-- the sequences of the source schema came too (those of tables not replicated)
+SET client_min_messages = warning;
+DROP SCHEMA om_src CASCADE;
+RESET client_min_messages;
 DROP DATABASE om_src;
