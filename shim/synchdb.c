@@ -32,6 +32,7 @@ static int	sdb_max_connector_workers = 30;
 static int	sdb_naptime = 100;
 static int	sdb_new_table_check_interval;
 static int	sdb_sequence_sync_interval;
+static bool sdb_replicate_drop_table = true;
 static int	sdb_batch_size = 5000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -100,6 +101,10 @@ _PG_init(void)
 							"How often a streaming connector brings the destination's sequences to the source's values (0: only when it stops).",
 							NULL, &sdb_sequence_sync_interval, 5000, 0, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("synchdb.replicate_drop_table",
+							 "Whether a table dropped on the source is dropped on the destination too.",
+							 NULL, &sdb_replicate_drop_table, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	sdb_define_apply_gucs();
 	sdb_launcher_init();
 	MarkGUCPrefixReserved("synchdb");

@@ -464,6 +464,9 @@ pub struct Applier<'a> {
     new_tables: Option<NewTables>,
     /// When the sequences were last brought to the source's values.
     last_seq_sync: Instant,
+    /// Source tables dropped on the source whose destination table was dropped:
+    /// changes of theirs still on the way are left out.
+    dropped: HashSet<u32>,
     rels: HashMap<u32, RelMap>,
     batch_size: i64,
     in_xact: bool,
@@ -529,6 +532,7 @@ impl<'a> Applier<'a> {
             cfg: cfg.clone(),
             new_tables: None,
             last_seq_sync: Instant::now(),
+            dropped: HashSet::new(),
             rels: HashMap::new(),
             batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
             in_xact: false,
@@ -775,6 +779,74 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// Source table `oid` no longer exists on the source: its destination table is
+    /// dropped too (synchdb.replicate_drop_table, default on), and changes of it
+    /// still on the way are left out; or kept, and the log says so.
+    fn table_dropped(&mut self, oid: u32) -> Result<(), WorkerError> {
+        let pg = self.pg;
+        let o = oid.to_string();
+        let rows = pg.in_xact(|| {
+            pg.query(
+                "SELECT t.srcschema, t.srctable,
+                        (SELECT a.attrelid::regclass::text FROM synchdb_attribute a
+                          WHERE a.name = t.name AND a.ext_relid = t.srcrelid LIMIT 1)
+                   FROM synchdb_tables t WHERE t.name = $1 AND t.srcrelid = $2::oid",
+                &[Some(&self.connector), Some(&o)],
+            )
+            .ctx(|| "reading synchdb_tables".into())
+        })?;
+        let Some([Some(schema), Some(table), dest]) = rows
+            .first()
+            .map(|r| [r[0].clone(), r[1].clone(), r[2].clone()])
+        else {
+            return Ok(());
+        };
+        let dest = dest.unwrap_or_else(|| {
+            let (s, t) = self.rules.dest_table(&schema, &table, &self.dest_schema);
+            format!("{}.{}", quote_ident(&s), quote_ident(&t))
+        });
+        let drop = pg.guc("synchdb.replicate_drop_table").as_deref() != Some("off");
+        if let Some(m) = self.rels.remove(&oid) {
+            pg.apply_release()?;
+            close_rel(pg, m);
+        }
+        pg.in_xact(|| -> Result<(), WorkerError> {
+            if drop {
+                pg.exec(&format!("DROP TABLE IF EXISTS {dest}"), &[])
+                    .ctx(|| format!("dropping {dest}, whose source table was dropped"))?;
+                pg.exec(
+                    "DELETE FROM synchdb_attribute WHERE name = $1 AND ext_relid = $2::oid",
+                    &[Some(&self.connector), Some(&o)],
+                )
+                .ctx(|| "updating synchdb_attribute".into())?;
+            }
+            pg.exec(
+                "DELETE FROM synchdb_tables WHERE name = $1 AND srcrelid = $2::oid",
+                &[Some(&self.connector), Some(&o)],
+            )
+            .ctx(|| "updating synchdb_tables".into())?;
+            Ok(())
+        })?;
+        if drop {
+            self.dropped.insert(oid);
+        }
+        pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: source table {}.{} was dropped; {}",
+                self.connector,
+                quote_ident(&schema),
+                quote_ident(&table),
+                if drop {
+                    format!("dropped {dest} (synchdb.replicate_drop_table = on)")
+                } else {
+                    format!("kept {dest} (synchdb.replicate_drop_table = off)")
+                }
+            ),
+        );
+        Ok(())
+    }
+
     /// Between batches: tables of the selection that the connector has not taken
     /// in yet are published and (when it copies) copied at a point S from a
     /// temporary slot, their changes before S left out, as `always` with
@@ -805,10 +877,27 @@ impl<'a> Applier<'a> {
             .collect();
         let cfg = self.cfg.clone();
         let p = params.clone();
+        let known_list: Vec<u32> = known.iter().copied().collect();
         let listed = self.net.call(pg, async move {
             let (client, driver) = crate::source::connect_with_driver(&p).await?;
-            let mut problems = Vec::new();
-            let r = crate::source::list_tables(&client, &cfg, &mut problems).await;
+            let r = async {
+                let mut problems = Vec::new();
+                let listed = crate::source::list_tables(&client, &cfg, &mut problems).await?;
+                // of the tables taken in, those the source still has (in the
+                // selection or not: one moved out of it is not dropped)
+                let alive: Vec<u32> = client
+                    .query(
+                        "SELECT o FROM unnest($1::oid[]) o WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = o)",
+                        &[&known_list],
+                    )
+                    .await
+                    .map_err(|e| crate::source::pg_error_text(&p, &e))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                Ok::<_, String>((listed, alive))
+            }
+            .await;
             drop(client);
             let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
             r
@@ -816,7 +905,12 @@ impl<'a> Applier<'a> {
         if let Some(n) = self.new_tables.as_mut() {
             n.last = Instant::now();
         }
-        let listed = listed.map_err(WorkerError::Source)?;
+        let (listed, alive) = listed.map_err(WorkerError::Source)?;
+        for oid in &known {
+            if !alive.contains(oid) && !self.dropped.contains(oid) {
+                self.table_dropped(*oid)?;
+            }
+        }
         let new: Vec<&crate::source::SourceTable> =
             listed.iter().filter(|t| !known.contains(&t.oid)).collect();
         if new.is_empty() {
@@ -907,11 +1001,12 @@ impl<'a> Applier<'a> {
     /// a partial snapshot's copy.
     fn skipped(&self, rel_id: u32) -> bool {
         // almost always empty: no hashing per change then
-        !self.skips.is_empty()
+        (!self.skips.is_empty()
             && self
                 .skips
                 .get(&rel_id)
-                .is_some_and(|&until| self.cur_final_lsn < until)
+                .is_some_and(|&until| self.cur_final_lsn < until))
+            || (!self.dropped.is_empty() && self.dropped.contains(&rel_id))
     }
 
     /// Streams and applies until stopped or an error; a pause closes the stream

@@ -185,6 +185,11 @@ CREATE TABLE p_list_asia PARTITION OF p_list FOR VALUES IN ('jp', 'in') PARTITIO
 CREATE TABLE p_list_asia_0 PARTITION OF p_list_asia FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE p_list_asia_1 PARTITION OF p_list_asia FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 INSERT INTO p_list SELECT (ARRAY['eu', 'us', 'ca', 'jp', 'in'])[1 + g % 5], g, g * 1.25 FROM generate_series(1, 100) g;
+-- tables dropped while streaming: one for good, one created again under its name
+CREATE TABLE t_doomed (id int PRIMARY KEY, v text);
+INSERT INTO t_doomed VALUES (1, 'gone soon');
+CREATE TABLE t_reborn (id int PRIMARY KEY, v text);
+INSERT INTO t_reborn VALUES (1, 'first life');
 -- an unlogged table is left out, and the log says so
 CREATE UNLOGGED TABLE t_unlogged (id int PRIMARY KEY);
 
@@ -291,6 +296,11 @@ INSERT INTO p_range VALUES (1000, '2030-06-01', 'new partition');
 CREATE TABLE p_range_2040 (id int NOT NULL, d date NOT NULL, v text);
 INSERT INTO p_range_2040 SELECT g, date '2040-01-01' + g, 'attached ' || g FROM generate_series(1, 30) g;
 ALTER TABLE p_range ATTACH PARTITION p_range_2040 FOR VALUES FROM ('2040-01-01') TO ('2041-01-01');
+UPDATE t_doomed SET v = 'changed, then dropped';
+DROP TABLE t_doomed;
+DROP TABLE t_reborn;
+CREATE TABLE t_reborn (k text PRIMARY KEY, n int);
+INSERT INTO t_reborn VALUES ('second', 2), ('life', 3);
 CREATE TABLE t_later (id int PRIMARY KEY, m mood, v text);
 INSERT INTO t_later SELECT g, 'ok', 'before its copy ' || g FROM generate_series(1, 50) g;
 
