@@ -648,7 +648,7 @@ impl<'a> Applier<'a> {
             crate::snapshot::with_dest_search_path(pg, &[dest_schema], || {
                 pg.exec(&crate::ddl::ensure_schema_sql(dest_schema), &[])
                     .ctx(|| format!("creating schema {}", quote_ident(dest_schema)))?;
-                crate::usertypes::create_types(pg, &placed)
+                crate::usertypes::create_types(pg, &self.connector, &placed)
             })?;
             crate::usertypes::ref_sql(
                 &crate::usertypes::TypeRef {
@@ -1874,7 +1874,7 @@ impl<'a> Applier<'a> {
                 pg.exec(&crate::ddl::ensure_schema_sql(s), &[])
                     .ctx(|| format!("creating schema {}", quote_ident(s)))?;
             }
-            crate::usertypes::create_types(pg, &placed)?;
+            crate::usertypes::create_types(pg, &connector, &placed)?;
             crate::objects::create_sequences(pg, &connector, &placed_seqs)?;
             let mut stmts = vec![crate::ddl::create_table(&dplan, virtual_ok)];
             stmts.extend(crate::ddl::attach_partition(&dplan));

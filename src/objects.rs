@@ -358,11 +358,11 @@ pub async fn read_sequences(
 }
 
 /// One object built (or not) on the destination, for synchdb_objects.
-struct Outcome<'a> {
-    kind: &'a str,
-    source: String,
-    dest: String,
-    err: Option<String>,
+pub struct Outcome<'a> {
+    pub kind: &'a str,
+    pub source: String,
+    pub dest: String,
+    pub err: Option<String>,
 }
 
 /// Runs `sql` in a subtransaction: its error is returned, the transaction goes on.
@@ -380,7 +380,7 @@ fn try_exec(pg: &Pg, sql: &str) -> Result<Option<String>, WorkerError> {
     }
 }
 
-fn record(pg: &Pg, connector: &str, o: &Outcome) -> Result<(), WorkerError> {
+pub fn record(pg: &Pg, connector: &str, o: &Outcome) -> Result<(), WorkerError> {
     pg.exec(
         "INSERT INTO synchdb_objects (name, kind, srcobj, dstobj, state, err)
          VALUES ($1, $2, $3, $4, $5, $6)

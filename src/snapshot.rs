@@ -776,7 +776,7 @@ fn build_tables(
                     .ctx(|| format!("dropping {} to build it again", p.qualified()))?;
             }
         }
-        usertypes::create_types(pg, types)?;
+        usertypes::create_types(pg, &cfg.name, types)?;
         // before the tables: their defaults may name them
         objects::create_sequences(pg, &cfg.name, &placed_seqs)?;
         for (t, p) in tables {
@@ -804,6 +804,18 @@ fn build_tables(
             if let Some(sql) = ddl::attach_partition(p) {
                 pg.exec(&sql, &[])
                     .ctx(|| format!("attaching partition {}: {sql}", p.qualified()))?;
+                if let Some((parent, bound)) = &p.attach_to {
+                    objects::record(
+                        pg,
+                        &cfg.name,
+                        &objects::Outcome {
+                            kind: "partition",
+                            source: format!("{} {bound}", p.ext_tbname()),
+                            dest: format!("{} of {parent}", p.qualified()),
+                            err: None,
+                        },
+                    )?;
+                }
             }
         }
         if copy {

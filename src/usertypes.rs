@@ -418,7 +418,12 @@ pub fn type_names(placed: &[(UserType, String)]) -> TypeNames {
 }
 
 /// Creates the user types the destination does not have yet, dependencies first.
-pub fn create_types(pg: &Pg, placed: &[(UserType, String)]) -> Result<(), WorkerError> {
+/// Each is recorded in synchdb_objects for `connector`.
+pub fn create_types(
+    pg: &Pg,
+    connector: &str,
+    placed: &[(UserType, String)],
+) -> Result<(), WorkerError> {
     let names = type_names(placed);
     for (t, schema) in placed {
         let dest = format!("{}.{}", quote_ident(schema), quote_ident(&t.name));
@@ -438,6 +443,16 @@ pub fn create_types(pg: &Pg, placed: &[(UserType, String)]) -> Result<(), Worker
                 quote_ident(&t.name)
             )
         })?;
+        crate::objects::record(
+            pg,
+            connector,
+            &crate::objects::Outcome {
+                kind: "type",
+                source: format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name)),
+                dest: dest.clone(),
+                err: None,
+            },
+        )?;
     }
     Ok(())
 }

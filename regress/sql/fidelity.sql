@@ -221,6 +221,7 @@ SELECT c.relname, pg_get_partkeydef(c.oid) AS key, i.inhparent::regclass AS pare
   FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
  WHERE c.relnamespace = 'fid_src'::regnamespace AND c.relkind IN ('r', 'p') AND (c.relkind = 'p' OR c.relispartition)
  ORDER BY 1;
+SELECT kind, count(*) FROM synchdb_object_view WHERE name = 'fidconn' AND state = 'created' GROUP BY 1 ORDER BY 1;
 SELECT typname, typtype FROM pg_type
  WHERE typnamespace = 'fid_src'::regnamespace AND typtype IN ('e', 'd', 'c', 'r', 'm')
    AND (typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = typrelid) = 'c') ORDER BY 1;
