@@ -575,19 +575,13 @@ impl<'a> Applier<'a> {
                 "type {oid} of the source is not built in and the source is not known yet"
             )));
         };
-        let path = self
-            .srcschemas
-            .iter()
-            .map(|s| quote_ident(s))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let srcschemas = self.srcschemas.clone();
         let r = self.net.call(self.pg, async move {
             let (client, driver) = crate::source::connect_with_driver(&params).await?;
             let read = async {
                 let perr = |e: tokio_postgres::Error| crate::source::pg_error_text(&params, &e);
                 // deparsed expressions name the replicated types as the snapshot's do
-                client
-                    .execute("SELECT pg_catalog.set_config('search_path', $1, false)", &[&path])
+                crate::source::set_search_path(&client, &srcschemas)
                     .await
                     .map_err(perr)?;
                 let rows = client

@@ -321,14 +321,7 @@ pub async fn read_catalog_checked(
             cfg.srcdb
         ));
     }
-    let path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
-    client
-        .execute(
-            "SELECT pg_catalog.set_config('search_path', $1, false)",
-            &[&path.join(", ")],
-        )
-        .await
-        .map_err(err)?;
+    set_search_path(client, &schemas).await.map_err(err)?;
     let mut tables = list_tables(client, cfg, &mut problems).await?;
     if tables.is_empty() {
         return Ok((tables, problems));
@@ -587,15 +580,7 @@ pub async fn describe_table(
         Some(db) => format!("reading the source catalog failed: {}", db.message()),
         None => format!("reading the source catalog failed: {e}"),
     };
-    let path: Vec<String> = searched_schemas(cfg)
-        .iter()
-        .map(|s| quote_ident(s))
-        .collect();
-    client
-        .execute(
-            "SELECT pg_catalog.set_config('search_path', $1, false)",
-            &[&path.join(", ")],
-        )
+    set_search_path(client, &searched_schemas(cfg))
         .await
         .map_err(err)?;
     let rows = client
@@ -627,6 +612,22 @@ pub async fn describe_table(
     describe_tables(client, &mut t).await?;
     let [t] = t;
     Ok(Some(t))
+}
+
+/// Makes `schemas` the session's search_path, so that what the source deparses
+/// names objects of the replicated schemas without their schema.
+pub async fn set_search_path(
+    client: &Client,
+    schemas: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    let path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path', $1, false)",
+            &[&path.join(", ")],
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Tables of the replicated schemas that are not replicated because their changes
