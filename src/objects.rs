@@ -366,6 +366,8 @@ pub struct Outcome<'a> {
 }
 
 /// Runs `sql` in a subtransaction: its error is returned, the transaction goes on.
+/// A stop request, or a statement cancelled from outside, is no failure of the
+/// object: it ends the whole transaction (the snapshot is then redone whole).
 fn try_exec(pg: &Pg, sql: &str) -> Result<Option<String>, WorkerError> {
     pg.subxact_begin()?;
     match pg.exec(sql, &[]) {
@@ -375,6 +377,15 @@ fn try_exec(pg: &Pg, sql: &str) -> Result<Option<String>, WorkerError> {
         }
         Err(e) => {
             pg.subxact_abort();
+            if pg.should_exit() {
+                return Err(WorkerError::Stopped);
+            }
+            if e.sqlstate == "57014" {
+                return Err(WorkerError::Dest {
+                    context: format!("running {sql}"),
+                    err: e,
+                });
+            }
             Ok(Some(e.message))
         }
     }

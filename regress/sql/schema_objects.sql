@@ -100,3 +100,40 @@ SET client_min_messages = warning;
 DROP SCHEMA obj_src CASCADE;
 RESET client_min_messages;
 DROP DATABASE obj_src;
+
+-- a stop while the snapshot builds an index: the snapshot is one transaction,
+-- so nothing of it stays; the next start builds everything once
+CREATE FUNCTION public.slow_key(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM pg_sleep(0.05);
+    RETURN i;
+END $$;
+CREATE DATABASE obj_slow;
+\c obj_slow
+CREATE FUNCTION public.slow_key(i int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT i';
+CREATE TABLE t (id int PRIMARY KEY, v text);
+INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 200) g;
+CREATE INDEX t_slow ON t (public.slow_key(id));
+\c contrib_regression
+SELECT synchdb_add_conninfo('slowconn', '127.0.0.1', :port, :'srcuser', :'srcpwd',
+                            'obj_slow', 'public', 'null', 'null', 'postgres');
+SELECT synchdb_start_engine_bgw('slowconn');
+-- CREATE INDEX holds a ShareLock on its table (pg_locks is read live; the
+-- statistics views would be read once per transaction)
+SELECT synchdb_test_wait($$SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'relation'
+                              AND l.mode = 'ShareLock' AND l.granted AND l.pid <> pg_backend_pid()
+                              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))$$);
+SELECT synchdb_stop_engine_bgw('slowconn');
+SELECT to_regclass('obj_slow.t') IS NULL AS no_table, count(*) AS objects
+  FROM synchdb_objects WHERE name = 'slowconn';
+SELECT synchdb_start_engine_bgw('slowconn');
+SELECT synchdb_test_wait($$SELECT count(*) = 200 FROM obj_slow.t$$);
+SELECT indexname FROM pg_indexes WHERE schemaname = 'obj_slow' ORDER BY 1;
+SELECT kind, destination, state FROM synchdb_object_view WHERE name = 'slowconn' ORDER BY 1, 2;
+SELECT synchdb_stop_engine_bgw('slowconn');
+SELECT synchdb_del_conninfo('slowconn');
+SET client_min_messages = warning;
+DROP SCHEMA obj_slow CASCADE;
+RESET client_min_messages;
+DROP DATABASE obj_slow;
+DROP FUNCTION public.slow_key(int);
