@@ -315,6 +315,13 @@ CREATE FUNCTION synchdb_restart_connector(name text, mode text)
 RETURNS int LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM synchdb_check_connector(name);
+    -- every argument is checked before the running connector is touched
+    IF lower(btrim(coalesce(mode, 'initial'))) NOT IN
+       ('initial', 'initial_only', 'no_data', 'always', 'never', 'schemasync', 'when_needed') THEN
+        RAISE EXCEPTION 'unknown snapshot mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Valid modes are: initial, initial_only, no_data, always, never, schemasync, when_needed.';
+    END IF;
     PERFORM synchdb_stop_engine_bgw(name);
     RETURN synchdb_start_engine_bgw(name, mode);
 END $$;
@@ -728,6 +735,10 @@ DECLARE
     sz text;
 BEGIN
     PERFORM synchdb_check_connector(cname);
+    IF objtype IS NULL THEN
+        RAISE EXCEPTION 'objtype is missing'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Valid types are: table, column, datatype, transform.';
+    END IF;
     IF kind NOT IN ('table', 'column', 'datatype', 'transform') THEN
         RAISE EXCEPTION 'unknown object mapping type "%"', objtype
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Valid types are: table, column, datatype, transform.';
@@ -807,6 +818,10 @@ DECLARE
     src text := btrim(srcobj);
 BEGIN
     PERFORM synchdb_check_connector(cname);
+    IF objtype IS NULL OR srcobj IS NULL THEN
+        RAISE EXCEPTION '% is missing', CASE WHEN objtype IS NULL THEN 'objtype' ELSE 'srcobj' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF NOT (kind = 'datatype' AND strpos(src, '|') > 0) AND kind IN ('table', 'column', 'datatype', 'transform') THEN
         src := synchdb_objmap_srcobj(cname, kind, src, CASE kind WHEN 'table' THEN 2 ELSE 3 END);
     END IF;

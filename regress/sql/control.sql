@@ -122,6 +122,16 @@ SELECT synchdb_start_engine_bgw('ctlconn');
 SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM ctl_src.t WHERE id = 203$$);
 SELECT name, state, err FROM synchdb_state_view WHERE name = 'ctlconn';
 
+-- a call that fails changes nothing: a bad mode leaves the connector running,
+-- in the same worker; a missing argument is named
+SELECT pid AS pid_before FROM synchdb_state_view WHERE name = 'ctlconn' \gset
+SELECT synchdb_restart_connector('ctlconn', 'bogus');
+SELECT pid = :pid_before AS same_worker, state, isactive
+  FROM synchdb_state_view s JOIN synchdb_conninfo c USING (name) WHERE name = 'ctlconn';
+SELECT synchdb_add_objmap('ctlconn', NULL, 'public.t', 'x');
+SELECT synchdb_del_objmap('ctlconn', NULL, 'public.t');
+SELECT synchdb_restart_connector(NULL, 'initial');
+
 -- a running connector cannot be removed
 SELECT synchdb_del_conninfo('ctlconn');
 SELECT synchdb_stop_engine_bgw('ctlconn');
