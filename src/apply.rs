@@ -27,6 +27,8 @@ pub enum StreamItem {
     /// Decoded messages with the WAL position of each, in stream order, and the
     /// bytes they hold (counted in `Budget`).
     Batch(Vec<(u64, LogicalMessage)>, usize),
+    /// The source accepted START_REPLICATION: streaming (again).
+    Streaming,
     Error(WorkerError),
 }
 
@@ -34,7 +36,7 @@ impl StreamItem {
     fn bytes(&self) -> usize {
         match self {
             StreamItem::Batch(_, n) => *n,
-            StreamItem::Error(_) => 0,
+            StreamItem::Streaming | StreamItem::Error(_) => 0,
         }
     }
 }
@@ -123,8 +125,14 @@ async fn stream_task(
             )));
         }
         let mut stream = conn.start_replication(&slot, start_lsn, &publication, 1, false).await?;
+        // counted in `pushed` like a batch: the applier's count of what it has
+        // processed must meet `pushed` for positions past it to be confirmed
+        if tx.send(StreamItem::Streaming).await.is_err() {
+            return Ok(());
+        }
+        waker.wake();
         let mut decoder = Decoder::new(1);
-        let mut pushed: u64 = 0;
+        let mut pushed: u64 = 1;
         let mut processed: u64 = 0;
         let mut flushed = start_lsn;
         let mut seen_end = start_lsn;
@@ -1121,6 +1129,10 @@ impl<'a> Applier<'a> {
 
     /// One replication stream, until a pause is asked (Ok), a stop or an error.
     fn stream(&mut self, target: StreamTarget) -> Result<(), WorkerError> {
+        // counts of this stream's items, matched against the network thread's
+        // (a new stream after a pause or retry starts both at zero)
+        self.processed = 0;
+        self.processed_durable = 0;
         let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
         let (fb_tx, fb_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
@@ -1156,6 +1168,14 @@ impl<'a> Applier<'a> {
                                 }
                             }
                             budget.give_back(bytes);
+                        }
+                        StreamItem::Streaming => {
+                            // back after an error: say so at once, not only
+                            // when a batch next commits (there may be none)
+                            if self.recovering {
+                                self.recovering = false;
+                                state::set_error(self.slot_idx, state::NO_ERROR);
+                            }
                         }
                         StreamItem::Error(e) => return Err(e),
                     }

@@ -62,6 +62,21 @@ DELETE FROM eh_src.t WHERE id = 15;
 SELECT synchdb_test_wait($$SELECT count(*) = 2 FROM eh_src.t WHERE id IN (15, 16) AND v = 'from source'$$);
 SELECT synchdb_test_wait($$SELECT state = 'polling' AND err = 'no error' FROM synchdb_state_view WHERE name = 'ehconn'$$);
 SELECT id, v FROM eh_src.t WHERE id > 14 ORDER BY id;
+-- the source ends the stream (its walsender is terminated): the connector says
+-- so, reconnects, and err is cleared as soon as it streams again, even with no
+-- change to apply
+SELECT synchdb_stop_engine_bgw('ehconn');
+ALTER DATABASE contrib_regression SET synchdb.error_retry_interval = '2s';
+SELECT synchdb_start_engine_bgw('ehconn');
+SELECT synchdb_test_wait($$SELECT active FROM pg_replication_slots WHERE slot_name LIKE 'synchdb_ehconn%'$$);
+SELECT count(*) AS terminated FROM pg_replication_slots s, pg_terminate_backend(s.active_pid) t
+ WHERE s.slot_name LIKE 'synchdb_ehconn%' AND t;
+SELECT synchdb_test_wait($$SELECT err <> 'no error' FROM synchdb_state_view WHERE name = 'ehconn'$$);
+SELECT synchdb_test_wait($$SELECT state = 'polling' AND err = 'no error' FROM synchdb_state_view WHERE name = 'ehconn'$$);
+\c eh_src
+INSERT INTO t VALUES (17, 'after the reconnect');
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM eh_src.t WHERE id = 17$$);
 
 ALTER DATABASE contrib_regression RESET synchdb.error_handling_strategy;
 ALTER DATABASE contrib_regression RESET synchdb.error_retry_interval;
