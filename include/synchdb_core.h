@@ -174,6 +174,11 @@ typedef struct SdbPgOps {
    */
   bool (*should_exit)(void);
   /**
+   * After SIGTERM: drops the query cancel it asked for (meant for the work
+   * running then), so that the stop's own last statements can run.
+   */
+  void (*accept_stop)(void);
+  /**
    * Current value of a configuration parameter as text, NULL if unknown.
    */
   const char *(*guc)(const char *name);

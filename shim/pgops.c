@@ -1054,6 +1054,14 @@ op_should_exit(void)
 	return sdb_got_sigterm;
 }
 
+/* The cancel SIGTERM set was for the work running then, not for the stop's own. */
+static void
+op_accept_stop(void)
+{
+	if (sdb_got_sigterm)
+		QueryCancelPending = false;
+}
+
 static const char *
 op_guc(const char *name)
 {
@@ -1138,6 +1146,7 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->origin_set_commit = op_origin_set_commit;
 	ops->wait = op_wait;
 	ops->should_exit = op_should_exit;
+	ops->accept_stop = op_accept_stop;
 	ops->guc = op_guc;
 	ops->data_dir = DataDir;
 	ops->system_identifier = GetSystemIdentifier();

@@ -753,20 +753,17 @@ impl<'a> Applier<'a> {
         }
         self.last_seq_sync = Instant::now();
         let pg = self.pg;
-        let attempt = || {
-            pg.in_xact(|| {
-                pg.query(
-                    "SELECT count(*)::text FROM synchdb_sync_sequences($1)",
-                    &[Some(&self.connector)],
-                )
-                .ctx(|| "bringing the sequences to the source's values".into())
-            })
-        };
-        let mut r = attempt();
-        if force && r.is_err() {
-            // a stop request cancels the statement it finds running, once
-            r = attempt();
+        if force {
+            // a stop request cancels the statement it finds running: not this one
+            pg.accept_stop();
         }
+        let r = pg.in_xact(|| {
+            pg.query(
+                "SELECT count(*)::text FROM synchdb_sync_sequences($1)",
+                &[Some(&self.connector)],
+            )
+            .ctx(|| "bringing the sequences to the source's values".into())
+        });
         match r {
             Ok(_) => {}
             // stopping (perhaps with the server, perhaps the source with it)
@@ -1900,14 +1897,7 @@ impl<'a> Applier<'a> {
                     )
                 })?;
             }
-            let has_pk = !pg
-                .query(
-                    "SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisprimary",
-                    &[Some(&dest)],
-                )
-                .ctx(|| format!("looking up the primary key of {dest}"))?
-                .is_empty();
-            if !has_pk {
+            if !crate::snapshot::has_primary_key(pg, &dplan)? {
                 if let Some(sql) = crate::ddl::add_primary_key(&dplan) {
                     pg.exec(&sql, &[]).ctx(|| {
                         format!(
@@ -1927,18 +1917,18 @@ impl<'a> Applier<'a> {
                 })?;
             }
             // keys to tables the connector has (this one included)
-            let dest_name = |ref_oid: u32| -> Option<String> {
+            let dest_name = |ref_oid: u32| -> Result<Option<String>, WorkerError> {
                 if ref_oid == oid {
-                    return Some(dest.clone());
+                    return Ok(Some(dest.clone()));
                 }
-                pg.query(
-                    "SELECT attrelid::regclass::text FROM synchdb_attribute
-                      WHERE name = $1 AND ext_relid = $2::oid LIMIT 1",
-                    &[Some(&connector), Some(&ref_oid.to_string())],
-                )
-                .ok()?
-                .first()
-                .and_then(|r| r[0].clone())
+                let rows = pg
+                    .query(
+                        "SELECT attrelid::regclass::text FROM synchdb_attribute
+                          WHERE name = $1 AND ext_relid = $2::oid LIMIT 1",
+                        &[Some(&connector), Some(&ref_oid.to_string())],
+                    )
+                    .ctx(|| "looking up the table a foreign key references".into())?;
+                Ok(rows.first().and_then(|r| r[0].clone()))
             };
             crate::objects::build_foreign_keys(
                 pg,

@@ -149,6 +149,9 @@ pub struct SdbPgOps {
     pub wait: Option<extern "C" fn(fd: i32, timeout_ms: i64) -> i32>,
     /// True once SIGTERM arrived.
     pub should_exit: Option<extern "C" fn() -> bool>,
+    /// After SIGTERM: drops the query cancel it asked for (meant for the work
+    /// running then), so that the stop's own last statements can run.
+    pub accept_stop: Option<extern "C" fn()>,
     /// Current value of a configuration parameter as text, NULL if unknown.
     pub guc: Option<extern "C" fn(name: *const c_char) -> *const c_char>,
     /// The data directory (for the secret key file).

@@ -84,13 +84,6 @@ impl SequenceDef {
     }
 }
 
-fn catalog_err(e: tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("reading the source catalog failed: {}", db.message()),
-        None => format!("reading the source catalog failed: {e}"),
-    }
-}
-
 /// Extensions (comma list) that own any of the objects in `expr`, an SQL
 /// expression over the pg_depend alias `d`.
 fn extensions_of(cond: &str) -> String {
@@ -115,7 +108,7 @@ pub async fn read(client: &Client, oids: &[u32]) -> Result<HashMap<u32, TableObj
             .collect::<Vec<_>>()
             .join(",")
     );
-    let err = catalog_err;
+    let err = crate::source::catalog_err;
     // Indexes that no constraint owns (those come with their constraint) and
     // that are not a partition's part of its parent's index (that comes with
     // the parent's).
@@ -292,7 +285,7 @@ pub async fn read_sequences(
     oids: &[u32],
     schemas: &[String],
 ) -> Result<Vec<SequenceDef>, String> {
-    let err = catalog_err;
+    let err = crate::source::catalog_err;
     let list = format!(
         "'{{{}}}'::oid[]",
         oids.iter()
@@ -689,12 +682,12 @@ pub fn build_foreign_keys(
     t: &DestTable,
     partitioned: bool,
     objs: &TableObjects,
-    dest_name: &dyn Fn(u32) -> Option<String>,
+    dest_name: &dyn Fn(u32) -> Result<Option<String>, WorkerError>,
 ) -> Result<(), WorkerError> {
     let q = t.qualified();
     for fk in &objs.foreign_keys {
         let dest = format!("{q}.{}", quote_ident(&fk.name));
-        let Some(target) = dest_name(fk.ref_oid) else {
+        let Some(target) = dest_name(fk.ref_oid)? else {
             pg.log(
                 crate::pg::LOG_LOG,
                 &format!(

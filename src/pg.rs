@@ -393,6 +393,13 @@ impl<'a> Pg<'a> {
         self.ops.should_exit.map(|f| f()).unwrap_or(false)
     }
 
+    /// After a stop request: lets the stop's own last statements run.
+    pub fn accept_stop(&self) {
+        if let Some(f) = self.ops.accept_stop {
+            f();
+        }
+    }
+
     pub fn guc(&self, name: &str) -> Option<String> {
         let f = self.ops.guc?;
         let c = CString::new(name).ok()?;

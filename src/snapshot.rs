@@ -607,7 +607,7 @@ pub fn remember_table(
 
 /// Whether the destination table already has a primary key (a partition gets its
 /// parent's).
-fn has_primary_key(pg: &Pg, p: &DestTable) -> Result<bool, WorkerError> {
+pub fn has_primary_key(pg: &Pg, p: &DestTable) -> Result<bool, WorkerError> {
     let rows = pg
         .query(
             "SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisprimary",
@@ -843,7 +843,7 @@ fn build_tables(
             remember_table(pg, &cfg.name, p.src_oid, &p.src_schema, &p.src_name)?;
         }
         // foreign keys last: every table they may reference is there
-        let dest_name = |oid: u32| dest_of.get(&oid).map(|d| d.qualified());
+        let dest_name = |oid: u32| Ok(dest_of.get(&oid).map(|d| d.qualified()));
         for (t, p) in &by_depth {
             let objs = objects.get(&t.oid).unwrap_or(&no_objects);
             objects::build_foreign_keys(pg, &cfg.name, p, !t.has_rows(), objs, &dest_name)?;

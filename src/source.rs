@@ -294,10 +294,7 @@ pub async fn read_catalog_checked(
     cfg: &ConnectorConfig,
 ) -> Result<(Vec<SourceTable>, Vec<String>), String> {
     let mut problems: Vec<String> = Vec::new();
-    let err = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) => format!("reading the source catalog failed: {}", db.message()),
-        None => format!("reading the source catalog failed: {e}"),
-    };
+    let err = catalog_err;
     let schemas = searched_schemas(cfg);
     let missing = client
         .query(
@@ -338,10 +335,7 @@ pub async fn list_tables(
     cfg: &ConnectorConfig,
     problems: &mut Vec<String>,
 ) -> Result<Vec<SourceTable>, String> {
-    let err = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) => format!("reading the source catalog failed: {}", db.message()),
-        None => format!("reading the source catalog failed: {e}"),
-    };
+    let err = catalog_err;
     let schemas = searched_schemas(cfg);
     let rows = client
         .query(
@@ -413,10 +407,7 @@ pub async fn list_tables(
 /// Fills in the columns, keys and replica identity of `tables`, as the current
 /// transaction sees the source catalog.
 async fn describe_tables(client: &Client, tables: &mut [SourceTable]) -> Result<(), String> {
-    let err = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) => format!("reading the source catalog failed: {}", db.message()),
-        None => format!("reading the source catalog failed: {e}"),
-    };
+    let err = catalog_err;
     let oids = format!(
         "'{{{}}}'::oid[]",
         tables
@@ -576,10 +567,7 @@ pub async fn describe_table(
     cfg: &ConnectorConfig,
     oid: u32,
 ) -> Result<Option<SourceTable>, String> {
-    let err = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) => format!("reading the source catalog failed: {}", db.message()),
-        None => format!("reading the source catalog failed: {e}"),
-    };
+    let err = catalog_err;
     set_search_path(client, &searched_schemas(cfg))
         .await
         .map_err(err)?;
@@ -653,6 +641,14 @@ async fn left_out_in(client: &Client, schemas: &[String]) -> Result<Vec<(String,
         .await
         .map_err(|e| format!("reading the source catalog failed: {e}"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A failed catalog query on the source, with the source's own message.
+pub fn catalog_err(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("reading the source catalog failed: {}", db.message()),
+        None => format!("reading the source catalog failed: {e}"),
+    }
 }
 
 /// Whether the default in pg_attrdef `d` is constant: PostgreSQL stores defaults

@@ -116,13 +116,7 @@ fn type_ref(udt: u32, ref_oid_is_array: bool, sql: String) -> TypeRef {
 /// Reads the definitions of `roots` and of every user type they depend on, in an
 /// order where each type comes after those it uses.
 pub async fn read_types(client: &Client, roots: &[u32]) -> Result<Vec<UserType>, String> {
-    let err = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) => format!(
-            "reading the source's user-defined types failed: {}",
-            db.message()
-        ),
-        None => format!("reading the source's user-defined types failed: {e}"),
-    };
+    let err = crate::source::catalog_err;
     let mut found: HashMap<u32, UserType> = HashMap::new();
     let mut todo: Vec<u32> = roots.iter().copied().filter(|&o| o != 0).collect();
     while !todo.is_empty() {
