@@ -591,12 +591,13 @@ pub fn build_table_objects(
         )?;
     }
     for ix in &objs.indexes {
+        let name = free_name(pg, connector, t, &ix.name, true)?;
         let err = match &ix.rest {
             Some(rest) => {
                 let sql = format!(
                     "CREATE {}INDEX {} ON {q} USING {rest}",
                     if ix.unique { "UNIQUE " } else { "" },
-                    quote_ident(&ix.name),
+                    quote_ident(&name),
                 );
                 try_exec(pg, &sql)?.map(|e| missing_hint(e, ix.extensions.as_deref()))
             }
@@ -608,15 +609,18 @@ pub fn build_table_objects(
             Outcome {
                 kind: "index",
                 source: ix.source_def.clone(),
-                dest: format!("{}.{}", quote_ident(&t.schema), quote_ident(&ix.name)),
+                dest: format!("{}.{}", quote_ident(&t.schema), quote_ident(&name)),
                 err,
             },
         )?;
     }
     for c in &objs.constraints {
+        // unique and exclusion constraints come with an index of their name
+        let with_index = c.def.starts_with("UNIQUE") || c.def.starts_with("EXCLUDE");
+        let name = free_name(pg, connector, t, &c.name, with_index)?;
         let sql = format!(
             "ALTER TABLE {q} ADD CONSTRAINT {} {}",
-            quote_ident(&c.name),
+            quote_ident(&name),
             c.def
         );
         let err = try_exec(pg, &sql)?.map(|e| missing_hint(e, c.extensions.as_deref()));
@@ -626,7 +630,7 @@ pub fn build_table_objects(
             Outcome {
                 kind: "constraint",
                 source: format!("{} {}", t.ext_tbname(), c.def),
-                dest: format!("{q}.{}", quote_ident(&c.name)),
+                dest: format!("{q}.{}", quote_ident(&name)),
                 err,
             },
         )?;
@@ -654,6 +658,72 @@ pub fn build_table_objects(
         }
     }
     Ok(())
+}
+
+/// The name a new index or constraint of `t` gets: the source's, unless the
+/// destination has it already (a relation of that name in the schema, for an
+/// object that comes with an index; a constraint of that name on the table),
+/// as when two source schemas land in one destination schema, or a table of
+/// the user's is named so. Then the first free `name_N`, cut to 63 bytes as
+/// PostgreSQL would cut it; the log says which name it got.
+fn free_name(
+    pg: &Pg,
+    connector: &str,
+    t: &DestTable,
+    name: &str,
+    with_index: bool,
+) -> Result<String, WorkerError> {
+    let q = t.qualified();
+    let taken = |candidate: &str| -> Result<bool, WorkerError> {
+        let rows = pg
+            .query(
+                "SELECT ($3::bool AND EXISTS (SELECT 1 FROM pg_class c
+                                          JOIN pg_namespace n ON n.oid = c.relnamespace
+                                         WHERE n.nspname = $1 AND c.relname = $4))
+                     OR EXISTS (SELECT 1 FROM pg_constraint
+                                 WHERE conrelid = to_regclass($2) AND conname = $4)",
+                &[
+                    Some(&t.schema),
+                    Some(&q),
+                    Some(if with_index { "true" } else { "false" }),
+                    Some(candidate),
+                ],
+            )
+            .ctx(|| format!("looking for a free name for {name} on {q}"))?;
+        Ok(rows.first().and_then(|r| r[0].as_deref()) == Some("t"))
+    };
+    if !taken(name)? {
+        return Ok(name.to_string());
+    }
+    for n in 1..=1000u32 {
+        let candidate = with_suffix(name, n);
+        if !taken(&candidate)? {
+            pg.log(
+                crate::pg::LOG_LOG,
+                &format!(
+                    "connector {connector}: {} of {q} is named {} on the destination: {} is taken there",
+                    quote_ident(name),
+                    quote_ident(&candidate),
+                    quote_ident(name)
+                ),
+            );
+            return Ok(candidate);
+        }
+    }
+    // a thousand taken: the source's name, whose "already exists" is then
+    // reported for this object alone
+    Ok(name.to_string())
+}
+
+/// `name_n`, with `name` cut (at a character boundary) so the whole fits in
+/// PostgreSQL's 63 bytes.
+fn with_suffix(name: &str, n: u32) -> String {
+    let suffix = format!("_{n}");
+    let mut end = name.len().min(63 - suffix.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &name[..end])
 }
 
 /// Adds what to install when the error is about a missing access method or
@@ -686,7 +756,8 @@ pub fn build_foreign_keys(
 ) -> Result<(), WorkerError> {
     let q = t.qualified();
     for fk in &objs.foreign_keys {
-        let dest = format!("{q}.{}", quote_ident(&fk.name));
+        let name = free_name(pg, connector, t, &fk.name, false)?;
+        let dest = format!("{q}.{}", quote_ident(&name));
         let Some(target) = dest_name(fk.ref_oid)? else {
             pg.log(
                 crate::pg::LOG_LOG,
@@ -723,17 +794,14 @@ pub fn build_foreign_keys(
         let not_valid = !partitioned && !def.ends_with("NOT VALID");
         let sql = format!(
             "ALTER TABLE {q} ADD CONSTRAINT {} {def}{}",
-            quote_ident(&fk.name),
+            quote_ident(&name),
             if not_valid { " NOT VALID" } else { "" }
         );
         let mut err = try_exec(pg, &sql)?;
         if err.is_none() && not_valid && fk.validated {
             err = try_exec(
                 pg,
-                &format!(
-                    "ALTER TABLE {q} VALIDATE CONSTRAINT {}",
-                    quote_ident(&fk.name)
-                ),
+                &format!("ALTER TABLE {q} VALIDATE CONSTRAINT {}", quote_ident(&name)),
             )?
             .map(|e| format!("added NOT VALID, but validating it failed: {e}"));
         }
@@ -754,6 +822,18 @@ pub fn build_foreign_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suffixed_names_fit_in_63_bytes() {
+        assert_eq!(with_suffix("by_v", 1), "by_v_1");
+        let long = "x".repeat(63);
+        assert_eq!(with_suffix(&long, 12), format!("{}_12", "x".repeat(60)));
+        // never cut inside a character
+        let wide = "é".repeat(40);
+        let cut = with_suffix(&wide, 3);
+        assert!(cut.len() <= 63 && cut.ends_with("_3"));
+        assert_eq!(cut, format!("{}_3", "é".repeat(30)));
+    }
 
     #[test]
     fn index_definitions_are_cut_after_using() {
