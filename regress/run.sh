@@ -25,7 +25,8 @@
 #
 # The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_OTHER_PORT,
 # SYNCHDB_SSL_PORT, SYNCHDB_SSL_DIR (the certificate and key files),
-# SYNCHDB_BINDIR (this version's pg_dump, for \! in tests), SYNCHDB_SCRATCH
+# SYNCHDB_BINDIR (this version's pg_dump, for \! in tests), SYNCHDB_OTHER_BINDIR
+# and SYNCHDB_OTHER_DATA (to stop and start the other cluster), SYNCHDB_SCRATCH
 # (a directory the tests may write files to),
 # SYNCHDB_SRC_USER and SYNCHDB_SRC_PASSWORD in their environment (read them
 # with psql's \getenv).
@@ -266,6 +267,8 @@ as_test_user env \
     SYNCHDB_PORT="$MAIN_PORT" \
     SYNCHDB_NOLOGICAL_PORT="$NOLOGICAL_PORT" \
     SYNCHDB_OTHER_PORT="$OTHER_PORT" \
+    SYNCHDB_OTHER_BINDIR="$OTHER_BINDIR" \
+    SYNCHDB_OTHER_DATA="$OTHER" \
     SYNCHDB_SSL_PORT="$SSL_PORT" \
     SYNCHDB_SSL_DIR="$SSL_DIR" \
     SYNCHDB_SRC_USER="$SRC_USER" \

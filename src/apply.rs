@@ -193,7 +193,8 @@ async fn stream_task(
                                 reply_due |= reply_requested;
                             }
                             None => {
-                                return Err(WorkerError::Source("the source ended the replication stream".into()));
+                                // as a server does when it shuts down: it will be back
+                                return Err(WorkerError::Transient("the source ended the replication stream".into()));
                             }
                         }
                         if batch.len() >= MAX_BATCH || bytes >= INFLIGHT_BYTES / 4 {
@@ -460,6 +461,8 @@ pub struct Applier<'a> {
     log_change_on_error: bool,
     /// An error was reported and the worker retries: clear it once a batch commits.
     recovering: bool,
+    /// Attempts to reconnect since the source was last streaming (transient errors).
+    reconnects: u32,
     pg: &'a Pg<'a>,
     net: &'a Net,
     slot_idx: i32,
@@ -530,7 +533,9 @@ impl<'a> Applier<'a> {
             batch: BatchStats::default(),
             strategy: Strategy::current(pg),
             log_change_on_error: pg.guc("synchdb.log_change_on_error").as_deref() != Some("off"),
-            recovering: false,
+            // a start after a transient error (worker::run) shows it until streaming
+            recovering: true,
+            reconnects: 0,
             pg,
             net,
             slot_idx,
@@ -628,12 +633,13 @@ impl<'a> Applier<'a> {
                 )))
             }
             .await;
+            let read = crate::source::classify_read(&client, read);
             drop(client);
             let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
             read
         })?;
         let (name, base, udt, is_array, types) = r
-            .map_err(|e| WorkerError::Source(format!("reading type {oid} from the source: {e}")))?
+            .map_err(|e| e.within(&format!("reading type {oid} from the source")))?
             .ok_or_else(|| {
                 WorkerError::Source(format!(
                     "type {oid} of a replicated column no longer exists on the source"
@@ -897,6 +903,7 @@ impl<'a> Applier<'a> {
                 Ok::<_, String>((listed, alive))
             }
             .await;
+            let r = crate::source::classify_read(&client, r);
             drop(client);
             let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
             r
@@ -904,7 +911,8 @@ impl<'a> Applier<'a> {
         if let Some(n) = self.new_tables.as_mut() {
             n.last = Instant::now();
         }
-        let (listed, alive) = listed.map_err(WorkerError::Source)?;
+        let (listed, alive) =
+            listed.map_err(|e| e.within("looking for tables new on the source"))?;
         for oid in &known {
             if !alive.contains(oid) && !self.dropped.contains(oid) {
                 self.table_dropped(*oid)?;
@@ -963,11 +971,12 @@ impl<'a> Applier<'a> {
                 .call(pg, async move {
                     let (client, driver) = crate::source::connect_with_driver(&params).await?;
                     let r = crate::snapshot::publish_tables(&client, &publication, &add).await;
+                    let r = crate::source::classify_read(&client, r);
                     drop(client);
                     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
                     r
                 })?
-                .map_err(WorkerError::Source)?;
+                .map_err(|e| e.within("publishing tables new on the source"))?;
             pg.in_xact(|| -> Result<(), WorkerError> {
                 for t in &new {
                     crate::snapshot::remember_table(
@@ -1023,6 +1032,10 @@ impl<'a> Applier<'a> {
                     self.sync_sequences(true);
                     return Err(WorkerError::Stopped);
                 }
+                // the source went away: connect again, whatever the strategy
+                Err(e) if e.is_transient() && !self.pg.should_exit() => {
+                    target.start_lsn = self.reconnect_after(&e)?;
+                }
                 Err(e)
                     if Strategy::current(self.pg) == Strategy::Retry && !self.pg.should_exit() =>
                 {
@@ -1058,6 +1071,35 @@ impl<'a> Applier<'a> {
         }
         self.recovering = true;
         state::set_state(self.slot_idx, state::STATE_POLLING);
+        Ok(self.pg.origin_progress(false)?)
+    }
+
+    /// A transient error (the source unreachable, the connection lost): the
+    /// state shows `restarting` and err says what and when the next attempt
+    /// is, the wait doubles from 1 s to 60 s, and the stream starts again from
+    /// the origin's position (a partly applied batch was rolled back). The state
+    /// goes back to polling, and err to "no error", once the source accepts the
+    /// stream again.
+    fn reconnect_after(&mut self, e: &WorkerError) -> Result<u64, WorkerError> {
+        self.reconnects += 1;
+        let wait = crate::worker::reconnect_wait(self.reconnects);
+        crate::worker::report_transient(
+            self.pg,
+            self.slot_idx,
+            &self.connector,
+            e,
+            self.reconnects,
+            wait,
+        );
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            self.net
+                .sleep(self.pg, (until - Instant::now()).as_millis().max(1) as i64)?;
+        }
+        for (_, m) in self.rels.drain() {
+            close_rel(self.pg, m);
+        }
+        self.recovering = true;
         Ok(self.pg.origin_progress(false)?)
     }
 
@@ -1172,7 +1214,18 @@ impl<'a> Applier<'a> {
                             if self.recovering {
                                 self.recovering = false;
                                 state::set_error(self.slot_idx, state::NO_ERROR);
+                                state::set_state(self.slot_idx, state::STATE_POLLING);
+                                if self.reconnects > 0 {
+                                    self.pg.log(
+                                        crate::pg::LOG_LOG,
+                                        &format!(
+                                            "connector {}: streaming again after {} attempt(s) to reconnect",
+                                            self.connector, self.reconnects
+                                        ),
+                                    );
+                                }
                             }
+                            self.reconnects = 0;
                         }
                         StreamItem::Error(e) => return Err(e),
                     }
@@ -1626,9 +1679,7 @@ impl<'a> Applier<'a> {
             .call(self.pg, async move {
                 crate::source::serial_columns(&params, rel_id).await
             })?
-            .map_err(|e| {
-                WorkerError::Source(format!("reading the columns of source table {ext}: {e}"))
-            })?;
+            .map_err(|e| e.within(&format!("reading the columns of source table {ext}")))?;
         serial.extend(found.into_iter().filter(|n| !known.contains_key(n)));
         Ok(serial)
     }
@@ -1820,13 +1871,14 @@ impl<'a> Applier<'a> {
                 )))
             }
             .await;
+            let read = crate::source::classify_read(&client, read);
             drop(client);
             let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
             read
         })?;
         let Some((mut t, types, objs, seqs)) = r.map_err(|e| {
-            WorkerError::Source(format!(
-                "reading source table {} to create it on the destination: {e}",
+            e.within(&format!(
+                "reading source table {} to create it on the destination",
                 plan.ext_tbname()
             ))
         })?
@@ -1975,7 +2027,7 @@ impl<'a> Applier<'a> {
                 &[&oid],
             )
             .await?;
-            Ok::<_, String>(rows.into_iter().next().and_then(|r| {
+            Ok::<_, crate::source::SourceError>(rows.into_iter().next().and_then(|r| {
                 Some((
                     r.get::<_, Option<u32>>(0)?,
                     r.get::<_, Option<String>>(1)?,
@@ -1985,8 +2037,8 @@ impl<'a> Applier<'a> {
             }))
         })?;
         let found = r.map_err(|e| {
-            WorkerError::Source(format!(
-                "reading the partition bound of relation {oid} on the source: {e}"
+            e.within(&format!(
+                "reading the partition bound of relation {oid} on the source"
             ))
         })?;
         Ok(found.map(|(poid, schema, name, bound)| {

@@ -23,9 +23,21 @@ pub fn drop_source_objects(
     let password =
         crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| format!("{e}; {by_hand}"))?;
     let params = crate::source::conn_params(&cfg, &password);
-    let work = async move {
-        let (client, driver) = crate::source::connect_with_driver(&params).await?;
-        let err = |e: tokio_postgres::Error| crate::source::pg_error_text(&params, &e);
+    let work = async move { drop_slot_and_publication(&params, &slot, &publication).await };
+    let r = crate::control::run_blocking(work);
+    r.map_err(|e| format!("could not drop the replication slot and publication of connector \"{name}\" on the source ({e}); {by_hand}"))
+}
+
+/// Drops replication slot `slot` (waiting a little for a walsender that still
+/// holds it) and publication `publication` on the source, if they exist.
+pub async fn drop_slot_and_publication(
+    params: &crate::replconn::ConnParams,
+    slot: &str,
+    publication: &str,
+) -> Result<(), String> {
+    let (client, driver) = crate::source::connect_with_driver(params).await?;
+    let err = |e: tokio_postgres::Error| crate::source::pg_error_text(params, &e);
+    let work = async {
         // the walsender of a just-stopped worker may hold the slot for a moment
         let mut tries = 0;
         loop {
@@ -47,15 +59,14 @@ pub fn drop_source_objects(
         client
             .batch_execute(&format!(
                 "DROP PUBLICATION IF EXISTS {}",
-                quote_ident(&publication)
+                quote_ident(publication)
             ))
             .await
-            .map_err(err)?;
-        // close politely before the runtime goes away
-        drop(client);
-        let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-        Ok::<(), String>(())
+            .map_err(err)
     };
-    let r = crate::control::run_blocking(work);
-    r.map_err(|e| format!("could not drop the replication slot and publication of connector \"{name}\" on the source ({e}); {by_hand}"))
+    let r = work.await;
+    // close politely before the runtime goes away
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    r
 }

@@ -112,9 +112,12 @@ impl ConnParams {
 
 #[derive(Debug, Clone)]
 pub enum ReplError {
-    /// DNS / TCP / unix socket failure, timeout, or a client-side
-    /// authentication problem (e.g. no password supplied).
+    /// A client-side problem in connecting (e.g. no password supplied, an
+    /// authentication method we do not speak, SSL required but refused).
     Connect { target: String, reason: String },
+    /// The server could not be reached: DNS, TCP or unix socket failure, a
+    /// timeout, or the connection closed during its start. Transient.
+    Unreachable { target: String, reason: String },
     /// The SSL part failed: certificate files, handshake, verification.
     Tls { target: String, reason: String },
     /// ErrorResponse from the server, fields as the server sent them.
@@ -134,7 +137,7 @@ pub enum ReplError {
 impl fmt::Display for ReplError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReplError::Connect { target, reason } => {
+            ReplError::Connect { target, reason } | ReplError::Unreachable { target, reason } => {
                 write!(
                     f,
                     "could not connect to source server at {target}: {reason}"
@@ -167,6 +170,20 @@ impl fmt::Display for ReplError {
 }
 
 impl std::error::Error for ReplError {}
+
+impl ReplError {
+    /// Whether the error says the source is unavailable for now (unreachable,
+    /// the connection lost, the server shutting down or starting up) rather
+    /// than that something is wrong: the worker then connects again by itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplError::Unreachable { .. } | ReplError::Closed => true,
+            ReplError::Server { code, .. } => crate::error::transient_sqlstate(code),
+            ReplError::Protocol(m) => m.starts_with("I/O error"),
+            ReplError::Connect { .. } | ReplError::Tls { .. } => false,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotInfo {
@@ -628,7 +645,9 @@ enum SslAttempt {
 /// to ..." lead, for combining two attempts in one message.
 fn bare_reason(e: &ReplError) -> String {
     match e {
-        ReplError::Connect { reason, .. } | ReplError::Tls { reason, .. } => reason.clone(),
+        ReplError::Connect { reason, .. }
+        | ReplError::Unreachable { reason, .. }
+        | ReplError::Tls { reason, .. } => reason.clone(),
         other => other.to_string(),
     }
 }
@@ -651,7 +670,7 @@ impl ReplConnection {
         }
         match tokio::time::timeout(p.connect_timeout, Self::connect_inner(p, &target)).await {
             Ok(r) => r,
-            Err(_) => Err(ReplError::Connect {
+            Err(_) => Err(ReplError::Unreachable {
                 target,
                 reason: format!("timeout expired after {:?}", p.connect_timeout),
             }),
@@ -659,12 +678,15 @@ impl ReplConnection {
     }
 
     async fn open_socket(p: &ConnParams, target: &str) -> Result<Box<dyn Io>, ReplError> {
-        let fail = |reason: String| ReplError::Connect {
+        let fail = |reason: String| ReplError::Unreachable {
             target: target.to_owned(),
             reason,
         };
         if p.host.is_empty() {
-            return Err(fail("no host given".to_owned()));
+            return Err(ReplError::Connect {
+                target: target.to_owned(),
+                reason: "no host given".to_owned(),
+            });
         }
         if p.is_unix_socket() {
             #[cfg(unix)]
@@ -706,14 +728,14 @@ impl ReplConnection {
         plain.map_err(|e| {
             let (now, before) = (bare_reason(&e), bare_reason(&ssl_error));
             if now == before {
-                e
+                return e;
+            }
+            let target = target.to_owned();
+            let reason = format!("{now}; an SSL connection was tried first and failed: {before}");
+            if e.is_transient() {
+                ReplError::Unreachable { target, reason }
             } else {
-                ReplError::Connect {
-                    target: target.to_owned(),
-                    reason: format!(
-                        "{now}; an SSL connection was tried first and failed: {before}"
-                    ),
-                }
+                ReplError::Connect { target, reason }
             }
         })
     }
@@ -744,7 +766,7 @@ impl ReplConnection {
             io.read_exact(&mut answer).await
         };
         if let Err(e) = exchange.await {
-            return Err(SslAttempt::Failed(ReplError::Connect {
+            return Err(SslAttempt::Failed(ReplError::Unreachable {
                 target: target.to_owned(),
                 reason: format!("could not send SSL negotiation packet: {e}"),
             }));
@@ -830,7 +852,10 @@ impl ReplConnection {
             .map_err(|_| nul_error("a connection parameter"))?;
 
         let closed = |e: ReplError| match e {
-            ReplError::Closed => fail("server closed the connection unexpectedly"),
+            ReplError::Closed => ReplError::Unreachable {
+                target: target.to_owned(),
+                reason: "server closed the connection unexpectedly".to_owned(),
+            },
             other => other,
         };
         conn.t.flush().await.map_err(closed)?;
@@ -1903,7 +1928,11 @@ mod tests {
         unreachable.host = "127.0.0.1".into();
         unreachable.port = 1;
         match ReplConnection::connect(&unreachable).await {
-            Err(ReplError::Connect { target, reason }) => {
+            Err(e @ ReplError::Unreachable { .. }) => {
+                assert!(e.is_transient());
+                let ReplError::Unreachable { target, reason } = e else {
+                    unreachable!()
+                };
                 assert_eq!(target, "127.0.0.1:1");
                 assert!(!reason.is_empty());
             }
@@ -1914,7 +1943,7 @@ mod tests {
         nohost.connect_timeout = Duration::from_secs(5);
         assert!(matches!(
             ReplConnection::connect(&nohost).await,
-            Err(ReplError::Connect { .. })
+            Err(ReplError::Unreachable { .. })
         ));
 
         // md5 user (optional).

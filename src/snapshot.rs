@@ -102,10 +102,26 @@ pub async fn source_wal_end(repl: &mut ReplConnection) -> Result<u64, WorkerErro
 }
 
 fn source_error(params: &ConnParams, what: &str, e: tokio_postgres::Error) -> WorkerError {
-    WorkerError::Source(format!(
+    let mut text = format!(
         "{what} on the source failed: {}",
         source::pg_error_text(params, &e)
-    ))
+    );
+    if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        text.push_str(&format!(
+            "; the source role {} needs LOGIN and REPLICATION, ownership of the replicated tables \
+             (to publish them) and CREATE on database {} (for the connector's publication): \
+             GRANT CREATE ON DATABASE {} TO {}",
+            quote_ident(&params.user),
+            quote_ident(&params.dbname),
+            quote_ident(&params.dbname),
+            quote_ident(&params.user)
+        ));
+    }
+    if source::is_transient(&e) {
+        WorkerError::Transient(text)
+    } else {
+        WorkerError::Source(text)
+    }
 }
 
 /// Both connections to the source, checked for logical decoding, and the tables
@@ -127,9 +143,7 @@ async fn open_source(
 ) -> Result<Opened, WorkerError> {
     let mut repl = ReplConnection::connect(&params).await?;
     check_source(&mut repl, &params).await?;
-    let client = source::connect(&params)
-        .await
-        .map_err(WorkerError::Source)?;
+    let client = source::connect(&params).await.map_err(WorkerError::from)?;
     let (tables, mut problems) = source::read_catalog_checked(&client, &cfg)
         .await
         .map_err(WorkerError::Config)?;
@@ -959,19 +973,47 @@ fn plan_tables(
 
 /// Creates the destination schemas, each in a short transaction of its own: other
 /// connectors may be creating them too, and their snapshots must not wait for ours.
-fn ensure_schemas(pg: &Pg, plans: &[DestTable]) -> Result<(), WorkerError> {
+/// Returns (in `created`) those it created, for `drop_new_schemas`.
+fn ensure_schemas(
+    pg: &Pg,
+    plans: &[DestTable],
+    created: &mut Vec<String>,
+) -> Result<(), WorkerError> {
     let mut done: Vec<&str> = Vec::new();
     for p in plans {
         if done.contains(&p.schema.as_str()) {
             continue;
         }
-        pg.in_xact(|| {
+        let new = pg.in_xact(|| {
+            let rows = pg
+                .query(
+                    "SELECT to_regnamespace(quote_ident($1)) IS NULL",
+                    &[Some(&p.schema)],
+                )
+                .ctx(|| format!("looking up schema {}", quote_ident(&p.schema)))?;
             pg.exec(&ddl::ensure_schema_sql(&p.schema), &[])
-                .ctx(|| format!("creating schema {}", quote_ident(&p.schema)))
+                .ctx(|| format!("creating schema {}", quote_ident(&p.schema)))?;
+            Ok::<_, WorkerError>(rows.first().and_then(|r| r[0].as_deref()) == Some("t"))
         })?;
+        if new {
+            created.push(p.schema.clone());
+        }
         done.push(&p.schema);
     }
     Ok(())
+}
+
+/// A snapshot that failed leaves no schema it created: each is dropped if it is
+/// still empty (another connector may have put tables in it meanwhile).
+fn drop_new_schemas(pg: &Pg, created: &[String]) {
+    for s in created {
+        let _ = pg.in_xact(|| {
+            pg.exec(
+                &format!("DROP SCHEMA IF EXISTS {} RESTRICT", quote_ident(s)),
+                &[],
+            )
+        });
+    }
 }
 
 /// Runs the snapshot; on success the destination has the tables (and rows when
@@ -1007,7 +1049,14 @@ pub fn run(
             slot.to_string(),
             publication.to_string(),
         ),
-    )??;
+    )?;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            drop_created(pg, net, cfg, params, slot, publication, async {});
+            return Err(e);
+        }
+    };
     let Prepared {
         repl,
         client,
@@ -1032,10 +1081,11 @@ pub fn run(
             crate::offset::format_lsn(consistent_point)
         ),
     );
+    let mut new_schemas = Vec::new();
     let result = (|| -> Result<u64, WorkerError> {
         let plans = plan_tables(cfg, plan.rules, &tables)?;
         if plan.create_tables {
-            ensure_schemas(pg, &plans)?;
+            ensure_schemas(pg, &plans, &mut new_schemas)?;
         }
         pg.in_xact(|| -> Result<u64, WorkerError> {
             // an xid, so that the commit records the origin's progress even when
@@ -1080,16 +1130,83 @@ pub fn run(
         })
     })();
     // the exported snapshot is no longer needed either way
-    let _ = net.spawn(async move {
+    let closing = async move {
         drop(client);
         let _ = repl.close().await;
-    });
-    let rows = result?;
+    };
+    let rows = match result {
+        Ok(rows) => {
+            let _ = net.spawn(closing);
+            rows
+        }
+        Err(e) => {
+            if !pg.should_exit() {
+                drop_new_schemas(pg, &new_schemas);
+            }
+            drop_created(pg, net, cfg, params, slot, publication, closing);
+            return Err(e);
+        }
+    };
     Ok(SnapshotResult {
         consistent_point,
         tables: tables.len(),
         rows,
     })
+}
+
+/// A snapshot that failed after the slot and publication were created drops
+/// them (after `closing`, which ends the connection holding the slot), so that
+/// no orphan slot holds WAL on the source; the destination side was rolled
+/// back, so the connector is as before its start. Not on a stop: the next start
+/// replaces both anyway, and a stop must not wait on the source.
+fn drop_created(
+    pg: &Pg,
+    net: &Net,
+    cfg: &ConnectorConfig,
+    params: &ConnParams,
+    slot: &str,
+    publication: &str,
+    closing: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if pg.should_exit() {
+        let _ = net.spawn(closing);
+        return;
+    }
+    let (p, s, pb) = (params.clone(), slot.to_string(), publication.to_string());
+    let r = net.call(pg, async move {
+        closing.await;
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            crate::cleanup::drop_slot_and_publication(&p, &s, &pb),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err("no answer from the source within 30 s".to_string()),
+        }
+    });
+    match r {
+        Ok(Ok(())) => pg.log(
+            crate::pg::LOG_LOG,
+            &format!(
+                "connector {}: the snapshot failed; dropped replication slot {slot} and publication {publication} \
+                 it had created on the source, so they hold no WAL there",
+                cfg.name
+            ),
+        ),
+        Ok(Err(e)) => pg.log(
+            crate::pg::LOG_WARNING,
+            &format!(
+                "connector {}: the snapshot failed, and dropping replication slot {slot} and publication {publication} \
+                 on the source failed too ({e}); the next start replaces them, or drop them by hand on the source: \
+                 SELECT pg_drop_replication_slot({}); DROP PUBLICATION IF EXISTS {};",
+                cfg.name,
+                crate::config::quote_literal(slot),
+                quote_ident(publication)
+            ),
+        ),
+        Err(_) => {}
+    }
 }
 
 /// What the source side holds for a partial snapshot: a temporary slot's exported
@@ -1200,7 +1317,7 @@ pub fn resnapshot(
     let types = place_types(cfg, rules, &mut tables, &types);
     let result = (|| -> Result<(usize, u64), WorkerError> {
         let plans = plan_tables(cfg, rules, &tables)?;
-        ensure_schemas(pg, &plans)?;
+        ensure_schemas(pg, &plans, &mut Vec::new())?;
         pg.in_xact(|| -> Result<(usize, u64), WorkerError> {
             let mut copy: Vec<(&SourceTable, &DestTable)> = Vec::new();
             for (t, p) in tables.iter().zip(plans.iter()) {

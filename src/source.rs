@@ -3,6 +3,7 @@
 //! primary keys. Runs on the network thread.
 
 use crate::config::{quote_ident, ConnectorConfig, TableSel};
+use crate::error::WorkerError;
 use crate::replconn::ConnParams;
 use crate::tls::{self, SslMode};
 use std::collections::{HashMap, HashSet};
@@ -122,6 +123,85 @@ fn target(p: &ConnParams) -> String {
     format!("{}:{}", p.host, p.port)
 }
 
+/// An error of a SQL connection to the source, and whether it is transient
+/// (the source unreachable or gone for now: the worker connects again).
+#[derive(Debug, Clone)]
+pub struct SourceError {
+    pub text: String,
+    pub transient: bool,
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl From<SourceError> for String {
+    fn from(e: SourceError) -> String {
+        e.text
+    }
+}
+
+impl From<SourceError> for WorkerError {
+    fn from(e: SourceError) -> WorkerError {
+        if e.transient {
+            WorkerError::Transient(e.text)
+        } else {
+            WorkerError::Source(e.text)
+        }
+    }
+}
+
+/// Whether a tokio-postgres error says the source is unavailable for now: the
+/// connection closed or failed on the network, or a server error whose
+/// SQLSTATE says so (see `error::transient_sqlstate`).
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        return crate::error::transient_sqlstate(db.code().code());
+    }
+    if e.is_closed() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    // tokio-postgres' own connect timeout has no cause
+    e.to_string().contains("timeout")
+}
+
+/// `pg_error_text` with its kind.
+pub fn source_error(p: &ConnParams, e: &tokio_postgres::Error) -> SourceError {
+    SourceError {
+        text: pg_error_text(p, e),
+        transient: is_transient(e),
+    }
+}
+
+impl SourceError {
+    /// The error as the worker reports it, after what it was doing.
+    pub fn within(self, what: &str) -> WorkerError {
+        SourceError {
+            text: format!("{what}: {}", self.text),
+            ..self
+        }
+        .into()
+    }
+}
+
+/// The outcome of reads on `client`: an error is transient when the connection
+/// is gone (the source went away while we asked), else it is the source's answer.
+pub fn classify_read<T>(client: &Client, r: Result<T, String>) -> Result<T, SourceError> {
+    r.map_err(|text| SourceError {
+        transient: client.is_closed(),
+        text,
+    })
+}
+
 /// Text of a tokio-postgres error: the server's own message when there is one.
 pub fn pg_error_text(p: &ConnParams, e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
@@ -149,12 +229,12 @@ pub async fn query_once(
     p: &ConnParams,
     sql: &str,
     args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, String> {
+) -> Result<Vec<tokio_postgres::Row>, SourceError> {
     let (client, driver) = connect_with_driver(p).await?;
     let rows = client
         .query(sql, args)
         .await
-        .map_err(|e| pg_error_text(p, &e));
+        .map_err(|e| source_error(p, &e));
     drop(client);
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
     rows
@@ -162,7 +242,7 @@ pub async fn query_once(
 
 /// Opens a regular SQL connection; its driver runs as a task on the current runtime.
 /// TLS as the connector's ssl_mode says, with libpq's semantics (see `tls`).
-pub async fn connect(p: &ConnParams) -> Result<Client, String> {
+pub async fn connect(p: &ConnParams) -> Result<Client, SourceError> {
     connect_with_driver(p).await.map(|(client, _)| client)
 }
 
@@ -170,7 +250,7 @@ pub async fn connect(p: &ConnParams) -> Result<Client, String> {
 /// and the connection closed politely (Terminate; over TLS also close_notify, without
 /// which the server logs "could not receive data from client"). Await it before a
 /// runtime that is about to go away is dropped.
-pub async fn connect_with_driver(p: &ConnParams) -> Result<(Client, JoinHandle<()>), String> {
+pub async fn connect_with_driver(p: &ConnParams) -> Result<(Client, JoinHandle<()>), SourceError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&p.host)
         .port(p.port)
@@ -193,16 +273,22 @@ pub async fn connect_with_driver(p: &ConnParams) -> Result<(Client, JoinHandle<(
     // libpq's prefer: a failed SSL attempt is followed by one without SSL
     connect_plain(p, &mut cfg).await.map_err(|e| {
         let lead = format!("could not connect to source server at {target}: ");
-        let now = e.strip_prefix(&lead).unwrap_or(&e);
+        let now = e.text.strip_prefix(&lead).unwrap_or(&e.text);
         let before = ssl_error
+            .text
             .strip_prefix(&format!(
                 "SSL connection to source server at {target} failed: "
             ))
-            .unwrap_or(&ssl_error);
+            .unwrap_or(&ssl_error.text);
         if now == before {
             e.clone()
         } else {
-            format!("{lead}{now}; an SSL connection was tried first and failed: {before}")
+            SourceError {
+                text: format!(
+                    "{lead}{now}; an SSL connection was tried first and failed: {before}"
+                ),
+                transient: e.transient,
+            }
         }
     })
 }
@@ -210,9 +296,9 @@ pub async fn connect_with_driver(p: &ConnParams) -> Result<(Client, JoinHandle<(
 async fn connect_plain(
     p: &ConnParams,
     cfg: &mut tokio_postgres::Config,
-) -> Result<(Client, JoinHandle<()>), String> {
+) -> Result<(Client, JoinHandle<()>), SourceError> {
     cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| pg_error_text(p, &e))?;
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| source_error(p, &e))?;
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -225,10 +311,15 @@ async fn connect_ssl(
     p: &ConnParams,
     cfg: &mut tokio_postgres::Config,
     mode: SslMode,
-) -> Result<(Client, JoinHandle<()>), (String, bool)> {
+) -> Result<(Client, JoinHandle<()>), (SourceError, bool)> {
     let target = p.target();
-    let connector =
-        tls::Connector::new(&p.tls, &p.host).map_err(|m| (tls::ssl_failed(&target, &m), true))?;
+    // SSL set-up and handshake failures are the configuration's (definite)
+    let definite = |text: String| SourceError {
+        text,
+        transient: false,
+    };
+    let connector = tls::Connector::new(&p.tls, &p.host)
+        .map_err(|m| (definite(tls::ssl_failed(&target, &m)), true))?;
     let attempt = Arc::new(tls::Attempt::default());
     cfg.ssl_mode(if mode.requires_tls() {
         tokio_postgres::config::SslMode::Require
@@ -245,7 +336,7 @@ async fn connect_ssl(
         }
         Err(e) => {
             if let Some(m) = attempt.error().or_else(|| tls::tls_failure_in(&e)) {
-                return Err((tls::ssl_failed(&target, &m), true));
+                return Err((definite(tls::ssl_failed(&target, &m)), true));
             }
             // tokio-postgres' words for an 'N' answer to the SSLRequest (in the
             // error's cause, which pg_error_text includes)
@@ -255,15 +346,21 @@ async fn connect_ssl(
                 && text.contains("server does not support TLS")
             {
                 return Err((
-                    format!(
+                    definite(format!(
                         "could not connect to source server at {target}: {}",
                         tls::no_ssl_reason(mode)
-                    ),
+                    )),
                     false,
                 ));
             }
             // a server error after a successful handshake: libpq retries prefer
-            Err((text, attempt.started() && e.as_db_error().is_some()))
+            Err((
+                SourceError {
+                    text,
+                    transient: is_transient(&e),
+                },
+                attempt.started() && e.as_db_error().is_some(),
+            ))
         }
     }
 }
@@ -670,7 +767,7 @@ const SERIAL_COLUMN: &str =
     "(a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false))";
 
 /// The serial columns of source relation `oid`, as its catalog has them now.
-pub async fn serial_columns(p: &ConnParams, oid: u32) -> Result<Vec<String>, String> {
+pub async fn serial_columns(p: &ConnParams, oid: u32) -> Result<Vec<String>, SourceError> {
     let rows = query_once(
         p,
         &format!(

@@ -8,6 +8,7 @@ use crate::net::Net;
 use crate::offset::{Offset, NOT_FLUSHED};
 use crate::pg::{Pg, LOG_LOG, LOG_WARNING};
 use crate::state;
+use std::time::{Duration, Instant};
 
 /// Snapshot modes and what each does on a start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +55,77 @@ impl Mode {
     }
 }
 
+/// How long to wait before attempt `n` (1, 2, ...) to reach the source again:
+/// 1 s, doubling, at most 60 s.
+pub fn reconnect_wait(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// Shows a transient error: state `restarting`, err saying it is transient and
+/// when the next attempt is; the server log has it too.
+pub fn report_transient(
+    pg: &Pg,
+    slot: i32,
+    name: &str,
+    e: &WorkerError,
+    attempt: u32,
+    wait: Duration,
+) {
+    let msg = format!(
+        "transient error, reconnecting in {} s (attempt {attempt}): {e}",
+        wait.as_secs()
+    );
+    state::set_error(slot, &msg);
+    state::set_state(slot, state::STATE_RESTARTING);
+    // the first of a series is a warning; the rest would flood the log
+    let level = if attempt == 1 { LOG_WARNING } else { LOG_LOG };
+    pg.log(level, &format!("connector {name}: {msg}"));
+}
+
+/// Whether the connector has a position to resume from (its origin has moved):
+/// then a transient error before it streams (auto-launch while the source is
+/// down, a snapshot of new tables cut by a source restart) is waited out. A
+/// connector that never had one stops instead and says why: its user is at
+/// hand, and a host or port typed wrong is more likely than a passing outage.
+fn has_position(pg: &Pg, name: &str) -> bool {
+    let origin = config::origin_name(pg.local_ids().database_oid, name);
+    pg.in_xact(|| {
+        pg.query(
+            "SELECT 1 FROM pg_replication_origin_status WHERE external_id = $1 AND remote_lsn <> '0/0'",
+            &[Some(&origin)],
+        )
+    })
+    .is_ok_and(|rows| !rows.is_empty())
+}
+
 /// Returns the process exit code; the outcome is in the state slot.
 pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
     state::set_error(slot, state::NO_ERROR);
     state::set_state(slot, state::STATE_INITIALIZING);
-    match run_inner(pg, slot, name, mode) {
+    let mut attempt = 0;
+    let outcome = loop {
+        match run_inner(pg, slot, name, mode) {
+            Err(e) if e.is_transient() && !pg.should_exit() && has_position(pg, name) => {
+                attempt += 1;
+                let wait = reconnect_wait(attempt);
+                report_transient(pg, slot, name, &e, attempt, wait);
+                // run_inner sets the origin up again
+                let _ = pg.origin_release();
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !pg.should_exit() {
+                    let left = (until - Instant::now()).as_millis().clamp(1, 1000) as i64;
+                    if pg.wait(-1, left).is_err() {
+                        break;
+                    }
+                }
+                if pg.should_exit() {
+                    break Err(WorkerError::Stopped);
+                }
+            }
+            other => break other,
+        }
+    };
+    match outcome {
         Ok(()) | Err(WorkerError::Stopped) => {
             pg.log(LOG_LOG, &format!("connector {name}: stopped"));
             0
@@ -323,14 +390,14 @@ async fn slot_unusable(
 ) -> Result<Option<String>, WorkerError> {
     let client = crate::source::connect(&params)
         .await
-        .map_err(WorkerError::Source)?;
+        .map_err(WorkerError::from)?;
     let rows = client
         .query(
             "SELECT coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
-        .map_err(|e| WorkerError::Source(crate::source::pg_error_text(&params, &e)))?;
+        .map_err(|e| WorkerError::from(crate::source::source_error(&params, &e)))?;
     Ok(match rows.first().map(|r| r.get::<_, String>(0)) {
         None => Some(format!(
             "replication slot {slot} does not exist on the source"
