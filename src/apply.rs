@@ -2132,9 +2132,10 @@ impl<'a> Applier<'a> {
         // the first row says whether the table exists (a table may have no columns)
         let attrs = pg
             .query(
-                "SELECT NULL, NULL WHERE to_regclass($1) IS NOT NULL
+                "SELECT NULL, NULL, NULL WHERE to_regclass($1) IS NOT NULL
                  UNION ALL
-                 SELECT a.attnum::text, a.attname::text FROM pg_attribute a
+                 SELECT a.attnum::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+                   FROM pg_attribute a
                   WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
                 &[Some(&dest)],
             )
@@ -2147,10 +2148,17 @@ impl<'a> Applier<'a> {
             return self.relation(rel_id, namespace, name, columns, replica_identity);
         }
         let mut have: HashMap<String, usize> = HashMap::new();
+        // the destination's own column types: a transform's result is cast to
+        // these, not to what a datatype rule asks (a rule the last reload
+        // refused is in synchdb_objmap but not on the table)
+        let mut have_type: HashMap<String, String> = HashMap::new();
         for a in &attrs {
             if let (Some(num), Some(n)) = (&a[0], &a[1]) {
                 if let Ok(num) = num.parse::<usize>() {
                     have.insert(n.clone(), num);
+                }
+                if let Some(t) = &a[2] {
+                    have_type.insert(n.clone(), t.clone());
                 }
             }
         }
@@ -2258,7 +2266,8 @@ impl<'a> Applier<'a> {
                 let typed = format!("{p}::{}", c.natural_type);
                 let sql =
                     crate::objmap::compile_transform(x, &p, &typed).map_err(WorkerError::Config)?;
-                exprs.push(format!("(({sql})::{})::text", c.type_sql));
+                let cast = have_type.get(&c.name).unwrap_or(&c.type_sql);
+                exprs.push(format!("(({sql})::{cast})::text"));
                 cols.push(i);
             }
         }
