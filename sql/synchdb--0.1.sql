@@ -53,9 +53,6 @@ CREATE FUNCTION synchdb_state_rows(OUT name text, OUT pid int, OUT stage text, O
                                    OUT err text, OUT last_dbz_offset text)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'synchdb_state_rows' LANGUAGE C STRICT VOLATILE;
-REVOKE ALL ON FUNCTION synchdb_encrypt_secret(text), synchdb_launch(text, text),
-    synchdb_terminate(text, int), synchdb_forget(text), synchdb_drop_source(text, text)
-    FROM PUBLIC;
 
 CREATE FUNCTION synchdb_check_connector(cname text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -75,32 +72,55 @@ BEGIN
     RETURN d;
 END $$;
 
+-- pwd NULL: the password is not stored, nor ever in SQL text; the worker looks
+-- it up in a pgpass-format file (synchdb_set_passfile names one; else the
+-- server's $PGPASSFILE or ~/.pgpass, as libpq). The way to use in production.
 CREATE FUNCTION synchdb_add_conninfo(name text, hostname text, port int, "user" text, pwd text,
                                      srcdb text, srcschema text, "table" text,
                                      snapshottable text, connector text)
 RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    missing text;
 BEGIN
-    IF name IS NULL OR name !~ '^[A-Za-z0-9_]{1,40}$' THEN
+    -- every argument that must have a value, named
+    missing := CASE WHEN name IS NULL THEN 'name' WHEN hostname IS NULL THEN 'hostname'
+                    WHEN port IS NULL THEN 'port' WHEN "user" IS NULL THEN 'user'
+                    WHEN srcdb IS NULL THEN 'srcdb' WHEN connector IS NULL THEN 'connector' END;
+    IF missing = 'name' THEN
+        RAISE EXCEPTION 'name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Use 1 to 40 letters, digits or underscores.';
+    ELSIF missing = 'connector' THEN
+        RAISE EXCEPTION 'connector must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Use connector type ''postgres''.';
+    ELSIF missing IS NOT NULL THEN
+        RAISE EXCEPTION '% must not be NULL', missing USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF name !~ '^[A-Za-z0-9_]{1,40}$' THEN
         RAISE EXCEPTION 'invalid connector name "%"', name
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use 1 to 40 letters, digits or underscores.';
     END IF;
-    IF connector IS NULL OR lower(connector) <> 'postgres' THEN
+    IF lower(connector) <> 'postgres' THEN
         RAISE EXCEPTION 'connector type "%" is not supported', connector
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'This synchdb replicates from PostgreSQL only: use connector type ''postgres''.';
     END IF;
-    IF hostname IS NULL OR btrim(hostname) = '' THEN
+    IF btrim(hostname) = '' THEN
         RAISE EXCEPTION 'hostname must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF port IS NULL OR port < 1 OR port > 65535 THEN
+    IF port < 1 OR port > 65535 THEN
         RAISE EXCEPTION 'port % is not a TCP port number (1-65535)', port USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF "user" IS NULL OR btrim("user") = '' THEN
+    IF btrim("user") = '' THEN
         RAISE EXCEPTION 'user must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF srcdb IS NULL OR btrim(srcdb) = '' THEN
+    IF btrim(srcdb) = '' THEN
         RAISE EXCEPTION 'source database (srcdb) must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(pwd) > 512 THEN
+        RAISE EXCEPTION 'password is % bytes long; synchdb takes source passwords of at most 512 bytes', octet_length(pwd)
+            USING ERRCODE = 'string_data_right_truncation',
+                  HINT = 'Use a shorter password for the source role, or pwd NULL and a pgpass file (see synchdb_set_passfile).';
     END IF;
     IF EXISTS (SELECT 1 FROM synchdb_conninfo c WHERE c.name = synchdb_add_conninfo.name) THEN
         RAISE EXCEPTION 'connector "%" already exists', name
@@ -110,10 +130,29 @@ BEGIN
     INSERT INTO synchdb_conninfo (name, isactive, data)
     VALUES (name, false, jsonb_build_object(
         'hostname', hostname, 'port', port, 'user', "user",
-        'pwd', synchdb_encrypt_secret(coalesce(pwd, '')),
+        'pwd', CASE WHEN pwd IS NOT NULL THEN synchdb_encrypt_secret(pwd) END,
         'srcdb', srcdb, 'srcschema', coalesce(srcschema, 'null'),
         'table', coalesce("table", 'null'), 'snapshottable', coalesce(snapshottable, 'null'),
         'connector', lower(connector)));
+    RETURN 0;
+END $$;
+
+-- The pgpass-format file a connector created with pwd NULL takes its password
+-- from (path NULL: back to the default, $PGPASSFILE or ~/.pgpass of the
+-- server's operating-system user). Read by the worker at each start; it must be
+-- readable only by that user (chmod 0600), as libpq requires.
+CREATE FUNCTION synchdb_set_passfile(name text, path text)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synchdb_check_connector(name);
+    IF path IS NOT NULL AND left(path, 1) <> '/' THEN
+        RAISE EXCEPTION 'pgpass file "%" is not an absolute path', path
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the full path of the file on this server, where synchdb runs.';
+    END IF;
+    UPDATE synchdb_conninfo c
+       SET data = (c.data - 'passfile') || jsonb_strip_nulls(jsonb_build_object('passfile', path))
+     WHERE c.name = synchdb_set_passfile.name;
     RETURN 0;
 END $$;
 
@@ -209,8 +248,6 @@ CREATE FUNCTION synchdb_parse_offset(text) RETURNS pg_lsn
     AS 'MODULE_PATHNAME', 'synchdb_parse_offset_sql' LANGUAGE C STRICT IMMUTABLE;
 CREATE FUNCTION synchdb_check_offset(name text, data text, lsn pg_lsn) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_check_offset_sql' LANGUAGE C STRICT VOLATILE;
-REVOKE ALL ON FUNCTION synchdb_send_command(text, int), synchdb_reset_stats_c(text),
-    synchdb_check_offset(text, text, pg_lsn) FROM PUBLIC;
 
 -- Waits (bounded) until the connector's worker reports state `want`.
 CREATE FUNCTION synchdb_wait_state(cname text, want text, secs int) RETURNS bool
@@ -591,7 +628,6 @@ SELECT o.name, o.kind, o.srcobj AS source, o.dstobj AS destination, o.state, o.e
 -- keyed by the names given (one per line).
 CREATE FUNCTION synchdb_source_sequences(name text, data text, seqs text) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_source_sequences_sql' LANGUAGE C STRICT VOLATILE;
-REVOKE ALL ON FUNCTION synchdb_source_sequences(text, text, text) FROM PUBLIC;
 
 -- Brings the connector's sequences on the destination to their values on the
 -- source, never moving one backwards; returns each with its value now. A running
@@ -654,6 +690,10 @@ DECLARE
     k "char";
     base text;
 BEGIN
+    IF connector_type IS NULL OR ext_datatype IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN connector_type IS NULL THEN 'connector_type' ELSE 'ext_datatype' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF lower(connector_type) <> 'postgres' THEN
         RAISE EXCEPTION 'connector type "%" is not supported', connector_type
             USING ERRCODE = 'feature_not_supported', HINT = 'Supported connector types: postgres.';
@@ -743,7 +783,11 @@ BEGIN
         RAISE EXCEPTION 'unknown object mapping type "%"', objtype
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Valid types are: table, column, datatype, transform.';
     END IF;
-    IF srcobj IS NULL OR dst IS NULL OR dst = '' THEN
+    IF srcobj IS NULL OR dstobj IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN srcobj IS NULL THEN 'srcobj' ELSE 'dstobj' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF dst = '' THEN
         RAISE EXCEPTION 'srcobj and dstobj of an object mapping rule must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -957,4 +1001,23 @@ BEGIN
 END $$;
 
 REVOKE ALL ON synchdb_objmap, synchdb_attribute FROM PUBLIC;
-REVOKE ALL ON FUNCTION synchdb_apply_objmap(text) FROM PUBLIC;
+
+-- ------------------------------------------------------------ privileges
+-- Nothing of synchdb is PUBLIC's: its functions show every connector's name,
+-- pid, positions and errors, start and stop workers, and hold source
+-- credentials. Every function of the extension (those above, whichever they
+-- are) is revoked from PUBLIC here; superusers manage connectors. The tables
+-- were revoked where they are created, and views grant nothing by default.
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT d.objid::regprocedure
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+              WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+                AND d.deptype = 'e' AND e.extname = 'synchdb'
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;

@@ -21,7 +21,7 @@ pub fn drop_source_objects(
     );
     let cfg = ConnectorConfig::from_json(name, json).map_err(|e| format!("{e}; {by_hand}"))?;
     let password =
-        crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| format!("{e}; {by_hand}"))?;
+        crate::secret::source_password(data_dir, &cfg).map_err(|e| format!("{e}; {by_hand}"))?;
     let params = crate::source::conn_params(&cfg, &password);
     let work = async move { drop_slot_and_publication(&params, &slot, &publication).await };
     let r = crate::control::run_blocking(work);

@@ -20,6 +20,10 @@ pub struct ConnectorConfig {
     pub user: String,
     /// Encrypted as stored; see `secret`.
     pub pwd: String,
+    /// `pwd` was NULL: the password comes from a pgpass file (see `pgpass`),
+    /// the one `passfile` names, else libpq's default for the server's user.
+    pub pwd_from_file: bool,
+    pub passfile: Option<String>,
     pub srcdb: String,
     pub srcschemas: Vec<String>,
     /// Explicit `schema.table` list; empty means every table of `srcschemas`.
@@ -111,6 +115,8 @@ impl ConnectorConfig {
             port,
             user: req("user")?,
             pwd: text_field(&data, "pwd").unwrap_or_default(),
+            pwd_from_file: data.get("pwd").is_some_and(|v| v.is_null()),
+            passfile: text_field(&data, "passfile").filter(|p| !is_unset(p)),
             srcdb,
             srcschemas,
             tables,

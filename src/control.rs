@@ -43,7 +43,7 @@ pub fn check_slot_serves(
 ) -> Result<(), String> {
     let slot = config::slot_name(ids, name);
     let cfg = ConnectorConfig::from_json(name, json)?;
-    let password = crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| e.to_string())?;
+    let password = crate::secret::source_password(data_dir, &cfg)?;
     let params = crate::source::conn_params(&cfg, &password);
     let want = crate::offset::format_lsn(lsn);
     // The source's WAL end bounds every offset: a position past it would make the
@@ -88,7 +88,7 @@ pub fn source_sequence_values(
     names: Vec<String>,
 ) -> Result<String, String> {
     let cfg = ConnectorConfig::from_json(name, json)?;
-    let password = crate::secret::decrypt(data_dir, &cfg.pwd).map_err(|e| e.to_string())?;
+    let password = crate::secret::source_password(data_dir, &cfg)?;
     let params = crate::source::conn_params(&cfg, &password);
     let rows = run_blocking(async move {
         let rows = crate::source::query_once(

@@ -13,6 +13,7 @@ pub mod objects;
 pub mod objmap;
 pub mod offset;
 pub mod pg;
+pub mod pgpass;
 pub mod replconn;
 pub mod secret;
 pub mod snapshot;

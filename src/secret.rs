@@ -89,6 +89,24 @@ pub fn decrypt(dir: &Path, stored: &str) -> Result<String, SecretError> {
     decrypt_with(&load_or_create_key(dir)?, stored)
 }
 
+/// The password connector `cfg` gives the source: the stored one, decrypted, or
+/// (pwd NULL) the one its pgpass file has for its host, port, database and user.
+pub fn source_password(dir: &Path, cfg: &crate::config::ConnectorConfig) -> Result<String, String> {
+    if cfg.pwd_from_file {
+        return crate::pgpass::lookup(
+            cfg.passfile.as_deref(),
+            &crate::pgpass::Key {
+                host: &cfg.hostname,
+                port: cfg.port,
+                database: &cfg.srcdb,
+                user: &cfg.user,
+            },
+        )
+        .map_err(|e| format!("connector \"{}\": {e}", cfg.name));
+    }
+    decrypt(dir, &cfg.pwd).map_err(|e| e.to_string())
+}
+
 fn encrypt_with(key: &[u8; 32], plain: &str) -> Result<String, SecretError> {
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
     let mut nonce = [0u8; 12];

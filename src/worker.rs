@@ -164,8 +164,8 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     let mode = Mode::parse(mode).map_err(WorkerError::Config)?;
     let cfg = load_config(pg, name)?;
     let ids = pg.local_ids();
-    let password = crate::secret::decrypt(&pg.data_dir(), &cfg.pwd)
-        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let password =
+        crate::secret::source_password(&pg.data_dir(), &cfg).map_err(WorkerError::Config)?;
     let params = crate::source::conn_params(&cfg, &password);
     let slot_name = config::slot_name(&ids, name);
     let publication = config::publication_name(&ids, name);
