@@ -695,6 +695,142 @@ log "[$S3] ${WL_TX[$S3]} rows on the source in ${WL_SECS[$S3]} s; WAL end ${TARG
 drain_builtin "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
 drain_synchdb "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
 
+# ---------------------------------------------------------------------------
+# 4. initial copy with schema objects
+# ---------------------------------------------------------------------------
+# The copied tables again, in a database of their own, with three secondary
+# indexes on each. Timed until the rows are in and the last index is valid:
+#   synchdb   builds the indexes after the rows, in its snapshot;
+#   built-in  copies into tables that have the indexes already (its users must
+#             create the schema first: pg_dump --schema-only, as above);
+#   dump      pg_dump -Fd -j 2 then pg_restore -j 2 (a one-off copy that does not
+#             follow the source; pg_restore -j cannot read a pipe, so the
+#             archive goes through a directory).
+S4="objects"
+OBJ_DB=benchobj
+OBJ_SDB_SCHEMA=$OBJ_DB   # synchdb's tables land in dst_synchdb, schema benchobj
+OBJ_BI=dst_obj_builtin
+OBJ_DUMP=dst_obj_restore
+OBJ_CONN=objconn
+OBJ_SUB=bench_obj_sub
+OBJ_PUB=bench_obj_pub
+declare -A OBJ_SECS OBJ_CHECK
+qos() { sql "$SRC_PORT" "$OBJ_DB" "$1"; }
+log "[$S4] source database $OBJ_DB: the copied tables with three secondary indexes each"
+sql "$SRC_PORT" postgres "CREATE DATABASE $OBJ_DB TEMPLATE $SRC_DB STRATEGY FILE_COPY" >/dev/null
+qos "DROP PUBLICATION $PUB; DROP TABLE ins_test, bench_marker;
+CREATE INDEX accounts_bid ON pgbench_accounts (bid);
+CREATE INDEX accounts_balance ON pgbench_accounts (abalance);
+CREATE INDEX accounts_bid_balance ON pgbench_accounts (bid, abalance);
+CREATE INDEX branches_balance ON pgbench_branches (bbalance);
+CREATE INDEX branches_filler ON pgbench_branches (filler);
+CREATE INDEX branches_bid_balance ON pgbench_branches (bid, bbalance);
+CREATE INDEX tellers_bid ON pgbench_tellers (bid);
+CREATE INDEX tellers_balance ON pgbench_tellers (tbalance);
+CREATE INDEX tellers_bid_balance ON pgbench_tellers (bid, tbalance);
+CREATE INDEX history_aid ON pgbench_history (aid);
+CREATE INDEX history_tid ON pgbench_history (tid);
+CREATE INDEX history_mtime ON pgbench_history (mtime);
+CREATE INDEX mixed_big ON mixed (big);
+CREATE INDEX mixed_txt ON mixed (txt);
+CREATE INDEX mixed_doc ON mixed USING gin (doc);
+CREATE PUBLICATION $OBJ_PUB FOR TABLES IN SCHEMA public;
+VACUUM ANALYZE;" >/dev/null 2>"$WORK/obj.err" || {
+    # FOR TABLES IN SCHEMA is PostgreSQL 15+, which is all this script runs on
+    cat "$WORK/obj.err" >&2
+    pgenv_die "preparing $OBJ_DB failed"
+}
+OBJ_INDEXES=$(qos "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                    WHERE c.relnamespace = 'public'::regnamespace")
+OBJ_FP=$(qos "$(fp "$FP_COPY" public)")
+# obj_done DB SCHEMA — "t" once the rows and every index (valid) are there
+obj_done() {
+    # the tables first: counting rows of a table not there yet would log errors
+    [[ $(sql "$DST_PORT" "$1" "SELECT to_regclass('$2.pgbench_accounts') IS NOT NULL
+                                   AND to_regclass('$2.mixed') IS NOT NULL" 2>/dev/null) == t ]] || {
+        echo f
+        return 0
+    }
+    sql "$DST_PORT" "$1" "SELECT (SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                                  WHERE c.relnamespace = to_regnamespace('$2') AND i.indisvalid) = $OBJ_INDEXES
+                              AND (SELECT count(*) FROM $2.pgbench_accounts) = $SRC_ACCOUNTS
+                              AND (SELECT count(*) FROM $2.mixed) = $SRC_MIXED" 2>/dev/null || echo f
+}
+obj_check() { # WHO DB SCHEMA
+    local got
+    got=$(sql "$DST_PORT" "$2" "$(fp "$FP_COPY" "$3")" 2>&1) || true
+    if [[ $got == "$OBJ_FP" ]]; then OBJ_CHECK[$1]="data identical, $OBJ_INDEXES indexes valid"; else
+        OBJ_CHECK[$1]="DATA DIFFERS: source $OBJ_FP, got $got"
+        log "[$S4] $1 ${OBJ_CHECK[$1]}"
+    fi
+}
+obj_wait() { # WHO DB SCHEMA T0 — sets OBJ_SECS[WHO]
+    local deadline=$((SECONDS + WAIT_COPY)) err
+    while [[ $(obj_done "$2" "$3") != t ]]; do
+        if [[ $1 == synchdb ]]; then
+            err=$(qsdb "SELECT err FROM synchdb_state_view WHERE name = '$OBJ_CONN'" || echo "?")
+            [[ $err == "no error" ]] || {
+                OBJ_CHECK[$1]="FAILED: $err"
+                return 1
+            }
+        fi
+        ((SECONDS < deadline)) || {
+            OBJ_CHECK[$1]="FAILED: not complete after ${WAIT_COPY}s"
+            return 1
+        }
+        sleep "$POLL"
+    done
+    OBJ_SECS[$1]=$(calc "$(now) - $4")
+    log "[$S4] $1 done in ${OBJ_SECS[$1]} s"
+    obj_check "$1" "$2" "$3"
+}
+
+prepare_measurement
+log "[$S4] synchdb: a connector for $OBJ_DB"
+qsdb "SELECT synchdb_add_conninfo('$OBJ_CONN', '127.0.0.1', $SRC_PORT, '$SRC_USER', '$SRC_PASSWORD',
+                                  '$OBJ_DB', 'public', 'null', 'null', 'postgres')" >/dev/null
+t0=$(now)
+qsdb "SELECT synchdb_start_engine_bgw('$OBJ_CONN')" >/dev/null
+obj_wait synchdb "$DST_SDB" "$OBJ_SDB_SCHEMA" "$t0" || log "[$S4] synchdb ${OBJ_CHECK[synchdb]}"
+qsdb "SELECT synchdb_stop_engine_bgw('$OBJ_CONN')" >/dev/null || true
+deadline=$((SECONDS + WAIT_STOP))
+until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$OBJ_CONN'") == -1 ]] || ((SECONDS >= deadline)); do
+    sleep "$POLL"
+done
+qsdb "SELECT synchdb_del_conninfo('$OBJ_CONN')" >/dev/null || log "[$S4] synchdb_del_conninfo failed"
+
+prepare_measurement
+log "[$S4] built-in: schema with its indexes first (pg_dump --schema-only), then CREATE SUBSCRIPTION"
+sql "$DST_PORT" postgres "CREATE DATABASE $OBJ_BI" >/dev/null
+"$BINDIR/pg_dump" -s -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" \
+    --no-publications --no-subscriptions -t 'public.*' "$OBJ_DB" |
+    "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DST_PORT" -U "$PGENV_SUPERUSER" -d "$OBJ_BI" \
+        >/dev/null 2>"$WORK/obj-schema.err" || {
+    cat "$WORK/obj-schema.err" >&2
+    pgenv_die "loading the schema of $OBJ_DB into $OBJ_BI failed"
+}
+t0=$(now)
+sql "$DST_PORT" "$OBJ_BI" "CREATE SUBSCRIPTION $OBJ_SUB CONNECTION 'host=127.0.0.1 port=$SRC_PORT dbname=$OBJ_DB user=$SRC_USER password=$SRC_PASSWORD' PUBLICATION $OBJ_PUB" >/dev/null
+obj_wait built-in "$OBJ_BI" public "$t0" || log "[$S4] built-in ${OBJ_CHECK[built-in]}"
+sql "$DST_PORT" "$OBJ_BI" "DROP SUBSCRIPTION $OBJ_SUB" >/dev/null || log "[$S4] DROP SUBSCRIPTION failed"
+
+prepare_measurement
+log "[$S4] pg_dump -Fd -j 2, then pg_restore -j 2"
+sql "$DST_PORT" postgres "CREATE DATABASE $OBJ_DUMP" >/dev/null
+t0=$(now)
+if "$BINDIR/pg_dump" -Fd -j 2 -f "$WORK/objdump" -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" \
+    --no-publications -t 'public.*' "$OBJ_DB" 2>"$WORK/objdump.err" &&
+    "$BINDIR/pg_restore" -j 2 --no-owner -h 127.0.0.1 -p "$DST_PORT" -U "$PGENV_SUPERUSER" \
+        -d "$OBJ_DUMP" "$WORK/objdump" 2>>"$WORK/objdump.err"; then
+    OBJ_SECS[dump]=$(calc "$(now) - $t0")
+    log "[$S4] dump done in ${OBJ_SECS[dump]} s"
+    if [[ $(obj_done "$OBJ_DUMP" public) == t ]]; then obj_check dump "$OBJ_DUMP" public; else
+        OBJ_CHECK[dump]="incomplete after pg_restore"
+    fi
+else
+    OBJ_CHECK[dump]="FAILED: $(tail -n 3 "$WORK/objdump.err" | tr '\n' ' ')"
+fi
+
 # The documented way out: stop (already stopped) and delete the connector,
 # which drops its slot and publication on the source.
 DEL_OUT=$(qsdb "SELECT synchdb_del_conninfo('$CONN')" 2>&1) || log "synchdb_del_conninfo failed: $DEL_OUT"
@@ -772,6 +908,19 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
     printf '%-34s %15s %17s %27s\n' "private (RssAnon) of it, MB" "$(mb "$pa")" "$(mb "$ba")" "$(ratio_of "$pa" "$ba")"
     echo "  (synchdb: its background worker; built-in: the subscription's apply worker; sampled every ${POLL} s."
     echo "   RSS includes the shared buffers a process touched, RssAnon does not.)"
+    echo
+    echo "initial copy with 3 secondary indexes per table ($OBJ_INDEXES indexes with the keys), until the last index is valid"
+    printf '%-46s %9s %27s\n' "" "seconds" "ratio (synchdb speed/its)"
+    for who in synchdb built-in dump; do
+        case $who in
+        synchdb) label="synchdb (indexes built after the rows)" ;;
+        built-in) label="built-in (into tables indexed beforehand)" ;;
+        dump) label="pg_dump -Fd -j 2 + pg_restore -j 2" ;;
+        esac
+        r="-"
+        [[ $who == synchdb ]] || r=$(ratio_of "${OBJ_SECS[$who]:-}" "${OBJ_SECS[synchdb]:-}")
+        printf '%-46s %9s %27s   %s\n' "$label" "$(secs "${OBJ_SECS[$who]:-}")" "$r" "${OBJ_CHECK[$who]:-not checked}"
+    done
     echo
     echo "synchdb connector after the runs: ${STAGE_AFTER[$S3]:-${STAGE_AFTER[$S2]:-n/a}} (pid|stage|state|err, before the last stop)"
     echo "synchdb_del_conninfo: ${DEL_OUT:-?}; synchdb slots left on the source: $LEFT_SLOTS"
