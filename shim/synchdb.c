@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include "access/xlog.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -216,6 +217,34 @@ sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const cha
 	return (int) pid;
 }
 
+/*
+ * The role connectors run as: the extension's owner, as the auto-launcher
+ * starts them (launcher.c), so that what a connector creates on the destination
+ * has one owner however it was started. The caller when that role cannot log
+ * in (a background worker connects as a login role).
+ */
+static Oid
+sdb_connector_role(void)
+{
+	Oid			role = GetUserId();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT e.extowner FROM pg_catalog.pg_extension e"
+					"  JOIN pg_catalog.pg_roles r ON r.oid = e.extowner"
+					" WHERE e.extname = 'synchdb' AND r.rolcanlogin", true, 1) == SPI_OK_SELECT
+		&& SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			role = DatumGetObjectId(d);
+	}
+	SPI_finish();
+	return role;
+}
+
 /* synchdb_launch(name, mode): starts a connector's worker; returns its pid. */
 PG_FUNCTION_INFO_V1(synchdb_launch);
 Datum
@@ -224,7 +253,7 @@ synchdb_launch(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	PG_RETURN_INT32(sdb_register_connector_worker(MyDatabaseId, GetUserId(), name, mode));
+	PG_RETURN_INT32(sdb_register_connector_worker(MyDatabaseId, sdb_connector_role(), name, mode));
 }
 
 /*

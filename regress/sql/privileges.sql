@@ -57,9 +57,17 @@ SELECT synchdb_start_engine_bgw('ppconn');
 SELECT synchdb_test_wait($$SELECT state = 'stopped' AND err <> 'no error' FROM synchdb_state_view WHERE name = 'ppconn'$$);
 SELECT state, replace(err, :'scratch', '<scratch>') AS err FROM synchdb_state_view WHERE name = 'ppconn';
 \! chmod 0600 "$SCRATCH/synchdb.pgpass"
+-- started by another superuser: the connector still runs as the extension's
+-- owner, who owns what it creates (as after an auto-launch)
+CREATE ROLE synchdb_other_admin SUPERUSER;
+SET ROLE synchdb_other_admin;
 SELECT synchdb_start_engine_bgw('ppconn');
+RESET ROLE;
 SELECT synchdb_test_wait($$SELECT count(*) = 10 FROM pp_src.t$$);
 SELECT name, state, err FROM synchdb_state_view WHERE name = 'ppconn';
+SELECT c.relowner = e.extowner AS owned_by_extension_owner
+  FROM pg_class c, pg_extension e WHERE c.oid = 'pp_src.t'::regclass AND e.extname = 'synchdb';
+DROP ROLE synchdb_other_admin;
 SELECT synchdb_stop_engine_bgw('ppconn');
 SELECT synchdb_del_conninfo('ppconn');
 SET client_min_messages = warning;
