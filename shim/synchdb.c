@@ -245,6 +245,17 @@ sdb_connector_role(void)
 	return role;
 }
 
+/*
+ * synchdb_caller(): the role the session acts as (SET ROLE included), also
+ * inside SECURITY DEFINER functions, which change only the current user.
+ */
+PG_FUNCTION_INFO_V1(synchdb_caller);
+Datum
+synchdb_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetOuterUserId());
+}
+
 /* synchdb_launch(name, mode): starts a connector's worker; returns its pid. */
 PG_FUNCTION_INFO_V1(synchdb_launch);
 Datum

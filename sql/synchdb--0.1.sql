@@ -54,6 +54,24 @@ CREATE FUNCTION synchdb_state_rows(OUT name text, OUT pid int, OUT stage text, O
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'synchdb_state_rows' LANGUAGE C STRICT VOLATILE;
 
+-- The role that called synchdb, as the session sees it (SET ROLE included),
+-- also inside the SECURITY DEFINER functions below (PostgreSQL's outer user).
+CREATE FUNCTION synchdb_caller() RETURNS oid
+    AS 'MODULE_PATHNAME', 'synchdb_caller' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION synchdb_caller_is_superuser() RETURNS bool
+LANGUAGE sql STABLE AS $$ SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = synchdb_caller() $$;
+
+-- For what only superusers may give.
+CREATE FUNCTION synchdb_require_superuser(what text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT synchdb_caller_is_superuser() THEN
+        RAISE EXCEPTION 'only superusers may give %', what USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+-- A connector's data, after checking that it exists and that the caller may
+-- use it: a superuser, or the role that created it (a member of synchdb_admin).
 CREATE FUNCTION synchdb_check_connector(cname text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE d jsonb;
@@ -68,6 +86,12 @@ BEGIN
         RAISE EXCEPTION 'connector "%" does not exist', cname
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create it with synchdb_add_conninfo(), or see SELECT name FROM synchdb_conninfo.';
+    END IF;
+    IF NOT synchdb_caller_is_superuser()
+       AND (d->>'owner') IS DISTINCT FROM synchdb_caller()::text THEN
+        RAISE EXCEPTION 'permission denied for connector "%"', cname
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only the role that created it and superusers may use a connector.';
     END IF;
     RETURN d;
 END $$;
@@ -122,6 +146,13 @@ BEGIN
             USING ERRCODE = 'string_data_right_truncation',
                   HINT = 'Use a shorter password for the source role, or pwd NULL and a pgpass file (see synchdb_set_passfile).';
     END IF;
+    -- PostgreSQL's safeguard for subscriptions of non-superusers: a password,
+    -- which the source must ask for (checked at every connection)
+    IF NOT synchdb_caller_is_superuser() AND coalesce(pwd, '') = '' THEN
+        RAISE EXCEPTION 'a password is required for a connector of a role that is not a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Give the source role''s password as pwd; the source must ask for it (scram-sha-256 in its pg_hba.conf).';
+    END IF;
     IF EXISTS (SELECT 1 FROM synchdb_conninfo c WHERE c.name = synchdb_add_conninfo.name) THEN
         RAISE EXCEPTION 'connector "%" already exists', name
             USING ERRCODE = 'duplicate_object',
@@ -133,7 +164,9 @@ BEGIN
         'pwd', CASE WHEN pwd IS NOT NULL THEN synchdb_encrypt_secret(pwd) END,
         'srcdb', srcdb, 'srcschema', coalesce(srcschema, 'null'),
         'table', coalesce("table", 'null'), 'snapshottable', coalesce(snapshottable, 'null'),
-        'connector', lower(connector)));
+        'connector', lower(connector))
+        || CASE WHEN synchdb_caller_is_superuser() THEN '{}'::jsonb
+                ELSE jsonb_build_object('owner', synchdb_caller()::bigint, 'password_required', true) END);
     RETURN 0;
 END $$;
 
@@ -145,6 +178,7 @@ CREATE FUNCTION synchdb_set_passfile(name text, path text)
 RETURNS int LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM synchdb_check_connector(name);
+    PERFORM synchdb_require_superuser('a pgpass file (it is read from this server''s file system)');
     IF path IS NOT NULL AND left(path, 1) <> '/' THEN
         RAISE EXCEPTION 'pgpass file "%" is not an absolute path', path
             USING ERRCODE = 'invalid_parameter_value',
@@ -212,6 +246,15 @@ BEGIN
     RETURN 0;
 END $$;
 
+-- The position of a connector's replication origin (NULL before it has one).
+-- Runs as the extension's owner: pg_replication_origin_status is for superusers,
+-- and this shows only synchdb's own origins.
+CREATE FUNCTION synchdb_origin_lsn(cname text) RETURNS pg_lsn
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT o.remote_lsn FROM pg_catalog.pg_replication_origin_status o
+     WHERE o.external_id = @extschema@.synchdb_origin_name(cname)
+$$;
+
 CREATE VIEW synchdb_state_view AS
 SELECT c.name,
        c.data->>'connector' AS connector_type,
@@ -222,10 +265,9 @@ SELECT c.name,
        coalesce(nullif(s.last_dbz_offset, ''),
                 (SELECT format('{"lsn_proc":%s,"messageType":"COMMIT","lsn_commit":%s,"lsn":%s,"txId":0,"ts_usec":0}',
                                l, l, l)
-                   FROM (SELECT (o.remote_lsn - '0/0'::pg_lsn)::bigint AS l
-                           FROM pg_replication_origin_status o
-                          WHERE o.external_id = synchdb_origin_name(c.name)
-                            AND o.remote_lsn <> '0/0'::pg_lsn) p),
+                   FROM (SELECT (o - '0/0'::pg_lsn)::bigint AS l
+                           FROM synchdb_origin_lsn(c.name) o
+                          WHERE o <> '0/0'::pg_lsn) p),
                 'offset file not flushed yet') AS last_dbz_offset
   FROM synchdb_conninfo c
   LEFT JOIN synchdb_state_rows() s ON s.name = c.name;
@@ -495,6 +537,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Valid modes are: disable, prefer, require, verify-ca, verify-full '
                          '(SynchDB''s disabled, preferred, required, verify_ca and verify_identity are accepted too).';
+    END IF;
+    IF btrim(lower(coalesce(ssl_rootcert, 'null') || coalesce(ssl_cert, 'null') || coalesce(ssl_key, 'null')))
+       <> 'nullnullnull' THEN
+        PERFORM synchdb_require_superuser('certificate files (they are read from this server''s file system)');
     END IF;
     root := synchdb_check_ssl_file('ssl_rootcert', ssl_rootcert, false);
     cert := synchdb_check_ssl_file('ssl_cert', ssl_cert, false);
@@ -1021,3 +1067,44 @@ BEGIN
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
 END $$;
+
+-- Connectors for roles that are not superusers, as PostgreSQL 16's
+-- pg_create_subscription: members of synchdb_admin may create connectors and
+-- use their own (synchdb_check_connector), with PostgreSQL's safeguards for
+-- subscriptions of non-superusers: a password that the source must ask for.
+-- Their connectors write only into destination schemas and tables their owner
+-- owns, and what they create there is the owner's (checked by the worker).
+-- The user-facing functions run as the extension's owner (SECURITY DEFINER,
+-- search_path pinned) because they start workers and move replication origins.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'synchdb_admin') THEN
+        CREATE ROLE synchdb_admin NOLOGIN;
+    END IF;
+END $$;
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT unnest(ARRAY[
+        'synchdb_add_conninfo(text,text,int,text,text,text,text,text,text,text)',
+        'synchdb_start_engine_bgw(text,text)', 'synchdb_start_engine_bgw(text)',
+        'synchdb_stop_engine_bgw(text)', 'synchdb_del_conninfo(text)',
+        'synchdb_pause_engine(text)', 'synchdb_resume_engine(text)',
+        'synchdb_set_offset(text,text)', 'synchdb_restart_connector(text,text)',
+        'synchdb_reset_stats(text)', 'synchdb_add_extra_conninfo(text,text,text,text,text)',
+        'synchdb_add_extra_conninfo(text,text,text,text,text,text)',
+        'synchdb_del_extra_conninfo(text)', 'synchdb_set_passfile(text,text)',
+        'synchdb_sync_sequences(text)', 'synchdb_add_objmap(text,text,text,text)',
+        'synchdb_del_objmap(text,text,text)', 'synchdb_reload_objmap(text)',
+        'synchdb_translate_datatype(name,name,bigint,bigint,bigint)']::regprocedure[])
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', f, '@extschema@');
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO synchdb_admin', f);
+    END LOOP;
+END $$;
+-- what the views call runs as the caller
+GRANT EXECUTE ON FUNCTION synchdb_state_rows(), synchdb_stats_rows(), synchdb_origin_name(text),
+    synchdb_origin_lsn(text),
+    synchdb_caller(), synchdb_caller_is_superuser() TO synchdb_admin;
+GRANT SELECT ON synchdb_state_view, synchdb_genstats, synchdb_snapstats, synchdb_cdcstats,
+    synchdb_att_view, synchdb_object_view TO synchdb_admin;

@@ -1790,7 +1790,12 @@ impl<'a> Applier<'a> {
     ) -> Result<(), WorkerError> {
         let pg = self.pg;
         pg.apply_release()?;
-        if self.create_from_catalog(plan)? {
+        // a connector of a role that is not a superuser creates only in its schemas
+        let owner = crate::ownership::owner_role(pg, &self.cfg)?;
+        if let Some(role) = &owner {
+            crate::ownership::check_table(pg, &self.cfg, role, plan)?;
+        }
+        if self.create_from_catalog(plan, owner.as_deref())? {
             return Ok(());
         }
         let mut plan = plan.clone();
@@ -1817,6 +1822,9 @@ impl<'a> Applier<'a> {
                 plan.ext_tbname()
             )
         })?;
+        if let Some(role) = &owner {
+            crate::ownership::give(pg, role, &[&plan], &[], &[])?;
+        }
         crate::objmap::record_attributes(pg, &self.connector, &plan)?;
         crate::snapshot::remember_table(
             pg,
@@ -1842,7 +1850,11 @@ impl<'a> Applier<'a> {
     /// the primary key with INCLUDE columns, the replica identity, and, for a
     /// partition of a table the destination has, the attachment to it. False when
     /// the source no longer has the table (then the Relation message is all there is).
-    fn create_from_catalog(&mut self, plan: &DestTable) -> Result<bool, WorkerError> {
+    fn create_from_catalog(
+        &mut self,
+        plan: &DestTable,
+        owner: Option<&str>,
+    ) -> Result<bool, WorkerError> {
         let Some(params) = self.source.clone() else {
             return Ok(false);
         };
@@ -1914,8 +1926,13 @@ impl<'a> Applier<'a> {
                     .ctx(|| format!("looking up {parent}"))?;
                 // a parent gets no change of its own (mode never): it comes
                 // with its first partition, and its own parent with it
-                let there = exists.first().and_then(|r| r[0].as_deref()) == Some("t")
-                    || self.create_from_catalog(&p.dest)?;
+                let mut there = exists.first().and_then(|r| r[0].as_deref()) == Some("t");
+                if !there {
+                    if let Some(role) = owner {
+                        crate::ownership::check_table(pg, &self.cfg, role, &p.dest)?;
+                    }
+                    there = self.create_from_catalog(&p.dest, owner)?;
+                }
                 if there {
                     dplan.attach_to = Some((parent, p.bound));
                 }
@@ -1991,6 +2008,9 @@ impl<'a> Applier<'a> {
                 &dest_name,
             )?;
             crate::objects::finish_sequences(pg, &connector, &placed_seqs, &dest_of, &rules)?;
+            if let Some(role) = &owner {
+                crate::ownership::give(pg, role, &[&dplan], &placed, &placed_seqs)?;
+            }
             Ok(())
         })?;
         crate::objmap::record_attributes(pg, &self.connector, &dplan)?;
@@ -2146,6 +2166,10 @@ impl<'a> Applier<'a> {
             self.create_from_relation(&plan, &columns, replica_identity)?;
             self.batch.ddls += 1;
             return self.relation(rel_id, namespace, name, columns, replica_identity);
+        }
+        // a connector of a role that is not a superuser writes only into its tables
+        if let Some(role) = crate::ownership::owner_role(pg, &self.cfg)? {
+            crate::ownership::check_table(pg, &self.cfg, &role, &plan)?;
         }
         let mut have: HashMap<String, usize> = HashMap::new();
         // the destination's own column types: a transform's result is cast to

@@ -24,6 +24,11 @@ pub struct ConnectorConfig {
     /// the one `passfile` names, else libpq's default for the server's user.
     pub pwd_from_file: bool,
     pub passfile: Option<String>,
+    /// Created by a role that is not a superuser: the source must ask for the
+    /// password (see `ConnParams::password_required`), and the destination
+    /// tables must be that role's (`owner`, a role oid).
+    pub password_required: bool,
+    pub owner: Option<u32>,
     pub srcdb: String,
     pub srcschemas: Vec<String>,
     /// Explicit `schema.table` list; empty means every table of `srcschemas`.
@@ -117,6 +122,11 @@ impl ConnectorConfig {
             pwd: text_field(&data, "pwd").unwrap_or_default(),
             pwd_from_file: data.get("pwd").is_some_and(|v| v.is_null()),
             passfile: text_field(&data, "passfile").filter(|p| !is_unset(p)),
+            password_required: data
+                .get("password_required")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            owner: text_field(&data, "owner").and_then(|o| o.trim().parse::<u32>().ok()),
             srcdb,
             srcschemas,
             tables,

@@ -12,6 +12,7 @@ pub mod net;
 pub mod objects;
 pub mod objmap;
 pub mod offset;
+pub mod ownership;
 pub mod pg;
 pub mod pgpass;
 pub mod replconn;

@@ -72,6 +72,9 @@ pub struct ConnParams {
     pub connect_timeout: Duration,
     /// sslmode and certificate files (TCP hosts only).
     pub tls: TlsSettings,
+    /// The server must ask for the password (a connector of a non-superuser,
+    /// as PostgreSQL's password_required): connecting fails when it does not.
+    pub password_required: bool,
 }
 
 impl fmt::Debug for ConnParams {
@@ -85,6 +88,7 @@ impl fmt::Debug for ConnParams {
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls)
+            .field("password_required", &self.password_required)
             .finish()
     }
 }
@@ -622,6 +626,8 @@ pub struct ReplConnection {
     /// A command is in flight (a previous call failed mid-way or its future
     /// was dropped): the protocol state is unknown, refuse further use.
     busy: bool,
+    /// The server asked for the password (cleartext, MD5 or SCRAM).
+    password_used: bool,
 }
 
 impl fmt::Debug for ReplConnection {
@@ -831,6 +837,7 @@ impl ReplConnection {
             backend_pid: 0,
             parameters: Vec::new(),
             busy: true,
+            password_used: false,
         };
 
         let dbname = if p.dbname.is_empty() {
@@ -865,6 +872,9 @@ impl ReplConnection {
             let frame = conn.t.next_frame().await.map_err(closed)?;
             match frame.tag {
                 b'R' => {
+                    if matches!(be_i32(&frame.body, 0), Some(3 | 5 | 10)) {
+                        conn.password_used = true;
+                    }
                     Self::handle_auth(
                         &mut conn.t,
                         p,
@@ -883,6 +893,14 @@ impl ReplConnection {
                 b'Z' => break,
                 t => return Err(unexpected(t, "during connection startup")),
             }
+        }
+        if p.password_required && !conn.password_used {
+            return Err(fail(
+                "password is required: the connector belongs to a role that is not a superuser, so the \
+                 source must authenticate it by its password, but the source server did not ask for one \
+                 (its pg_hba.conf trusts this connection); require scram-sha-256 for it in the source's \
+                 pg_hba.conf, or have a superuser own the connector",
+            ));
         }
 
         conn.server_version_num = conn
@@ -1561,6 +1579,7 @@ mod tests {
             application_name: "a".into(),
             connect_timeout: Duration::from_secs(1),
             tls: TlsSettings::default(),
+            password_required: false,
         };
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("s3cr3t-pw"));
@@ -1712,6 +1731,7 @@ mod tests {
             application_name: "synchdb_replconn_test".into(),
             connect_timeout: Duration::from_secs(10),
             tls: TlsSettings::default(),
+            password_required: false,
         };
         let slot = "synchdb_replconn_test_slot";
 

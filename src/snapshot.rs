@@ -183,6 +183,10 @@ fn precheck(
         .map(|t| crate::objmap::plan_table(rules, t, &cfg.dest_schema()))
         .collect();
     problems.extend(crate::objmap::all_clashes(&plans, &cfg.name));
+    if let Some(role) = crate::ownership::owner_role(pg, cfg)? {
+        let refs: Vec<&DestTable> = plans.iter().collect();
+        problems.extend(crate::ownership::problems(pg, cfg, &role, &refs)?);
+    }
     if create {
         let mut known: std::collections::HashMap<String, bool> = Default::default();
         for (t, p) in tables.iter().zip(&plans) {
@@ -863,6 +867,10 @@ fn build_tables(
             objects::build_foreign_keys(pg, &cfg.name, p, !t.has_rows(), objs, &dest_name)?;
         }
         objects::finish_sequences(pg, &cfg.name, &placed_seqs, &dest_of, rules)?;
+        if let Some(role) = crate::ownership::owner_role(pg, cfg)? {
+            let created: Vec<&DestTable> = tables.iter().map(|(_, p)| *p).collect();
+            crate::ownership::give(pg, &role, &created, types, &placed_seqs)?;
+        }
         Ok(())
     })?;
     Ok(rows)

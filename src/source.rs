@@ -116,6 +116,7 @@ pub fn conn_params(cfg: &ConnectorConfig, password: &str) -> ConnParams {
         application_name: format!("synchdb_{}", cfg.name),
         connect_timeout: Duration::from_secs(10),
         tls: cfg.ssl.clone(),
+        password_required: cfg.password_required,
     }
 }
 

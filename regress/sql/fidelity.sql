@@ -352,7 +352,9 @@ CREATE TABLE pr_high PARTITION OF pr FOR VALUES FROM (100) TO (MAXVALUE);
 SELECT synchdb_add_conninfo('fidnever', '127.0.0.1', :port, :'srcuser', :'srcpwd', 'fid_never', 'public',
                             'null', 'null', 'postgres');
 SELECT synchdb_start_engine_bgw('fidnever', 'never');
-SELECT synchdb_test_wait($$SELECT state = 'polling' FROM synchdb_state_view WHERE name = 'fidnever'$$);
+-- changes are captured from the slot's consistent point on: wait for the slot
+-- (state is polling already while the schema is read)
+SELECT synchdb_test_wait($$SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'synchdb\_fidnever\_%')$$);
 \c fid_never
 INSERT INTO g (c, n, note) SELECT (ARRAY['red', 'green'])[1 + i % 2]::color, i, 'n' || i FROM generate_series(1, 20) i;
 INSERT INTO pr SELECT i, i * 10, 'v' || i FROM generate_series(1, 20) i;

@@ -74,3 +74,53 @@ SET client_min_messages = warning;
 DROP SCHEMA pp_src CASCADE;
 RESET client_min_messages;
 DROP DATABASE pp_src;
+
+-- a role that is not a superuser manages connectors through membership of
+-- synchdb_admin (as PostgreSQL 16's pg_create_subscription), with PostgreSQL's
+-- safeguards for subscriptions of non-superusers: a password, which the source
+-- must ask for; its connectors write only into schemas and tables it owns, own
+-- what they create there, and are its own
+CREATE ROLE sd_member LOGIN;
+GRANT synchdb_admin TO sd_member;
+CREATE DATABASE mem_src;
+\c mem_src
+CREATE TABLE t (id int PRIMARY KEY, v text);
+CREATE SEQUENCE free_seq;
+INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5) g;
+\c contrib_regression
+SELECT synchdb_add_conninfo('suconn', '127.0.0.1', :port, :'srcuser', :'srcpwd', 'mem_src', 'public', 'null', 'null', 'postgres');
+SET ROLE sd_member;
+SELECT synchdb_add_conninfo('memconn', '127.0.0.1', :port, :'srcuser', NULL, 'mem_src', 'public', 'null', 'null', 'postgres');
+SELECT synchdb_add_conninfo('memconn', '127.0.0.1', :port, :'srcuser', :'srcpwd', 'mem_src', 'public', 'null', 'null', 'postgres');
+-- the destination schema (named after the source database) is not its own yet
+SELECT synchdb_start_engine_bgw('memconn');
+SELECT synchdb_test_wait($$SELECT state = 'stopped' AND err <> 'no error' FROM synchdb_state_view WHERE name = 'memconn'$$);
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'memconn';
+RESET ROLE;
+CREATE SCHEMA mem_src AUTHORIZATION sd_member;
+SET ROLE sd_member;
+SELECT synchdb_start_engine_bgw('memconn');
+SELECT synchdb_test_wait($$SELECT count(*) = 5 FROM mem_src.t$$);
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'memconn';
+SELECT c.relname, c.relkind, c.relowner::regrole AS owner FROM pg_class c
+ WHERE c.relnamespace = 'mem_src'::regnamespace ORDER BY 1;
+-- not the member's: other connectors, certificate files, pgpass files
+SELECT synchdb_stop_engine_bgw('suconn');
+SELECT synchdb_del_conninfo('suconn');
+SELECT synchdb_add_extra_conninfo('memconn', 'require', '/etc/ssl/certs/ca-certificates.crt');
+SELECT synchdb_set_passfile('memconn', '/tmp/any');
+SELECT synchdb_stop_engine_bgw('memconn');
+SELECT synchdb_del_conninfo('memconn');
+-- a source that does not ask for the password (pg_hba.conf trusts this role) is refused
+SELECT synchdb_add_conninfo('trustconn', '127.0.0.1', :port, 'postgres', 'not asked for', 'mem_src', 'public', 'null', 'null', 'postgres');
+SELECT synchdb_start_engine_bgw('trustconn');
+SELECT synchdb_test_wait($$SELECT state = 'stopped' AND err <> 'no error' FROM synchdb_state_view WHERE name = 'trustconn'$$);
+SELECT name, state, replace(err, :'port', '<port>') AS err FROM synchdb_state_view WHERE name = 'trustconn';
+SELECT synchdb_del_conninfo('trustconn');
+RESET ROLE;
+SELECT synchdb_del_conninfo('suconn');
+SET client_min_messages = warning;
+DROP SCHEMA mem_src CASCADE;
+RESET client_min_messages;
+DROP DATABASE mem_src;
+DROP ROLE sd_member;
