@@ -28,6 +28,12 @@
 #define SDB_VALUE_ABSENT 120
 
 /**
+ * Returned by `SdbPgOps::apply_update` and `apply_delete` when the row to
+ * change is not on the destination (nothing was changed, no error raised).
+ */
+#define SDB_ROW_MISSING 1
+
+/**
  * Bits returned by `SdbPgOps::wait`.
  */
 #define SDB_WAIT_LATCH 1
@@ -45,7 +51,7 @@
 /**
  * Number of counters `synchdb_stats_read` fills.
  */
-#define SDB_NSTATS 18
+#define SDB_NSTATS 23
 
 /**
  * One row of the state view, filled by `synchdb_state_read`.

@@ -26,7 +26,8 @@
 # The tests get SYNCHDB_PORT, SYNCHDB_NOLOGICAL_PORT, SYNCHDB_OTHER_PORT,
 # SYNCHDB_SSL_PORT, SYNCHDB_SSL_DIR (the certificate and key files),
 # SYNCHDB_BINDIR (this version's pg_dump, for \! in tests), SYNCHDB_OTHER_BINDIR
-# and SYNCHDB_OTHER_DATA (to stop and start the other cluster), SYNCHDB_SCRATCH
+# and SYNCHDB_OTHER_DATA (to stop and start the other cluster), SYNCHDB_SERVER_LOG
+# (the main cluster's server log, for tests of what is logged), SYNCHDB_SCRATCH
 # (a directory the tests may write files to),
 # SYNCHDB_SRC_USER and SYNCHDB_SRC_PASSWORD in their environment (read them
 # with psql's \getenv).
@@ -275,6 +276,7 @@ as_test_user env \
     SYNCHDB_SRC_PASSWORD="$SRC_PASSWORD" \
     SYNCHDB_BINDIR="$BINDIR" \
     SYNCHDB_SCRATCH="$WORK/out" \
+    SYNCHDB_SERVER_LOG="$(pgenv_server_log "$MAIN")" \
     timeout -k 30 "$TIMEOUT" \
     "$PG_REGRESS" \
     --use-existing \

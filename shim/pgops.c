@@ -128,6 +128,8 @@ typedef struct SdbRel
 	ResultRelInfo *rri;
 	EPQState	epq;
 	Oid			idxoid;
+	/* unique indexes (and unique constraints), for multiple_unique_conflicts */
+	int			nunique;
 	TupleTableSlot *remoteslot;
 	TupleTableSlot *localslot;
 } SdbRel;
@@ -175,7 +177,12 @@ sdb_rel_exec_begin(SdbRel *r)
 #endif
 	r->rri = makeNode(ResultRelInfo);
 	ExecInitResultRelation(estate, r->rri, 1);
-	ExecOpenIndices(r->rri, false);
+	/* with what a uniqueness check needs (sdb_check_unique_conflicts) */
+	ExecOpenIndices(r->rri, true);
+	r->nunique = 0;
+	for (int i = 0; i < r->rri->ri_NumIndices; i++)
+		if (r->rri->ri_IndexRelationInfo[i]->ii_Unique)
+			r->nunique++;
 	r->remoteslot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
 	r->localslot = table_slot_create(r->rel, &estate->es_tupleTable);
 #if PG_VERSION_NUM >= 160000
@@ -536,27 +543,66 @@ retry:
 /*
  * Puts the stored row that `keyvals` identifies into localslot (locked), through
  * the replica identity index or, without one, a scan comparing the sent columns
- * (sdb_find_row_seq). A missing row means the destination diverged: an error
- * naming the operation.
+ * (sdb_find_row_seq). False when there is none (update_missing, delete_missing:
+ * the core decides, see synchdb.on_missing_row).
  */
-static void
-sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n, const char *what)
+static bool
+sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-	bool		found;
 
 	sdb_fill_slot(r, r->remoteslot, keyvals, n, NULL, true);
 	MemoryContextSwitchTo(oldcxt);
 	if (OidIsValid(r->idxoid))
-		found = RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
-											 r->remoteslot, r->localslot);
-	else
-		found = sdb_find_row_seq(r, r->remoteslot, keyvals, r->localslot);
-	if (!found)
+		return RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
+											r->remoteslot, r->localslot);
+	return sdb_find_row_seq(r, r->remoteslot, keyvals, r->localslot);
+}
+
+/*
+ * PostgreSQL 18's multiple_unique_conflicts: the row in remoteslot conflicts
+ * with existing rows on more than one unique index. Probed only on tables with
+ * two or more (one index lookup each); a single conflict is left to the insert
+ * or update, which fails with PostgreSQL's own unique violation (insert_exists,
+ * update_exists). `self` is the row being updated, which is no conflict.
+ */
+static void
+sdb_check_unique_conflicts(SdbRel *r, ItemPointer self)
+{
+	ResultRelInfo *rri = r->rri;
+	StringInfoData names;
+	int			nconfl = 0;
+
+	if (r->nunique < 2)
+		return;
+	initStringInfo(&names);
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		Relation	idx = rri->ri_IndexRelationDescs[i];
+		ItemPointerData conflict;
+		List	   *arbiter;
+
+		if (!rri->ri_IndexRelationInfo[i]->ii_Unique)
+			continue;
+		arbiter = list_make1_oid(RelationGetRelid(idx));
+#if PG_VERSION_NUM >= 180000
+		if (ExecCheckIndexConstraints(rri, r->remoteslot, r->estate, &conflict, self, arbiter))
+			continue;
+#else
+		if (ExecCheckIndexConstraints(rri, r->remoteslot, r->estate, &conflict, arbiter))
+			continue;
+		if (self != NULL && ItemPointerEquals(self, &conflict))
+			continue;
+#endif
+		nconfl++;
+		appendStringInfo(&names, "%s%s", nconfl > 1 ? ", " : "",
+						 quote_identifier(RelationGetRelationName(idx)));
+	}
+	if (nconfl >= 2)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("row to be %s was not found in %s", what, r->qualname),
-				 errdetail("The destination has diverged from the source.")));
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("row conflicts with existing rows on %d unique indexes of %s: %s",
+						nconfl, r->qualname, names.data)));
 }
 
 static int
@@ -570,6 +616,7 @@ op_apply_insert(void *handle, const SdbValue *vals, int n)
 		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
 		sdb_fill_slot(r, r->remoteslot, vals, n, NULL, false);
 		MemoryContextSwitchTo(oldcxt);
+		sdb_check_unique_conflicts(r, NULL);
 		ExecSimpleRelationInsert(r->rri, r->estate, r->remoteslot);
 		sdb_change_end(r);
 	SDB_TRY_END
@@ -583,12 +630,17 @@ op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, 
 		MemoryContext oldcxt;
 
 		sdb_change_begin(r);
-		sdb_locate_row(r, oldvals ? oldvals : newvals, n, "updated");
-		oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-		sdb_fill_slot(r, r->remoteslot, newvals, n, r->localslot, false);
-		MemoryContextSwitchTo(oldcxt);
-		EvalPlanQualSetSlot(&r->epq, r->remoteslot);
-		ExecSimpleRelationUpdate(r->rri, r->estate, &r->epq, r->localslot, r->remoteslot);
+		if (!sdb_locate_row(r, oldvals ? oldvals : newvals, n))
+			sdb_rc = SDB_ROW_MISSING;
+		else
+		{
+			oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+			sdb_fill_slot(r, r->remoteslot, newvals, n, r->localslot, false);
+			MemoryContextSwitchTo(oldcxt);
+			sdb_check_unique_conflicts(r, &r->localslot->tts_tid);
+			EvalPlanQualSetSlot(&r->epq, r->remoteslot);
+			ExecSimpleRelationUpdate(r->rri, r->estate, &r->epq, r->localslot, r->remoteslot);
+		}
 		sdb_change_end(r);
 	SDB_TRY_END
 }
@@ -600,9 +652,13 @@ op_apply_delete(void *handle, const SdbValue *oldvals, int n)
 		SdbRel	   *r = (SdbRel *) handle;
 
 		sdb_change_begin(r);
-		sdb_locate_row(r, oldvals, n, "deleted");
-		EvalPlanQualSetSlot(&r->epq, r->localslot);
-		ExecSimpleRelationDelete(r->rri, r->estate, &r->epq, r->localslot);
+		if (!sdb_locate_row(r, oldvals, n))
+			sdb_rc = SDB_ROW_MISSING;
+		else
+		{
+			EvalPlanQualSetSlot(&r->epq, r->localslot);
+			ExecSimpleRelationDelete(r->rri, r->estate, &r->epq, r->localslot);
+		}
 		sdb_change_end(r);
 	SDB_TRY_END
 }
@@ -1089,6 +1145,14 @@ static int	sdb_error_strategy = 0;
 static bool sdb_log_change_on_error = true;
 static int	sdb_retry_interval = 5000;
 
+static int	sdb_on_missing_row = 0;
+
+static const struct config_enum_entry sdb_missing_row_options[] = {
+	{"skip", 0, false},
+	{"error", 1, false},
+	{NULL, 0, false}
+};
+
 static const struct config_enum_entry sdb_strategy_options[] = {
 	{"exit", 0, false},
 	{"retry", 1, false},
@@ -1105,6 +1169,13 @@ sdb_define_apply_gucs(void)
 							 "retry restarts it after synchdb.error_retry_interval; "
 							 "skip logs the failing change and applies the rest of its batch.",
 							 &sdb_error_strategy, 0, sdb_strategy_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("synchdb.on_missing_row",
+							 "What a connector does with an UPDATE or DELETE whose row the destination does not have: skip or error.",
+							 "skip logs the conflict (update_missing, delete_missing), counts it and goes on, "
+							 "as PostgreSQL's subscriber does; error treats it as a failed change "
+							 "(synchdb.error_handling_strategy decides).",
+							 &sdb_on_missing_row, 0, sdb_missing_row_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("synchdb.log_change_on_error",
 							 "Log the change that could not be applied (its table, kind and values).",

@@ -281,7 +281,10 @@ CREATE FUNCTION synchdb_stats_rows(
         OUT first_src_ts bigint, OUT first_pg_ts bigint, OUT last_src_ts bigint, OUT last_pg_ts bigint,
         OUT snap_tables bigint, OUT snap_rows bigint, OUT snap_begin_ts bigint, OUT snap_end_ts bigint,
         OUT ddls bigint, OUT dmls bigint, OUT creates bigint, OUT updates bigint, OUT deletes bigint,
-        OUT txs bigint, OUT truncates bigint)
+        OUT txs bigint, OUT truncates bigint,
+        OUT confl_insert_exists bigint, OUT confl_update_exists bigint,
+        OUT confl_update_missing bigint, OUT confl_delete_missing bigint,
+        OUT confl_multiple_unique_conflicts bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'synchdb_stats_rows' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION synchdb_reset_stats_c(name text) RETURNS bool
@@ -443,6 +446,21 @@ SELECT c.name,
        coalesce(s.deletes, 0) AS deletes,
        coalesce(s.txs, 0) AS txs,
        coalesce(s.truncates, 0) AS truncates
+  FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
+
+-- Conflicts in applying changes, by kind, with PostgreSQL 18's names (as its
+-- pg_stat_subscription_stats): a row that is there already for an INSERT
+-- (insert_exists) or for the new values of an UPDATE (update_exists), on more
+-- than one unique index at once (multiple_unique_conflicts), a row that is not
+-- there for an UPDATE or DELETE (update_missing, delete_missing). Beside
+-- SynchDB's views, which stay as they are; reset by synchdb_reset_stats.
+CREATE VIEW synchdb_conflict_stats AS
+SELECT c.name,
+       coalesce(s.confl_insert_exists, 0) AS confl_insert_exists,
+       coalesce(s.confl_update_exists, 0) AS confl_update_exists,
+       coalesce(s.confl_update_missing, 0) AS confl_update_missing,
+       coalesce(s.confl_delete_missing, 0) AS confl_delete_missing,
+       coalesce(s.confl_multiple_unique_conflicts, 0) AS confl_multiple_unique_conflicts
   FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
 
 -- ------------------------------------------------------------ SSL to the source
@@ -1106,5 +1124,5 @@ END $$;
 GRANT EXECUTE ON FUNCTION synchdb_state_rows(), synchdb_stats_rows(), synchdb_origin_name(text),
     synchdb_origin_lsn(text),
     synchdb_caller(), synchdb_caller_is_superuser() TO synchdb_admin;
-GRANT SELECT ON synchdb_state_view, synchdb_genstats, synchdb_snapstats, synchdb_cdcstats,
+GRANT SELECT ON synchdb_state_view, synchdb_genstats, synchdb_snapstats, synchdb_cdcstats, synchdb_conflict_stats,
     synchdb_att_view, synchdb_object_view TO synchdb_admin;

@@ -459,6 +459,7 @@ pub struct Applier<'a> {
     batch: BatchStats,
     strategy: Strategy,
     log_change_on_error: bool,
+    on_missing_row: crate::conflict::OnMissingRow,
     /// An error was reported and the worker retries: clear it once a batch commits.
     recovering: bool,
     /// Attempts to reconnect since the source was last streaming (transient errors).
@@ -533,6 +534,7 @@ impl<'a> Applier<'a> {
             batch: BatchStats::default(),
             strategy: Strategy::current(pg),
             log_change_on_error: pg.guc("synchdb.log_change_on_error").as_deref() != Some("off"),
+            on_missing_row: crate::conflict::OnMissingRow::current(pg),
             // a start after a transient error (worker::run) shows it until streaming
             recovering: true,
             reconnects: 0,
@@ -1298,6 +1300,7 @@ impl<'a> Applier<'a> {
             self.strategy = Strategy::current(self.pg);
             self.log_change_on_error =
                 self.pg.guc("synchdb.log_change_on_error").as_deref() != Some("off");
+            self.on_missing_row = crate::conflict::OnMissingRow::current(self.pg);
             self.pg.begin()?;
             self.in_xact = true;
             self.batch_changes = 0;
@@ -1468,8 +1471,22 @@ impl<'a> Applier<'a> {
 
     /// synchdb.log_change_on_error: the failing change, with its values as text.
     fn log_failed_change(&self, msg: &LogicalMessage, err: &WorkerError) {
-        if matches!(err, WorkerError::Stopped) || !self.log_change_on_error {
+        if matches!(err, WorkerError::Stopped) {
             return;
+        }
+        if let Some(what) = self.describe_change(msg) {
+            self.pg.log(
+                crate::pg::LOG_LOG,
+                &format!("connector {}: change that failed: {what}", self.connector),
+            );
+        }
+    }
+
+    /// A change as a log line shows it (table, kind, values), or None when
+    /// synchdb.log_change_on_error is off.
+    fn describe_change(&self, msg: &LogicalMessage) -> Option<String> {
+        if !self.log_change_on_error {
+            return None;
         }
         let describe = |rel_id: &u32, kind: &str, vals: &[TupleValue]| {
             let Some(m) = self.rels.get(rel_id) else {
@@ -1494,19 +1511,119 @@ impl<'a> Applier<'a> {
                 .collect();
             format!("{kind} on {}: ({})", m.dest, cols.join(", "))
         };
-        let what = match msg {
+        Some(match msg {
             LogicalMessage::Insert { rel_id, new, .. } => describe(rel_id, "INSERT", new),
             LogicalMessage::Update { rel_id, new, .. } => describe(rel_id, "UPDATE", new),
             LogicalMessage::Delete { rel_id, old, .. } => describe(rel_id, "DELETE", &old.1),
             LogicalMessage::Truncate { rel_ids, .. } => {
                 format!("TRUNCATE of relations {rel_ids:?}")
             }
-            _ => return,
-        };
+            _ => return None,
+        })
+    }
+
+    /// Counts and logs a conflict (see `conflict`).
+    fn conflict(
+        &self,
+        kind: crate::conflict::Conflict,
+        dest: &str,
+        what: &str,
+        outcome: &str,
+        msg: &LogicalMessage,
+    ) {
+        state::stat_add(self.slot_idx, kind.stat(), 1);
+        let change = self.describe_change(msg);
         self.pg.log(
             crate::pg::LOG_LOG,
-            &format!("connector {}: change that failed: {what}", self.connector),
+            &crate::conflict::log_line(
+                &self.connector,
+                kind,
+                dest,
+                what,
+                outcome,
+                change.as_deref(),
+            ),
         );
+    }
+
+    /// An INSERT or UPDATE failed: counted as the conflict it is, if it is one;
+    /// the strategy decides what follows.
+    fn failed_write(
+        &self,
+        update: bool,
+        dest: &str,
+        e: crate::pg::PgError,
+        msg: &LogicalMessage,
+    ) -> WorkerError {
+        if let Some(kind) = crate::conflict::Conflict::of_error(&e, update) {
+            self.conflict(
+                kind,
+                dest,
+                &e.message,
+                "the change failed (synchdb.error_handling_strategy decides)",
+                msg,
+            );
+        }
+        WorkerError::Dest {
+            context: format!(
+                "{} {dest}",
+                if update {
+                    "applying an UPDATE to"
+                } else {
+                    "applying an INSERT into"
+                }
+            ),
+            err: e,
+        }
+    }
+
+    /// The row an UPDATE or DELETE names is not on the destination: skipped and
+    /// logged, as PostgreSQL's subscriber does (synchdb.on_missing_row = skip),
+    /// or a failed change (error).
+    fn row_missing(
+        &mut self,
+        kind: crate::conflict::Conflict,
+        lsn: u64,
+        dest: &str,
+        msg: &LogicalMessage,
+    ) -> Result<(), WorkerError> {
+        let what = if kind == crate::conflict::Conflict::UpdateMissing {
+            "the row to be updated is not on the destination"
+        } else {
+            "the row to be deleted is not on the destination"
+        };
+        if self.on_missing_row == crate::conflict::OnMissingRow::Error {
+            self.conflict(
+                kind,
+                dest,
+                what,
+                "the change failed (synchdb.on_missing_row = error)",
+                msg,
+            );
+            return Err(WorkerError::Dest {
+                context: format!(
+                    "{} {dest}",
+                    if kind == crate::conflict::Conflict::UpdateMissing {
+                        "applying an UPDATE to"
+                    } else {
+                        "applying a DELETE to"
+                    }
+                ),
+                err: crate::conflict::missing_row_error(kind, dest),
+            });
+        }
+        self.conflict(
+            kind,
+            dest,
+            what,
+            "skipped (synchdb.on_missing_row = skip)",
+            msg,
+        );
+        // processed: the position moves past it
+        self.batch.first_pg_ms.get_or_insert_with(now_ms);
+        self.batch_changes += 1;
+        self.last_change_lsn = lsn;
+        Ok(())
     }
 
     fn apply_change(&mut self, lsn: u64, msg: &LogicalMessage) -> Result<(), WorkerError> {
@@ -1517,8 +1634,10 @@ impl<'a> Applier<'a> {
                 let m = self.rel(rel_id)?;
                 let new = transformed(pg, m, new)?;
                 fill(&mut m.new_buf, &m.from_source, &new).map_err(WorkerError::Internal)?;
-                pg.insert(m.handle, &m.new_buf)
-                    .ctx(|| format!("applying an INSERT into {}", m.dest))?;
+                if let Err(e) = pg.insert(m.handle, &m.new_buf) {
+                    let dest = m.dest.clone();
+                    return Err(self.failed_write(false, &dest, e, msg));
+                }
                 self.changed(lsn, MessageType::Insert);
             }
             LogicalMessage::Update {
@@ -1534,9 +1653,14 @@ impl<'a> Applier<'a> {
                     fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
                 }
                 let oldp = old.as_ref().map(|_| m.old_buf.as_slice());
-                pg.update(m.handle, oldp, &m.new_buf)
-                    .ctx(|| format!("applying an UPDATE to {}", m.dest))?;
-                self.changed(lsn, MessageType::Update);
+                let dest = m.dest.clone();
+                match pg.update(m.handle, oldp, &m.new_buf) {
+                    Ok(true) => self.changed(lsn, MessageType::Update),
+                    Ok(false) => {
+                        self.row_missing(crate::conflict::Conflict::UpdateMissing, lsn, &dest, msg)?
+                    }
+                    Err(e) => return Err(self.failed_write(true, &dest, e, msg)),
+                }
             }
             LogicalMessage::Delete {
                 rel_id,
@@ -1548,9 +1672,15 @@ impl<'a> Applier<'a> {
                 let m = self.rel(rel_id)?;
                 let oldv = transformed(pg, m, oldv)?;
                 fill(&mut m.old_buf, &m.from_source, &oldv).map_err(WorkerError::Internal)?;
-                pg.delete(m.handle, &m.old_buf)
-                    .ctx(|| format!("applying a DELETE to {}", m.dest))?;
-                self.changed(lsn, MessageType::Delete);
+                let dest = m.dest.clone();
+                let found = pg
+                    .delete(m.handle, &m.old_buf)
+                    .ctx(|| format!("applying a DELETE to {dest}"))?;
+                if found {
+                    self.changed(lsn, MessageType::Delete);
+                } else {
+                    self.row_missing(crate::conflict::Conflict::DeleteMissing, lsn, &dest, msg)?;
+                }
             }
             LogicalMessage::Truncate {
                 options, rel_ids, ..

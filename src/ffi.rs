@@ -31,6 +31,10 @@ pub const SDB_VALUE_UNCHANGED: u8 = b'u';
 /// The source has no such column: default on insert, keep on update.
 pub const SDB_VALUE_ABSENT: u8 = b'x';
 
+/// Returned by `SdbPgOps::apply_update` and `apply_delete` when the row to
+/// change is not on the destination (nothing was changed, no error raised).
+pub const SDB_ROW_MISSING: i32 = 1;
+
 /// Bits returned by `SdbPgOps::wait`.
 pub const SDB_WAIT_LATCH: i32 = 1;
 pub const SDB_WAIT_SOCKET: i32 = 2;
@@ -572,7 +576,7 @@ pub extern "C" fn synchdb_slot_command(dboid: u32, name: *const c_char, cmd: u32
 }
 
 /// Number of counters `synchdb_stats_read` fills.
-pub const SDB_NSTATS: usize = 18;
+pub const SDB_NSTATS: usize = 23;
 const _: () = assert!(SDB_NSTATS == crate::state::NSTATS);
 
 /// Fills `name` (64 bytes) and `vals` (`SDB_NSTATS` counters) from slot `idx` if it

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod cleanup;
 pub mod config;
+pub mod conflict;
 pub mod control;
 pub mod ddl;
 pub mod decoder;

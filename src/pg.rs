@@ -319,20 +319,30 @@ impl<'a> Pg<'a> {
         self.check(f(h.0, vals.as_ptr(), vals.len() as i32))
     }
 
+    /// False when the row is not on the destination (nothing changed).
     pub fn update(
         &self,
         h: RelHandle,
         old: Option<&[SdbValue]>,
         new: &[SdbValue],
-    ) -> Result<(), PgError> {
+    ) -> Result<bool, PgError> {
         let f = op!(self.apply_update);
         let oldp = old.map(|o| o.as_ptr()).unwrap_or(std::ptr::null());
-        self.check(f(h.0, oldp, new.as_ptr(), new.len() as i32))
+        self.check_found(f(h.0, oldp, new.as_ptr(), new.len() as i32))
     }
 
-    pub fn delete(&self, h: RelHandle, old: &[SdbValue]) -> Result<(), PgError> {
+    /// False when the row is not on the destination (nothing changed).
+    pub fn delete(&self, h: RelHandle, old: &[SdbValue]) -> Result<bool, PgError> {
         let f = op!(self.apply_delete);
-        self.check(f(h.0, old.as_ptr(), old.len() as i32))
+        self.check_found(f(h.0, old.as_ptr(), old.len() as i32))
+    }
+
+    fn check_found(&self, rc: i32) -> Result<bool, PgError> {
+        match rc {
+            0 => Ok(true),
+            crate::ffi::SDB_ROW_MISSING => Ok(false),
+            _ => Err(self.last_error()),
+        }
     }
 
     pub fn apply_release(&self) -> Result<(), PgError> {

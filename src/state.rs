@@ -57,8 +57,14 @@ pub enum Stat {
     Deletes,
     Txs,
     Truncates,
+    /// Conflicts, with PostgreSQL 18's names (its pg_stat_subscription_stats).
+    ConflInsertExists,
+    ConflUpdateExists,
+    ConflUpdateMissing,
+    ConflDeleteMissing,
+    ConflMultipleUniqueConflicts,
 }
-pub const NSTATS: usize = 18;
+pub const NSTATS: usize = 23;
 
 #[repr(C)]
 struct Header {
