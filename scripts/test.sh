@@ -13,12 +13,16 @@
 #      regression clusters).
 #   4. regress/run.sh 15 and/or 18             (counts every pg_regress test)
 #   5. regress/autolaunch.sh, same versions    (counts its checks; server restarts)
+#   6. regress/crash.sh, same versions         (counts its crash points: worker,
+#      destination and source crashed at random moments under load)
 #
 # Every step runs even when an earlier one failed, so one run shows all
 # problems. The last line printed is exactly "N passed, N failed", N being
 # the number of individual tests/checks; the exit status is non-zero if
 # anything failed. SYNCHDB_CARGO_TEST_TIMEOUT (default 900 s) bounds
-# cargo test; regress/run.sh has its own SYNCHDB_REGRESS_TIMEOUT.
+# cargo test; regress/run.sh has its own SYNCHDB_REGRESS_TIMEOUT;
+# SYNCHDB_AUTOLAUNCH_TIMEOUT and SYNCHDB_CRASH_TIMEOUT (default 600 s each)
+# bound regress/autolaunch.sh and regress/crash.sh.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -164,6 +168,21 @@ for v in "${VERSIONS[@]}"; do
     f=${f:-0}
     if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
     record "autolaunch PG$v" "$p" "$f"
+
+    # Crashes at random moments (fixed seed) under load: the connector's worker,
+    # the destination, the source. Its last line is "N passed, N failed".
+    banner "crash test, PostgreSQL $v"
+    log=$TMP/crash$v.log
+    rc=0
+    timeout -k 30 "${SYNCHDB_CRASH_TIMEOUT:-600}" bash "$REPO/regress/crash.sh" "$v" </dev/null 2>&1 |
+        tee "$log" || rc=$?
+    [[ $rc -eq 124 ]] && echo "regress/crash.sh timed out"
+    p=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1/p' "$log" | tail -n 1)
+    f=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\2/p' "$log" | tail -n 1)
+    p=${p:-0}
+    f=${f:-0}
+    if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+    record "crash PG$v" "$p" "$f"
 done
 
 # ---------------------------------------------------------------------------
