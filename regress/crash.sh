@@ -55,6 +55,10 @@
 # created afresh before the next one, so that one failure does not make every
 # later point fail.
 #
+# A last point is not random: kill -9 of the worker while it builds an index of
+# a table created on the source during CDC; afterwards the table is there once,
+# with each of its indexes exactly once.
+#
 # One line per point: "point N (what, when): table ok, table ok, ..."; the
 # last line printed is exactly "N passed, N failed" (N = points); the exit
 # status is non-zero if any point failed. Timings, and the details of a
@@ -582,6 +586,64 @@ for ((n = 0; n < ${#PLAN_PHASE[@]}; n++)); do
     verdict "$n" "$desc" "$ok" "$note"
     pgenv_log "point $n: compared in $(secs $(($(now_ms) - t1))) s"
 done
+# ---------------------------------------------------------------------------
+# The last point, not random: kill -9 of the worker while it builds an index
+# of a table created on the source while the connector streams (the new
+# table's copy is one destination transaction). After the auto-launch the table
+# is copied again, and each of its indexes exists exactly once. The index is
+# made slow on the destination only: its expression calls public.slow_key,
+# which sleeps there and not on the source.
+# ---------------------------------------------------------------------------
+n=${#PLAN_PHASE[@]}
+POINT_OFF=$(log_size "$DST_LOG")
+SRC_OFF=$(log_size "$SRC_LOG")
+ok=1
+note=""
+if [[ $UNHEALTHY == 1 ]]; then
+    new_connector
+    start_connector
+fi
+stop_load
+if ! caught_up; then
+    ok=0
+    note="the connector did not stream before the point"
+fi
+sql dst "CREATE FUNCTION public.slow_key(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+           'BEGIN PERFORM pg_sleep(0.02); RETURN i; END'"
+sql src "CREATE FUNCTION public.slow_key(i int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT i'" \
+    "CREATE TABLE slowidx (id int PRIMARY KEY, v text)" \
+    "INSERT INTO slowidx SELECT g, 'v' || g FROM generate_series(1, 300) g" \
+    "CREATE INDEX slowidx_slow ON slowidx (public.slow_key(id))" \
+    "CREATE INDEX slowidx_v ON slowidx (v)"
+TABLES+=(slowidx)
+pid=$(pid_of_conn)
+# CREATE INDEX holds a ShareLock on its table; the table is not in pg_class
+# for anyone else yet (the copy's transaction has not committed)
+building="SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'relation' AND l.mode = 'ShareLock'
+                            AND l.granted AND l.pid = $pid)"
+if wait_true dst "$building" 60; then
+    crash worker
+    [[ -z $CRASH_NOTE ]] || {
+        ok=0
+        note="${note:+$note; }$CRASH_NOTE"
+    }
+else
+    ok=0
+    note="${note:+$note; }the worker was not seen building the new table's index within 60 s"
+fi
+if caught_up; then
+    pgenv_log "point $n: caught up after the crash during the index build"
+else
+    ok=0
+    note="${note:+$note; }not caught up after ${CATCHUP_SECS}s"
+fi
+indexes=$(val dst "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes
+                    WHERE schemaname = '$SRC_DB' AND tablename = 'slowidx'")
+if [[ $indexes != "slowidx_pkey, slowidx_slow, slowidx_v" ]]; then
+    ok=0
+    note="${note:+$note; }indexes of slowidx on the destination: $indexes"
+fi
+verdict "$n" "kill -9 worker while it builds an index of a table created during CDC; indexes after: $indexes" "$ok" "$note"
 pgenv_log "points done in $((SECONDS - RUN_START)) s"
 
 # ---------------------------------------------------------------------------
