@@ -119,16 +119,7 @@ SRC=$WORK/src
 DST_LOG=$(pgenv_server_log "$DST")
 SRC_LOG=$(pgenv_server_log "$SRC")
 
-if [[ ${SYNCHDB_SKIP_BUILD:-0} == 1 ]]; then
-    pgenv_log "SYNCHDB_SKIP_BUILD=1: using the installed extension"
-else
-    pgenv_log "building with $PG_CONFIG (log: $WORK/build.log)"
-    if ! { make -C "$REPO" PG_CONFIG="$PG_CONFIG" &&
-        make -C "$REPO" PG_CONFIG="$PG_CONFIG" install; } >"$WORK/build.log" 2>&1; then
-        tail -n 100 "$WORK/build.log"
-        pgenv_die "build/install for PG$VER failed"
-    fi
-fi
+pgenv_build_install "$PG_CONFIG" "$WORK"
 
 # ---------------------------------------------------------------------------
 # The plan: drawn before anything runs, so that it depends on the seed only

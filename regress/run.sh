@@ -94,19 +94,8 @@ pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 && $FAILED -eq 0 ]]; then FAILED=1; fi
 # ---------------------------------------------------------------------------
 # Build and install
 # ---------------------------------------------------------------------------
-if [[ ${SYNCHDB_SKIP_BUILD:-0} == 1 ]]; then
-    pgenv_log "SYNCHDB_SKIP_BUILD=1: using the installed extension"
-else
-    pgenv_log "building with $PG_CONFIG (log: $WORK/build.log)"
-    # Output goes to a log to keep CI output readable; shown on failure.
-    if ! { make -C "$REPO" PG_CONFIG="$PG_CONFIG" &&
-        make -C "$REPO" PG_CONFIG="$PG_CONFIG" install; } >"$WORK/build.log" 2>&1; then
-        echo "===== last 150 lines of the build log ====="
-        tail -n 150 "$WORK/build.log"
-        pgenv_die "build/install for PG$VER failed"
-    fi
-    pgenv_log "installed into $("$PG_CONFIG" --pkglibdir)"
-fi
+pgenv_build_install "$PG_CONFIG" "$WORK"
+[[ ${SYNCHDB_SKIP_BUILD:-0} == 1 ]] || pgenv_log "installed into $("$PG_CONFIG" --pkglibdir)"
 
 # ---------------------------------------------------------------------------
 # Clusters

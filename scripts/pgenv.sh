@@ -375,3 +375,22 @@ pgenv_workdir() {
     ensure_test_user
     [[ $EUID -ne 0 ]] || chown "$PGENV_TEST_USER" "$PGENV_WORKDIR"
 }
+
+# pgenv_build_install PG_CONFIG LOGDIR — make + make install of synchdb for that
+# PostgreSQL, its output in LOGDIR/build.log (its tail shown on failure); a
+# no-op when SYNCHDB_SKIP_BUILD=1 (the caller built it already).
+pgenv_build_install() {
+    local pg_config=$1 dir=$2 repo
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    if [[ ${SYNCHDB_SKIP_BUILD:-0} == 1 ]]; then
+        pgenv_log "SYNCHDB_SKIP_BUILD=1: using the installed extension"
+        return 0
+    fi
+    pgenv_log "building with $pg_config (log: $dir/build.log)"
+    if ! { make -C "$repo" PG_CONFIG="$pg_config" &&
+        make -C "$repo" PG_CONFIG="$pg_config" install; } >"$dir/build.log" 2>&1; then
+        echo "===== last 150 lines of the build log ====="
+        tail -n 150 "$dir/build.log"
+        pgenv_die "build/install with $pg_config failed"
+    fi
+}

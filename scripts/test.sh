@@ -141,6 +141,24 @@ record "cargo test" "$p" "$f"
 if [[ -n $LIVE_DIR ]]; then stop_cluster "$LIVE_BIN" "$LIVE_DIR"; fi
 
 # ---------------------------------------------------------------------------
+# counted_script TITLE NAME TIMEOUT VERSION — runs regress/NAME.sh VERSION, whose
+# last line is "N passed, N failed", and records its counts (a run that ends
+# otherwise, or times out, counts as one failure at least).
+counted_script() {
+    local title=$1 name=$2 limit=$3 v=$4 log rc=0 p f
+    banner "$title, PostgreSQL $v"
+    log=$TMP/$name$v.log
+    SYNCHDB_SKIP_BUILD=1 timeout -k 30 "$limit" bash "$REPO/regress/$name.sh" "$v" </dev/null 2>&1 |
+        tee "$log" || rc=$?
+    [[ $rc -eq 124 ]] && echo "regress/$name.sh timed out"
+    p=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1/p' "$log" | tail -n 1)
+    f=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\2/p' "$log" | tail -n 1)
+    p=${p:-0}
+    f=${f:-0}
+    if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+    record "$name PG$v" "$p" "$f"
+}
+
 for v in "${VERSIONS[@]}"; do
     banner "pg_regress PostgreSQL $v"
     counts=$TMP/regress$v.counts
@@ -156,33 +174,11 @@ for v in "${VERSIONS[@]}"; do
 
     # What pg_regress cannot do: restarts of the server (the auto-launcher).
     # Its last line is "N passed, N failed".
-    banner "auto-launch across restarts, PostgreSQL $v"
-    log=$TMP/autolaunch$v.log
-    rc=0
-    timeout -k 30 "${SYNCHDB_AUTOLAUNCH_TIMEOUT:-600}" bash "$REPO/regress/autolaunch.sh" "$v" </dev/null 2>&1 |
-        tee "$log" || rc=$?
-    [[ $rc -eq 124 ]] && echo "regress/autolaunch.sh timed out"
-    p=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1/p' "$log" | tail -n 1)
-    f=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\2/p' "$log" | tail -n 1)
-    p=${p:-0}
-    f=${f:-0}
-    if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
-    record "autolaunch PG$v" "$p" "$f"
-
-    # Crashes at random moments (fixed seed) under load: the connector's worker,
-    # the destination, the source. Its last line is "N passed, N failed".
-    banner "crash test, PostgreSQL $v"
-    log=$TMP/crash$v.log
-    rc=0
-    timeout -k 30 "${SYNCHDB_CRASH_TIMEOUT:-600}" bash "$REPO/regress/crash.sh" "$v" </dev/null 2>&1 |
-        tee "$log" || rc=$?
-    [[ $rc -eq 124 ]] && echo "regress/crash.sh timed out"
-    p=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1/p' "$log" | tail -n 1)
-    f=$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\2/p' "$log" | tail -n 1)
-    p=${p:-0}
-    f=${f:-0}
-    if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
-    record "crash PG$v" "$p" "$f"
+    # Server restarts and the auto-launcher, then crashes at random moments
+    # (fixed seed) under load: the connector's worker, the destination, the
+    # source. Built and installed by the pg_regress step just before.
+    counted_script "auto-launch across restarts" autolaunch "${SYNCHDB_AUTOLAUNCH_TIMEOUT:-600}" "$v"
+    counted_script "crash test" crash "${SYNCHDB_CRASH_TIMEOUT:-600}" "$v"
 done
 
 # ---------------------------------------------------------------------------

@@ -1062,17 +1062,25 @@ impl<'a> Applier<'a> {
             crate::pg::LOG_WARNING,
             &format!("connector {}: {msg}; retrying in {wait} ms", self.connector),
         );
-        let until = Instant::now() + Duration::from_millis(wait as u64);
+        let lsn = self.wait_then_resume(Duration::from_millis(wait as u64))?;
+        state::set_state(self.slot_idx, state::STATE_POLLING);
+        Ok(lsn)
+    }
+
+    /// Waits (a stop still ends the wait), forgets the relation mappings (the
+    /// failed transaction may have changed tables it rolled back: map again),
+    /// and returns the origin's position, where the stream starts again. The
+    /// error shown stays until the source streams again (`recovering`).
+    fn wait_then_resume(&mut self, wait: Duration) -> Result<u64, WorkerError> {
+        let until = Instant::now() + wait;
         while Instant::now() < until {
             self.net
                 .sleep(self.pg, (until - Instant::now()).as_millis().max(1) as i64)?;
         }
-        // the failed transaction may have changed tables it rolled back: map again
         for (_, m) in self.rels.drain() {
             close_rel(self.pg, m);
         }
         self.recovering = true;
-        state::set_state(self.slot_idx, state::STATE_POLLING);
         Ok(self.pg.origin_progress(false)?)
     }
 
@@ -1093,16 +1101,7 @@ impl<'a> Applier<'a> {
             self.reconnects,
             wait,
         );
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            self.net
-                .sleep(self.pg, (until - Instant::now()).as_millis().max(1) as i64)?;
-        }
-        for (_, m) in self.rels.drain() {
-            close_rel(self.pg, m);
-        }
-        self.recovering = true;
-        Ok(self.pg.origin_progress(false)?)
+        self.wait_then_resume(wait)
     }
 
     /// Paused: the origin is released (synchdb_set_offset may move it); returns the
