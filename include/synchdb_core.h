@@ -51,7 +51,7 @@
 /**
  * Number of counters `synchdb_stats_read` fills.
  */
-#define SDB_NSTATS 23
+#define SDB_NSTATS 29
 
 /**
  * One row of the state view, filled by `synchdb_state_read`.

@@ -284,7 +284,9 @@ CREATE FUNCTION synchdb_stats_rows(
         OUT txs bigint, OUT truncates bigint,
         OUT confl_insert_exists bigint, OUT confl_update_exists bigint,
         OUT confl_update_missing bigint, OUT confl_delete_missing bigint,
-        OUT confl_multiple_unique_conflicts bigint)
+        OUT confl_multiple_unique_conflicts bigint,
+        OUT src_wal_lsn bigint, OUT applied_lsn bigint, OUT confirmed_lsn bigint,
+        OUT snap_tables_done bigint, OUT snap_rows_est bigint, OUT snap_bytes bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'synchdb_stats_rows' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION synchdb_reset_stats_c(name text) RETURNS bool
@@ -446,6 +448,39 @@ SELECT c.name,
        coalesce(s.deletes, 0) AS deletes,
        coalesce(s.txs, 0) AS txs,
        coalesce(s.truncates, 0) AS truncates
+  FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
+
+-- How far behind each connector is, and how far its snapshot has come.
+-- source_wal_lsn: the source's WAL end as last reported to the stream (it
+-- sends it with every change and keepalive, at least every 10 s);
+-- applied_lsn: the end of the last source transaction committed here;
+-- confirmed_lsn: what the source was last told it may forget. lag_bytes: WAL
+-- the source has that the connector has not confirmed (0 when idle: it
+-- confirms up to the source's end once everything sent was applied);
+-- lag_seconds: while behind, the age of the newest source commit applied.
+-- Snapshot: tables and rows copied so far, against the source's estimate, and
+-- an ETA at the rate so far (NULL when none is running or it cannot tell).
+CREATE VIEW synchdb_stat_view AS
+SELECT c.name,
+       CASE WHEN s.src_wal_lsn > 0 THEN '0/0'::pg_lsn + s.src_wal_lsn END AS source_wal_lsn,
+       CASE WHEN s.applied_lsn > 0 THEN '0/0'::pg_lsn + s.applied_lsn END AS applied_lsn,
+       CASE WHEN s.confirmed_lsn > 0 THEN '0/0'::pg_lsn + s.confirmed_lsn END AS confirmed_lsn,
+       CASE WHEN s.src_wal_lsn > 0 AND s.confirmed_lsn > 0
+            THEN greatest(s.src_wal_lsn - s.confirmed_lsn, 0) END AS lag_bytes,
+       CASE WHEN s.src_wal_lsn > 0 AND s.confirmed_lsn > 0
+            THEN CASE WHEN s.src_wal_lsn <= s.confirmed_lsn OR s.last_src_ts = 0 THEN 0
+                      ELSE greatest(extract(epoch FROM clock_timestamp()) - s.last_src_ts / 1000.0, 0)
+                 END::numeric(12, 3) END AS lag_seconds,
+       coalesce(s.snap_tables_done, 0) AS snapshot_tables_done,
+       coalesce(s.snap_tables, 0) AS snapshot_tables,
+       coalesce(s.snap_rows, 0) AS snapshot_rows,
+       coalesce(s.snap_rows_est, 0) AS snapshot_rows_estimated,
+       coalesce(s.snap_bytes, 0) AS snapshot_bytes,
+       CASE WHEN s.snap_begin_ts > 0 AND s.snap_end_ts = 0 AND s.snap_rows > 0
+                 AND s.snap_rows_est > s.snap_rows
+            THEN ((s.snap_rows_est - s.snap_rows)
+                  * (extract(epoch FROM clock_timestamp()) - s.snap_begin_ts / 1000.0)
+                  / s.snap_rows)::numeric(12, 1) END AS snapshot_eta_seconds
   FROM synchdb_conninfo c LEFT JOIN synchdb_stats_rows() s ON s.name = c.name;
 
 -- Conflicts in applying changes, by kind, with PostgreSQL 18's names (as its
@@ -1125,4 +1160,5 @@ GRANT EXECUTE ON FUNCTION synchdb_state_rows(), synchdb_stats_rows(), synchdb_or
     synchdb_origin_lsn(text),
     synchdb_caller(), synchdb_caller_is_superuser() TO synchdb_admin;
 GRANT SELECT ON synchdb_state_view, synchdb_genstats, synchdb_snapstats, synchdb_cdcstats, synchdb_conflict_stats,
+    synchdb_stat_view,
     synchdb_att_view, synchdb_object_view TO synchdb_admin;

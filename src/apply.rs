@@ -101,6 +101,7 @@ async fn stream_task(
     waker: Waker,
     closed: Arc<AtomicBool>,
     budget: Arc<Budget>,
+    slot_idx: i32,
 ) {
     let StreamTarget {
         params,
@@ -124,6 +125,9 @@ async fn stream_task(
                 crate::offset::format_lsn(wal_end)
             )));
         }
+        // the lag view starts from what is known now (shared memory only)
+        state::stat_set(slot_idx, state::Stat::SrcWalLsn, wal_end);
+        state::stat_set(slot_idx, state::Stat::ConfirmedLsn, start_lsn);
         let mut stream = conn.start_replication(&slot, start_lsn, &publication, 1, false).await?;
         // counted in `pushed` like a batch: the applier's count of what it has
         // processed must meet `pushed` for positions past it to be confirmed
@@ -157,11 +161,17 @@ async fn stream_task(
                     let idle = processed == pushed && pending.is_none();
                     let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     stream.send_status(pos, pos, pos, false).await?;
+                    // shared memory, no PostgreSQL call: fine from this thread
+                    state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                 }
                 _ = tick.tick() => {
                     let idle = processed == pushed && pending.is_none();
                     let pos = confirm_position(flushed, seen_end, wal_end, idle);
-                    stream.send_status(pos, pos, pos, false).await?;
+                    // idle: ask for a keepalive, whose WAL end lets the next
+                    // status confirm (and the lag view show) the source's end
+                    stream.send_status(pos, pos, pos, idle).await?;
+                    // shared memory, no PostgreSQL call: fine from this thread
+                    state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                 }
                 _ = budget.room.notified(), if held_full => {}
                 permit = tx.reserve(), if held.is_some() && !held_full => {
@@ -184,12 +194,14 @@ async fn stream_task(
                         match ev? {
                             Some(ReplEvent::XLogData { wal_start, wal_end, data, .. }) => {
                                 seen_end = seen_end.max(wal_end);
+                                state::stat_set(slot_idx, state::Stat::SrcWalLsn, seen_end);
                                 bytes += data.len() + MESSAGE_OVERHEAD;
                                 let msg = decoder.decode(data).map_err(|e| WorkerError::Source(e.to_string()))?;
                                 batch.push((wal_start, msg));
                             }
                             Some(ReplEvent::Keepalive { wal_end, reply_requested, .. }) => {
                                 seen_end = seen_end.max(wal_end);
+                                state::stat_set(slot_idx, state::Stat::SrcWalLsn, seen_end);
                                 reply_due |= reply_requested;
                             }
                             None => {
@@ -227,6 +239,8 @@ async fn stream_task(
                         let idle = processed == pushed && pending.is_none();
                         let pos = confirm_position(flushed, seen_end, wal_end, idle);
                         stream.send_status(pos, pos, pos, false).await?;
+                    // shared memory, no PostgreSQL call: fine from this thread
+                    state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                     }
                     if partial {
                         // While changes stream in, let them gather for a moment: a
@@ -1184,6 +1198,7 @@ impl<'a> Applier<'a> {
             self.net.waker(),
             closed.clone(),
             budget.clone(),
+            self.slot_idx,
         ))?;
         let naptime = self.pg.guc_int("synchdb.naptime", 100);
         let mut last_fb = Instant::now();
@@ -1326,7 +1341,8 @@ impl<'a> Applier<'a> {
             self.recovering = false;
             state::set_error(self.slot_idx, state::NO_ERROR);
         }
-        if let Some((commit_lsn, _end, ts, xid)) = self.last_commit {
+        if let Some((commit_lsn, end_lsn, ts, xid)) = self.last_commit {
+            state::stat_set(self.slot_idx, state::Stat::AppliedLsn, end_lsn);
             let proc = if self.last_change_lsn > 0 {
                 self.last_change_lsn
             } else {

@@ -576,7 +576,7 @@ pub extern "C" fn synchdb_slot_command(dboid: u32, name: *const c_char, cmd: u32
 }
 
 /// Number of counters `synchdb_stats_read` fills.
-pub const SDB_NSTATS: usize = 23;
+pub const SDB_NSTATS: usize = 29;
 const _: () = assert!(SDB_NSTATS == crate::state::NSTATS);
 
 /// Fills `name` (64 bytes) and `vals` (`SDB_NSTATS` counters) from slot `idx` if it

@@ -567,10 +567,14 @@ fn copy_table(
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
     let naptime = pg.guc_int("synchdb.naptime", 100);
+    let mut progress = CopyProgress::new(t.qualified());
     let mut read = |out: &mut [u8], _min: usize| -> Result<usize, String> {
         while cur.is_empty() {
             match rx.try_recv() {
-                Ok(Ok(b)) => cur = b,
+                Ok(Ok(b)) => {
+                    progress.chunk(pg, &b);
+                    cur = b
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return Ok(0),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
@@ -603,6 +607,74 @@ fn copy_table(
             quote_ident(dest_table)
         )
     })
+}
+
+/// Rows and bytes of a table's copy as they arrive, in the shared statistics
+/// (synchdb_snapstats, synchdb_stat_view) and, every PROGRESS_EVERY, in the log.
+/// The copy is COPY's text format: one line per row.
+struct CopyProgress {
+    table: String,
+    rows: u64,
+    bytes: u64,
+    began: std::time::Instant,
+    logged: std::time::Instant,
+}
+
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl CopyProgress {
+    fn new(table: String) -> Self {
+        let now = std::time::Instant::now();
+        CopyProgress {
+            table,
+            rows: 0,
+            bytes: 0,
+            began: now,
+            logged: now,
+        }
+    }
+
+    fn chunk(&mut self, pg: &Pg, b: &[u8]) {
+        let rows = b.iter().filter(|&&c| c == b'\n').count() as u64;
+        self.rows += rows;
+        self.bytes += b.len() as u64;
+        let i = crate::state::my_slot();
+        crate::state::stat_add(i, crate::state::Stat::SnapRows, rows);
+        crate::state::stat_add(i, crate::state::Stat::SnapBytes, b.len() as u64);
+        if self.logged.elapsed() >= PROGRESS_EVERY {
+            self.logged = std::time::Instant::now();
+            pg.log(
+                crate::pg::LOG_LOG,
+                &format!(
+                    "copying {}: {} rows, {:.1} MB in {:.0} s",
+                    self.table,
+                    self.rows,
+                    self.bytes as f64 / 1048576.0,
+                    self.began.elapsed().as_secs_f64()
+                ),
+            );
+        }
+    }
+}
+
+/// The source's estimate of the rows of `oids` (its statistics; 0 when it has
+/// none), for the snapshot's progress and ETA.
+fn estimate_rows(pg: &Pg, net: &Net, client: &Arc<Client>, oids: Vec<u32>) -> u64 {
+    let client = client.clone();
+    net.call(pg, async move {
+        client
+            .query_one(
+                "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_catalog.pg_class
+                  WHERE oid = ANY($1::oid[])",
+                &[&oids],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<_, i64>(0).ok())
+    })
+    .ok()
+    .flatten()
+    .map_or(0, |n| n.max(0) as u64)
 }
 
 /// Records that the connector has taken in source table `oid` (synchdb_tables):
@@ -837,9 +909,31 @@ fn build_tables(
             }
         }
         if copy {
+            let with_rows: Vec<u32> = tables
+                .iter()
+                .filter(|(t, _)| t.has_rows())
+                .map(|(t, _)| t.oid)
+                .collect();
+            let i = crate::state::my_slot();
+            let est = estimate_rows(pg, net, client, with_rows.clone());
+            for (st, v) in [
+                (crate::state::Stat::SnapTables, with_rows.len() as u64),
+                (crate::state::Stat::SnapTablesDone, 0),
+                (crate::state::Stat::SnapRows, 0),
+                (crate::state::Stat::SnapBytes, 0),
+                (crate::state::Stat::SnapRowsEst, est),
+                (
+                    crate::state::Stat::SnapBeginTs,
+                    crate::apply::now_ms_pub() as u64,
+                ),
+                (crate::state::Stat::SnapEndTs, 0),
+            ] {
+                crate::state::stat_set(i, st, v);
+            }
             for (t, p) in tables {
                 if t.has_rows() {
                     rows += copy_rows(pg, net, client, t, p)?;
+                    crate::state::stat_add(i, crate::state::Stat::SnapTablesDone, 1);
                 }
             }
         }

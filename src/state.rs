@@ -63,8 +63,19 @@ pub enum Stat {
     ConflUpdateMissing,
     ConflDeleteMissing,
     ConflMultipleUniqueConflicts,
+    /// Positions (LSNs) for the lag: the source's WAL end as last reported to
+    /// the stream (keepalives and changes), the end of the last source
+    /// transaction committed here, and what was last confirmed to the source.
+    SrcWalLsn,
+    AppliedLsn,
+    ConfirmedLsn,
+    /// Snapshot progress, kept current while the rows are copied: tables done,
+    /// the estimated rows of all (the source's statistics) and bytes copied.
+    SnapTablesDone,
+    SnapRowsEst,
+    SnapBytes,
 }
-pub const NSTATS: usize = 23;
+pub const NSTATS: usize = 29;
 
 #[repr(C)]
 struct Header {
@@ -93,6 +104,18 @@ struct Slot {
 
 static BASE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static NSLOTS: AtomicU32 = AtomicU32::new(0);
+/// The slot of the connector this process (a worker) runs; -1 elsewhere.
+static MY_SLOT: AtomicI32 = AtomicI32::new(-1);
+
+/// A worker says which slot is its own, for code that reports progress
+/// without being handed the slot (the snapshot).
+pub fn set_my_slot(idx: i32) {
+    MY_SLOT.store(idx, Ordering::Relaxed);
+}
+
+pub fn my_slot() -> i32 {
+    MY_SLOT.load(Ordering::Relaxed)
+}
 
 pub fn area_size(max_connectors: u32) -> usize {
     std::mem::size_of::<Header>() + std::mem::size_of::<Slot>() * max_connectors as usize

@@ -100,6 +100,7 @@ fn has_position(pg: &Pg, name: &str) -> bool {
 
 /// Returns the process exit code; the outcome is in the state slot.
 pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
+    state::set_my_slot(slot);
     state::set_error(slot, state::NO_ERROR);
     state::set_state(slot, state::STATE_INITIALIZING);
     let mut attempt = 0;
@@ -325,6 +326,7 @@ fn record_snapshot(
     began: i64,
 ) {
     state::stat_set(slot, state::Stat::SnapTables, r.tables as u64);
+    state::stat_set(slot, state::Stat::SnapTablesDone, r.tables as u64);
     state::stat_set(slot, state::Stat::SnapRows, r.rows);
     state::stat_set(slot, state::Stat::SnapBeginTs, began as u64);
     state::stat_set(
