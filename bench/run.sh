@@ -83,6 +83,7 @@ if [[ $QUICK -eq 1 ]]; then
     MIXED_ROWS=50000
     TPCB_SECS=3
     INS_TOTAL=50000
+    SMALL_TABLES=20
     WAIT_COPY=240
     WAIT_CDC=240
 else
@@ -91,6 +92,7 @@ else
     MIXED_ROWS=500000
     TPCB_SECS=30
     INS_TOTAL=500000
+    SMALL_TABLES=100
     WAIT_COPY=420
     WAIT_CDC=420
 fi
@@ -831,6 +833,106 @@ else
     OBJ_CHECK[dump]="FAILED: $(tail -n 3 "$WORK/objdump.err" | tr '\n' ' ')"
 fi
 
+# ---------------------------------------------------------------------------
+# 5. initial copy of many small tables
+# ---------------------------------------------------------------------------
+# SMALL_TABLES tables of 1,000 rows each, in a database of their own: the
+# per-table cost of a copy (catalog, slot, one COPY each), timed until every
+# row is on the destination. Built-in replication copies them with its table
+# sync workers (max_sync_workers_per_subscription, default 2), into tables
+# created beforehand.
+S5="small"
+SMALL_DB=benchsmall
+SMALL_BI=dst_small_builtin
+SMALL_CONN=smallconn
+SMALL_SUB=bench_small_sub
+SMALL_PUB=bench_small_pub
+declare -A SMALL_SECS SMALL_CHECK
+qms() { sql "$SRC_PORT" "$SMALL_DB" "$1"; }
+log "[$S5] source database $SMALL_DB: $SMALL_TABLES tables of 1000 rows"
+sql "$SRC_PORT" postgres "CREATE DATABASE $SMALL_DB" >/dev/null
+qms "DO \$\$
+BEGIN
+    FOR i IN 1..$SMALL_TABLES LOOP
+        EXECUTE format('CREATE TABLE s%s (id int PRIMARY KEY, n int, v text, at timestamptz)', i);
+        EXECUTE format('INSERT INTO s%s SELECT g, g * %s, md5(g::text), now() FROM generate_series(1, 1000) g', i, i);
+    END LOOP;
+END \$\$;
+CREATE PUBLICATION $SMALL_PUB FOR TABLES IN SCHEMA public;
+VACUUM ANALYZE;" >/dev/null
+SMALL_ROWS=$((SMALL_TABLES * 1000))
+SMALL_FP=$(qms "SELECT count(*) || '/' || sum(h) FROM (SELECT hashtext(x::text)::bigint AS h FROM
+                  (SELECT * FROM s1 UNION ALL SELECT * FROM s$SMALL_TABLES) x) y")
+small_wait() { # WHO DB SCHEMA T0 ROWSQUERY
+    local deadline=$((SECONDS + WAIT_COPY)) got
+    while :; do
+        got=$(sql "$DST_PORT" "$2" "$5" 2>/dev/null || echo 0)
+        [[ $got == "$SMALL_ROWS" ]] && break
+        if [[ $1 == synchdb ]]; then
+            err=$(qsdb "SELECT err FROM synchdb_state_view WHERE name = '$SMALL_CONN'" || echo "?")
+            [[ $err == "no error" ]] || {
+                SMALL_CHECK[$1]="FAILED: $err"
+                return 1
+            }
+        fi
+        ((SECONDS < deadline)) || {
+            SMALL_CHECK[$1]="FAILED: $got of $SMALL_ROWS rows after ${WAIT_COPY}s"
+            return 1
+        }
+        sleep "$POLL"
+    done
+    SMALL_SECS[$1]=$(calc "$(now) - $4")
+    log "[$S5] $1 done in ${SMALL_SECS[$1]} s"
+    got=$(sql "$DST_PORT" "$2" "SELECT count(*) || '/' || sum(h) FROM (SELECT hashtext(x::text)::bigint AS h FROM
+                  (SELECT * FROM $3.s1 UNION ALL SELECT * FROM $3.s$SMALL_TABLES) x) y" 2>&1) || true
+    if [[ $got == "$SMALL_FP" ]]; then SMALL_CHECK[$1]="rows identical (first and last table compared)"; else
+        SMALL_CHECK[$1]="DATA DIFFERS: source $SMALL_FP, got $got"
+    fi
+}
+# bench_rows(schema): every small table's rows, counted on the destination
+# (a function in each destination database; xml functions are not in every build)
+BENCH_ROWS_FN="CREATE OR REPLACE FUNCTION bench_rows(s text) RETURNS bigint LANGUAGE plpgsql AS \$\$
+DECLARE r record; n bigint := 0; c bigint;
+BEGIN
+    FOR r IN SELECT c2.relname FROM pg_class c2 JOIN pg_namespace ns ON ns.oid = c2.relnamespace
+              WHERE ns.nspname = s AND c2.relkind = 'r' AND c2.relname ~ '^s[0-9]+\$' LOOP
+        EXECUTE format('SELECT count(*) FROM %I.%I', s, r.relname) INTO c;
+        n := n + c;
+    END LOOP;
+    RETURN n;
+END \$\$"
+qsdb "$BENCH_ROWS_FN" >/dev/null
+
+prepare_measurement
+log "[$S5] synchdb: a connector for $SMALL_DB"
+qsdb "SELECT synchdb_add_conninfo('$SMALL_CONN', '127.0.0.1', $SRC_PORT, '$SRC_USER', '$SRC_PASSWORD',
+                                  '$SMALL_DB', 'public', 'null', 'null', 'postgres')" >/dev/null
+t0=$(now)
+qsdb "SELECT synchdb_start_engine_bgw('$SMALL_CONN')" >/dev/null
+small_wait synchdb "$DST_SDB" "$SMALL_DB" "$t0" "SELECT bench_rows('$SMALL_DB')" || log "[$S5] synchdb ${SMALL_CHECK[synchdb]}"
+qsdb "SELECT synchdb_stop_engine_bgw('$SMALL_CONN')" >/dev/null || true
+deadline=$((SECONDS + WAIT_STOP))
+until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$SMALL_CONN'") == -1 ]] || ((SECONDS >= deadline)); do
+    sleep "$POLL"
+done
+qsdb "SELECT synchdb_del_conninfo('$SMALL_CONN')" >/dev/null || log "[$S5] synchdb_del_conninfo failed"
+
+prepare_measurement
+log "[$S5] built-in: the tables first (pg_dump --schema-only), then CREATE SUBSCRIPTION"
+sql "$DST_PORT" postgres "CREATE DATABASE $SMALL_BI" >/dev/null
+sql "$DST_PORT" "$SMALL_BI" "$BENCH_ROWS_FN" >/dev/null
+"$BINDIR/pg_dump" -s -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" \
+    --no-publications --no-subscriptions -t 'public.*' "$SMALL_DB" |
+    "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DST_PORT" -U "$PGENV_SUPERUSER" -d "$SMALL_BI" \
+        >/dev/null 2>"$WORK/small-schema.err" || {
+    cat "$WORK/small-schema.err" >&2
+    pgenv_die "loading the schema of $SMALL_DB into $SMALL_BI failed"
+}
+t0=$(now)
+sql "$DST_PORT" "$SMALL_BI" "CREATE SUBSCRIPTION $SMALL_SUB CONNECTION 'host=127.0.0.1 port=$SRC_PORT dbname=$SMALL_DB user=$SRC_USER password=$SRC_PASSWORD' PUBLICATION $SMALL_PUB" >/dev/null
+small_wait built-in "$SMALL_BI" public "$t0" "SELECT bench_rows('public')" || log "[$S5] built-in ${SMALL_CHECK[built-in]}"
+sql "$DST_PORT" "$SMALL_BI" "DROP SUBSCRIPTION $SMALL_SUB" >/dev/null || log "[$S5] DROP SUBSCRIPTION failed"
+
 # The documented way out: stop (already stopped) and delete the connector,
 # which drops its slot and publication on the source.
 DEL_OUT=$(qsdb "SELECT synchdb_del_conninfo('$CONN')" 2>&1) || log "synchdb_del_conninfo failed: $DEL_OUT"
@@ -921,6 +1023,12 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
         [[ $who == synchdb ]] || r=$(ratio_of "${OBJ_SECS[$who]:-}" "${OBJ_SECS[synchdb]:-}")
         printf '%-46s %9s %27s   %s\n' "$label" "$(secs "${OBJ_SECS[$who]:-}")" "$r" "${OBJ_CHECK[$who]:-not checked}"
     done
+    echo
+    echo "initial copy of $SMALL_TABLES small tables (1000 rows each), until every row is there"
+    printf '%-46s %9s %27s\n' "" "seconds" "ratio (synchdb speed/its)"
+    printf '%-46s %9s %27s   %s\n' "synchdb" "$(secs "${SMALL_SECS[synchdb]:-}")" "-" "${SMALL_CHECK[synchdb]:-not checked}"
+    printf '%-46s %9s %27s   %s\n' "built-in (tables created beforehand)" "$(secs "${SMALL_SECS[built-in]:-}")" \
+        "$(ratio_of "${SMALL_SECS[built-in]:-}" "${SMALL_SECS[synchdb]:-}")" "${SMALL_CHECK[built-in]:-not checked}"
     echo
     echo "synchdb connector after the runs: ${STAGE_AFTER[$S3]:-${STAGE_AFTER[$S2]:-n/a}} (pid|stage|state|err, before the last stop)"
     echo "synchdb_del_conninfo: ${DEL_OUT:-?}; synchdb slots left on the source: $LEFT_SLOTS"
