@@ -84,6 +84,7 @@ if [[ $QUICK -eq 1 ]]; then
     TPCB_SECS=3
     INS_TOTAL=50000
     SMALL_TABLES=20
+    BIG_ROWS=100000
     WAIT_COPY=240
     WAIT_CDC=240
 else
@@ -93,6 +94,7 @@ else
     TPCB_SECS=30
     INS_TOTAL=500000
     SMALL_TABLES=100
+    BIG_ROWS=1000000
     WAIT_COPY=420
     WAIT_CDC=420
 fi
@@ -933,6 +935,91 @@ sql "$DST_PORT" "$SMALL_BI" "CREATE SUBSCRIPTION $SMALL_SUB CONNECTION 'host=127
 small_wait built-in "$SMALL_BI" public "$t0" "SELECT bench_rows('public')" || log "[$S5] built-in ${SMALL_CHECK[built-in]}"
 sql "$DST_PORT" "$SMALL_BI" "DROP SUBSCRIPTION $SMALL_SUB" >/dev/null || log "[$S5] DROP SUBSCRIPTION failed"
 
+# ---------------------------------------------------------------------------
+# 6. large transactions, from their commit on the source to visible
+# ---------------------------------------------------------------------------
+# One transaction inserting BIG_ROWS rows, then one updating all of them,
+# each timed from its COMMIT returning on the source until the destination
+# shows it (a transaction is visible whole, so its last row tells). Each
+# replica runs alone while its pair of transactions runs: synchdb first (its
+# connector streaming), then built-in (a subscription created on the emptied
+# table, with its default settings).
+S6="bigtx"
+BIG_DB=benchbig
+BIG_BI=dst_big_builtin
+BIG_CONN=bigconn
+BIG_SUB=bench_big_sub
+BIG_PUB=bench_big_pub
+declare -A BIG_INS BIG_UPD BIG_CHECK
+qbs() { sql "$SRC_PORT" "$BIG_DB" "$1"; }
+log "[$S6] source database $BIG_DB: one table, then $BIG_ROWS-row transactions"
+sql "$SRC_PORT" postgres "CREATE DATABASE $BIG_DB" >/dev/null
+qbs "CREATE TABLE big (id bigint PRIMARY KEY, n int NOT NULL, v text);
+CREATE PUBLICATION $BIG_PUB FOR TABLE big;" >/dev/null
+# big_pair WHO DB SCHEMA — the two transactions, each timed until visible
+big_pair() {
+    local who=$1 db=$2 schema=$3 t0 deadline
+    qbs "TRUNCATE big" >/dev/null
+    t0=$(now)
+    qbs "INSERT INTO big SELECT g, 0, md5(g::text) FROM generate_series(1, $BIG_ROWS) g" >/dev/null
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_CDC))
+    until [[ $(sql "$DST_PORT" "$db" "SELECT EXISTS (SELECT 1 FROM $schema.big WHERE id = $BIG_ROWS)" 2>/dev/null) == t ]]; do
+        ((SECONDS < deadline)) || {
+            BIG_CHECK[$who]="FAILED: the insert was not visible after ${WAIT_CDC}s"
+            return 1
+        }
+        sleep "$POLL"
+    done
+    BIG_INS[$who]=$(calc "$(now) - $t0")
+    qbs "UPDATE big SET n = n + 1" >/dev/null
+    t0=$(now)
+    until [[ $(sql "$DST_PORT" "$db" "SELECT n = 1 FROM $schema.big WHERE id = $BIG_ROWS" 2>/dev/null) == t ]]; do
+        ((SECONDS < deadline)) || {
+            BIG_CHECK[$who]="FAILED: the update was not visible after ${WAIT_CDC}s"
+            return 1
+        }
+        sleep "$POLL"
+    done
+    BIG_UPD[$who]=$(calc "$(now) - $t0")
+    local src dst
+    src=$(qbs "SELECT count(*) || '/' || sum(n) || '/' || sum(hashtext(v)::bigint) FROM big")
+    dst=$(sql "$DST_PORT" "$db" "SELECT count(*) || '/' || sum(n) || '/' || sum(hashtext(v)::bigint) FROM $schema.big")
+    if [[ $src == "$dst" ]]; then BIG_CHECK[$who]="data identical"; else BIG_CHECK[$who]="DATA DIFFERS: $src vs $dst"; fi
+    log "[$S6] $who: insert visible ${BIG_INS[$who]} s after its commit, update ${BIG_UPD[$who]} s"
+}
+
+prepare_measurement
+qsdb "SELECT synchdb_add_conninfo('$BIG_CONN', '127.0.0.1', $SRC_PORT, '$SRC_USER', '$SRC_PASSWORD',
+                                  '$BIG_DB', 'public', 'null', 'null', 'postgres');
+      SELECT synchdb_start_engine_bgw('$BIG_CONN')" >/dev/null
+deadline=$((SECONDS + WAIT_COPY))
+until [[ $(qsdb "SELECT state = 'polling' AND to_regclass('$BIG_DB.big') IS NOT NULL FROM synchdb_state_view WHERE name = '$BIG_CONN'") == t ]] ||
+    ((SECONDS >= deadline)); do
+    sleep "$POLL"
+done
+big_pair synchdb "$DST_SDB" "$BIG_DB" || log "[$S6] synchdb ${BIG_CHECK[synchdb]}"
+qsdb "SELECT synchdb_stop_engine_bgw('$BIG_CONN')" >/dev/null || true
+deadline=$((SECONDS + WAIT_STOP))
+until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$BIG_CONN'") == -1 ]] || ((SECONDS >= deadline)); do
+    sleep "$POLL"
+done
+qsdb "SELECT synchdb_del_conninfo('$BIG_CONN')" >/dev/null || log "[$S6] synchdb_del_conninfo failed"
+
+prepare_measurement
+qbs "TRUNCATE big" >/dev/null
+sql "$DST_PORT" postgres "CREATE DATABASE $BIG_BI" >/dev/null
+sql "$DST_PORT" "$BIG_BI" "CREATE TABLE big (id bigint PRIMARY KEY, n int NOT NULL, v text)" >/dev/null
+sql "$DST_PORT" "$BIG_BI" "CREATE SUBSCRIPTION $BIG_SUB CONNECTION 'host=127.0.0.1 port=$SRC_PORT dbname=$BIG_DB user=$SRC_USER password=$SRC_PASSWORD' PUBLICATION $BIG_PUB" >/dev/null
+deadline=$((SECONDS + WAIT_COPY))
+until [[ $(sql "$DST_PORT" "$BIG_BI" "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'") == t ]] ||
+    ((SECONDS >= deadline)); do
+    sleep "$POLL"
+done
+BIG_STREAMING=$(sql "$DST_PORT" "$BIG_BI" "SELECT substream FROM pg_subscription WHERE subname = '$BIG_SUB'")
+big_pair built-in "$BIG_BI" public || log "[$S6] built-in ${BIG_CHECK[built-in]}"
+sql "$DST_PORT" "$BIG_BI" "DROP SUBSCRIPTION $BIG_SUB" >/dev/null || log "[$S6] DROP SUBSCRIPTION failed"
+
 # The documented way out: stop (already stopped) and delete the connector,
 # which drops its slot and publication on the source.
 DEL_OUT=$(qsdb "SELECT synchdb_del_conninfo('$CONN')" 2>&1) || log "synchdb_del_conninfo failed: $DEL_OUT"
@@ -1029,6 +1116,14 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
     printf '%-46s %9s %27s   %s\n' "synchdb" "$(secs "${SMALL_SECS[synchdb]:-}")" "-" "${SMALL_CHECK[synchdb]:-not checked}"
     printf '%-46s %9s %27s   %s\n' "built-in (tables created beforehand)" "$(secs "${SMALL_SECS[built-in]:-}")" \
         "$(ratio_of "${SMALL_SECS[built-in]:-}" "${SMALL_SECS[synchdb]:-}")" "${SMALL_CHECK[built-in]:-not checked}"
+    echo
+    echo "one transaction of $BIG_ROWS rows, from its commit on the source to visible (built-in: streaming = ${BIG_STREAMING:-?})"
+    printf '%-34s %15s %17s %27s\n' "" "synchdb s" "built-in s" "ratio (synchdb/built-in)"
+    printf '%-34s %15s %17s %27s\n' "INSERT" "$(secs "${BIG_INS[synchdb]:-}")" "$(secs "${BIG_INS[built-in]:-}")" \
+        "$(ratio_of "${BIG_INS[synchdb]:-}" "${BIG_INS[built-in]:-}")"
+    printf '%-34s %15s %17s %27s\n' "UPDATE of every row" "$(secs "${BIG_UPD[synchdb]:-}")" "$(secs "${BIG_UPD[built-in]:-}")" \
+        "$(ratio_of "${BIG_UPD[synchdb]:-}" "${BIG_UPD[built-in]:-}")"
+    echo "  (time ratios: below 1, synchdb is faster) synchdb: ${BIG_CHECK[synchdb]:-not checked}; built-in: ${BIG_CHECK[built-in]:-not checked}"
     echo
     echo "synchdb connector after the runs: ${STAGE_AFTER[$S3]:-${STAGE_AFTER[$S2]:-n/a}} (pid|stage|state|err, before the last stop)"
     echo "synchdb_del_conninfo: ${DEL_OUT:-?}; synchdb slots left on the source: $LEFT_SLOTS"
