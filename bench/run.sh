@@ -699,6 +699,17 @@ log "[$S3] ${WL_TX[$S3]} rows on the source in ${WL_SECS[$S3]} s; WAL end ${TARG
 drain_builtin "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
 drain_synchdb "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
 
+# sdb_remove CONN SCEN — stops a connector of the scenarios below (bounded
+# wait) and deletes it, which drops its slot and publication on the source.
+sdb_remove() {
+    local deadline=$((SECONDS + WAIT_STOP))
+    qsdb "SELECT synchdb_stop_engine_bgw('$1')" >/dev/null || true
+    until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$1'") == -1 ]] || ((SECONDS >= deadline)); do
+        sleep "$POLL"
+    done
+    qsdb "SELECT synchdb_del_conninfo('$1')" >/dev/null || log "[$2] synchdb_del_conninfo of $1 failed"
+}
+
 # ---------------------------------------------------------------------------
 # 4. initial copy with schema objects
 # ---------------------------------------------------------------------------
@@ -796,12 +807,7 @@ qsdb "SELECT synchdb_add_conninfo('$OBJ_CONN', '127.0.0.1', $SRC_PORT, '$SRC_USE
 t0=$(now)
 qsdb "SELECT synchdb_start_engine_bgw('$OBJ_CONN')" >/dev/null
 obj_wait synchdb "$DST_SDB" "$OBJ_SDB_SCHEMA" "$t0" || log "[$S4] synchdb ${OBJ_CHECK[synchdb]}"
-qsdb "SELECT synchdb_stop_engine_bgw('$OBJ_CONN')" >/dev/null || true
-deadline=$((SECONDS + WAIT_STOP))
-until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$OBJ_CONN'") == -1 ]] || ((SECONDS >= deadline)); do
-    sleep "$POLL"
-done
-qsdb "SELECT synchdb_del_conninfo('$OBJ_CONN')" >/dev/null || log "[$S4] synchdb_del_conninfo failed"
+sdb_remove "$OBJ_CONN" "$S4"
 
 prepare_measurement
 log "[$S4] built-in: schema with its indexes first (pg_dump --schema-only), then CREATE SUBSCRIPTION"
@@ -912,12 +918,7 @@ qsdb "SELECT synchdb_add_conninfo('$SMALL_CONN', '127.0.0.1', $SRC_PORT, '$SRC_U
 t0=$(now)
 qsdb "SELECT synchdb_start_engine_bgw('$SMALL_CONN')" >/dev/null
 small_wait synchdb "$DST_SDB" "$SMALL_DB" "$t0" "SELECT bench_rows('$SMALL_DB')" || log "[$S5] synchdb ${SMALL_CHECK[synchdb]}"
-qsdb "SELECT synchdb_stop_engine_bgw('$SMALL_CONN')" >/dev/null || true
-deadline=$((SECONDS + WAIT_STOP))
-until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$SMALL_CONN'") == -1 ]] || ((SECONDS >= deadline)); do
-    sleep "$POLL"
-done
-qsdb "SELECT synchdb_del_conninfo('$SMALL_CONN')" >/dev/null || log "[$S5] synchdb_del_conninfo failed"
+sdb_remove "$SMALL_CONN" "$S5"
 
 prepare_measurement
 log "[$S5] built-in: the tables first (pg_dump --schema-only), then CREATE SUBSCRIPTION"
@@ -999,12 +1000,7 @@ until [[ $(qsdb "SELECT state = 'polling' AND to_regclass('$BIG_DB.big') IS NOT 
     sleep "$POLL"
 done
 big_pair synchdb "$DST_SDB" "$BIG_DB" || log "[$S6] synchdb ${BIG_CHECK[synchdb]}"
-qsdb "SELECT synchdb_stop_engine_bgw('$BIG_CONN')" >/dev/null || true
-deadline=$((SECONDS + WAIT_STOP))
-until [[ $(qsdb "SELECT pid FROM synchdb_state_view WHERE name = '$BIG_CONN'") == -1 ]] || ((SECONDS >= deadline)); do
-    sleep "$POLL"
-done
-qsdb "SELECT synchdb_del_conninfo('$BIG_CONN')" >/dev/null || log "[$S6] synchdb_del_conninfo failed"
+sdb_remove "$BIG_CONN" "$S6"
 
 prepare_measurement
 qbs "TRUNCATE big" >/dev/null
