@@ -606,11 +606,10 @@ impl<'a> Applier<'a> {
         };
         let srcschemas = self.srcschemas.clone();
         let r = self.net.call(self.pg, async move {
-            let (client, driver) = crate::source::connect_with_driver(&params).await?;
-            let read = async {
+            crate::source::with_client(&params, async |client: &tokio_postgres::Client| {
                 let perr = |e: tokio_postgres::Error| crate::source::pg_error_text(&params, &e);
                 // deparsed expressions name the replicated types as the snapshot's do
-                crate::source::set_search_path(&client, &srcschemas)
+                crate::source::set_search_path(client, &srcschemas)
                     .await
                     .map_err(perr)?;
                 let rows = client
@@ -636,7 +635,7 @@ impl<'a> Applier<'a> {
                 let arr: Option<bool> = r.try_get(3).map_err(bad)?;
                 let udt = udt.unwrap_or(0);
                 let types = if udt != 0 {
-                    crate::usertypes::read_types(&client, &[udt]).await?
+                    crate::usertypes::read_types(client, &[udt]).await?
                 } else {
                     Vec::new()
                 };
@@ -647,12 +646,8 @@ impl<'a> Applier<'a> {
                     arr.unwrap_or(false),
                     types,
                 )))
-            }
-            .await;
-            let read = crate::source::classify_read(&client, read);
-            drop(client);
-            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-            read
+            })
+            .await
         })?;
         let (name, base, udt, is_array, types) = r
             .map_err(|e| e.within(&format!("reading type {oid} from the source")))?
@@ -900,10 +895,9 @@ impl<'a> Applier<'a> {
         let p = params.clone();
         let known_list: Vec<u32> = known.iter().copied().collect();
         let listed = self.net.call(pg, async move {
-            let (client, driver) = crate::source::connect_with_driver(&p).await?;
-            let r = async {
+            crate::source::with_client(&p, async |client: &tokio_postgres::Client| {
                 let mut problems = Vec::new();
-                let listed = crate::source::list_tables(&client, &cfg, &mut problems).await?;
+                let listed = crate::source::list_tables(client, &cfg, &mut problems).await?;
                 // of the tables taken in, those the source still has (in the
                 // selection or not: one moved out of it is not dropped)
                 let alive: Vec<u32> = client
@@ -917,12 +911,8 @@ impl<'a> Applier<'a> {
                     .map(|r| r.get(0))
                     .collect();
                 Ok::<_, String>((listed, alive))
-            }
-            .await;
-            let r = crate::source::classify_read(&client, r);
-            drop(client);
-            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-            r
+            })
+            .await
         })?;
         if let Some(n) = self.new_tables.as_mut() {
             n.last = Instant::now();
@@ -985,12 +975,10 @@ impl<'a> Applier<'a> {
                 .collect();
             self.net
                 .call(pg, async move {
-                    let (client, driver) = crate::source::connect_with_driver(&params).await?;
-                    let r = crate::snapshot::publish_tables(&client, &publication, &add).await;
-                    let r = crate::source::classify_read(&client, r);
-                    drop(client);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-                    r
+                    crate::source::with_client(&params, async |client: &tokio_postgres::Client| {
+                        crate::snapshot::publish_tables(client, &publication, &add).await
+                    })
+                    .await
                 })?
                 .map_err(|e| e.within("publishing tables new on the source"))?;
             pg.in_xact(|| -> Result<(), WorkerError> {
@@ -2006,9 +1994,8 @@ impl<'a> Applier<'a> {
         let cfg = self.cfg.clone();
         let oid = plan.src_oid;
         let r = self.net.call(self.pg, async move {
-            let (client, driver) = crate::source::connect_with_driver(&params).await?;
-            let read = async {
-                let Some(t) = crate::source::describe_table(&client, &cfg, oid).await? else {
+            crate::source::with_client(&params, async |client: &tokio_postgres::Client| {
+                let Some(t) = crate::source::describe_table(client, &cfg, oid).await? else {
                     return Ok(None);
                 };
                 let roots: Vec<u32> = t
@@ -2017,21 +2004,17 @@ impl<'a> Applier<'a> {
                     .map(|c| c.udt)
                     .filter(|&u| u != 0)
                     .collect();
-                let types = crate::usertypes::read_types(&client, &roots).await?;
-                let mut objs = crate::objects::read(&client, &[oid]).await?;
-                let seqs = crate::objects::read_sequences(&client, &[oid], &[]).await?;
+                let types = crate::usertypes::read_types(client, &roots).await?;
+                let mut objs = crate::objects::read(client, &[oid]).await?;
+                let seqs = crate::objects::read_sequences(client, &[oid], &[]).await?;
                 Ok::<_, String>(Some((
                     t,
                     types,
                     objs.remove(&oid).unwrap_or_default(),
                     seqs,
                 )))
-            }
-            .await;
-            let read = crate::source::classify_read(&client, read);
-            drop(client);
-            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-            read
+            })
+            .await
         })?;
         let Some((mut t, types, objs, seqs)) = r.map_err(|e| {
             e.within(&format!(

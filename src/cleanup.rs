@@ -35,9 +35,8 @@ pub async fn drop_slot_and_publication(
     slot: &str,
     publication: &str,
 ) -> Result<(), String> {
-    let (client, driver) = crate::source::connect_with_driver(params).await?;
     let err = |e: tokio_postgres::Error| crate::source::pg_error_text(params, &e);
-    let work = async {
+    crate::source::with_client(params, async |client: &tokio_postgres::Client| {
         // the walsender of a just-stopped worker may hold the slot for a moment
         let mut tries = 0;
         loop {
@@ -63,10 +62,7 @@ pub async fn drop_slot_and_publication(
             ))
             .await
             .map_err(err)
-    };
-    let r = work.await;
-    // close politely before the runtime goes away
-    drop(client);
-    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-    r
+    })
+    .await
+    .map_err(String::from)
 }

@@ -102,12 +102,9 @@ pub async fn source_wal_end(repl: &mut ReplConnection) -> Result<u64, WorkerErro
 }
 
 fn source_error(params: &ConnParams, what: &str, e: tokio_postgres::Error) -> WorkerError {
-    let mut text = format!(
-        "{what} on the source failed: {}",
-        source::pg_error_text(params, &e)
-    );
+    let mut err = source::source_error(params, &e);
     if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-        text.push_str(&format!(
+        err.text.push_str(&format!(
             "; the source role {} needs LOGIN and REPLICATION, ownership of the replicated tables \
              (to publish them) and CREATE on database {} (for the connector's publication): \
              GRANT CREATE ON DATABASE {} TO {}",
@@ -117,11 +114,7 @@ fn source_error(params: &ConnParams, what: &str, e: tokio_postgres::Error) -> Wo
             quote_ident(&params.user)
         ));
     }
-    if source::is_transient(&e) {
-        WorkerError::Transient(text)
-    } else {
-        WorkerError::Source(text)
-    }
+    err.within(&format!("{what} on the source failed"))
 }
 
 /// Both connections to the source, checked for logical decoding, and the tables

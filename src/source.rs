@@ -241,6 +241,21 @@ pub async fn query_once(
     rows
 }
 
+/// Runs `work` on a short connection of its own and closes it politely (the
+/// driver ends once the client is dropped); a failure of `work` is transient
+/// when the connection died under it (`classify_read`).
+pub async fn with_client<T>(
+    p: &ConnParams,
+    work: impl AsyncFnOnce(&Client) -> Result<T, String>,
+) -> Result<T, SourceError> {
+    let (client, driver) = connect_with_driver(p).await?;
+    let r = work(&client).await;
+    let r = classify_read(&client, r);
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    r
+}
+
 /// Opens a regular SQL connection; its driver runs as a task on the current runtime.
 /// TLS as the connector's ssl_mode says, with libpq's semantics (see `tls`).
 pub async fn connect(p: &ConnParams) -> Result<Client, SourceError> {
