@@ -406,7 +406,10 @@ copy_synchdb() {
         return 0
     }
     while :; do
-        st=$(qsdb "SELECT v.pid, v.state, to_regclass('$SRC_DB.pgbench_accounts') IS NOT NULL
+        # the worker and its copy helpers
+        st=$(qsdb "SELECT concat_ws(',', v.pid, (SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+                                                  WHERE backend_type = 'synchdb copy helper')),
+                          v.state, to_regclass('$SRC_DB.pgbench_accounts') IS NOT NULL
                           AND to_regclass('$SRC_DB.mixed') IS NOT NULL,
                           replace(v.err, E'\n', ' ')
                      FROM synchdb_state_view v WHERE v.name = '$CONN'") || st="-1|?|f|psql failed"
@@ -1054,8 +1057,8 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
     printf '%-34s %15s %17s %27s\n' "$ins_label" "$(cell sdb "$S3")" "$(cell bi "$S3")" "$(ratio "$S3")"
     echo
     echo "details (seconds until applied / until the source slot confirmed it; tx/s; peak memory and CPU time"
-    echo "         of the applying process(es): synchdb's worker; built-in: apply worker, plus its table sync"
-    echo "         workers during the initial copy)"
+    echo "         of the applying process(es): synchdb's worker, plus its copy helpers during the initial copy;"
+    echo "         built-in: apply worker, plus its table sync workers during the initial copy; memory: the largest one)"
     for s in "$S1" "$S2" "$S3"; do
         case $s in
         "$S1") label="initial copy" ;;

@@ -34,6 +34,17 @@
 #define SDB_ROW_MISSING 1
 
 /**
+ * `copy_from` flags: COPY FREEZE (the table was created or emptied in this
+ * transaction).
+ */
+#define SDB_COPY_FREEZE 1
+
+/**
+ * `copy_from` flags: the data is in COPY's binary format.
+ */
+#define SDB_COPY_BINARY 2
+
+/**
  * Bits returned by `SdbPgOps::wait`.
  */
 #define SDB_WAIT_LATCH 1
@@ -125,9 +136,9 @@ typedef struct SdbPgOps {
   void (*spi_free_plan)(void *plan);
   /**
    * COPY FROM into schema.table (the listed columns) through PostgreSQL's own COPY
-   * machinery, fed by `read_cb`. `freeze`: the table was created in this transaction.
+   * machinery, fed by `read_cb`. `flags`: `SDB_COPY_*`.
    */
-  int32_t (*copy_from)(const char *schema, const char *table, int32_t ncols, const char *const *cols, bool freeze, SdbCopyReadCb read_cb, void *ctx, uint64_t *rows);
+  int32_t (*copy_from)(const char *schema, const char *table, int32_t ncols, const char *const *cols, int32_t flags, SdbCopyReadCb read_cb, void *ctx, uint64_t *rows);
   /**
    * Looks up a destination table; `*handle` stays valid until `rel_close`.
    * `*natts` is the number of attributes (including dropped ones), the length of
@@ -188,6 +199,20 @@ typedef struct SdbPgOps {
    * Current value of a configuration parameter as text, NULL if unknown.
    */
   const char *(*guc)(const char *name);
+  /**
+   * Starts copy helper `no` of connector `name` (state slot `parent_slot`) and
+   * waits until it runs: its pid, 0 when no background worker slot is free,
+   * -1 on an error (in `last_error`).
+   */
+  int32_t (*start_helper)(const char *name, int32_t parent_slot, int32_t no);
+  /**
+   * Whether copy helper `no` that this process started still runs.
+   */
+  bool (*helper_running)(int32_t no);
+  /**
+   * Asks every copy helper this process started to stop.
+   */
+  void (*stop_helpers)(void);
   /**
    * The data directory (for the secret key file).
    */
@@ -296,6 +321,16 @@ int32_t synchdb_compile_transform(const char *expr, const char *as_text, const c
  * called only on the worker's main thread.
  */
 int32_t synchdb_worker_run(const struct SdbPgOps *ops, int32_t slot, const char *name, const char *mode);
+
+/**
+ * A copy helper's body (synchdb_helper_main): copies items of connector
+ * `name`'s work list, its progress counted in state slot `parent_slot`.
+ * Returns the process exit code.
+ *
+ * # Safety
+ * `ops` points to a filled operations table, `name` to a NUL-terminated string.
+ */
+int32_t synchdb_helper_run(const struct SdbPgOps *ops, int32_t parent_slot, const char *name, int32_t no);
 
 /**
  * Message of the last failed copy read callback (for the shim's ereport).

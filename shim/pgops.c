@@ -21,6 +21,7 @@
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #if PG_VERSION_NUM >= 180000
@@ -962,7 +963,7 @@ sdb_copy_source(void *outbuf, int minread, int maxread)
 
 static int
 op_copy_from(const char *schema, const char *table, int ncols, const char *const *cols,
-			 bool freeze, SdbCopyReadCb read_cb, void *ctx, uint64_t *rows)
+			 int flags, SdbCopyReadCb read_cb, void *ctx, uint64_t *rows)
 {
 	SDB_TRY_BEGIN
 		RangeVar   *rv = makeRangeVar(pstrdup(schema), pstrdup(table), -1);
@@ -975,8 +976,10 @@ op_copy_from(const char *schema, const char *table, int ncols, const char *const
 
 		for (i = 0; i < ncols; i++)
 			attnames = lappend(attnames, makeString(pstrdup(cols[i])));
-		if (freeze)
+		if (flags & SDB_COPY_FREEZE)
 			options = lappend(options, makeDefElem("freeze", (Node *) makeBoolean(true), -1));
+		if (flags & SDB_COPY_BINARY)
+			options = lappend(options, makeDefElem("format", (Node *) makeString("binary"), -1));
 		addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
 		sdb_copy_cb = read_cb;
 		sdb_copy_ctx = ctx;
@@ -1118,6 +1121,101 @@ op_accept_stop(void)
 		QueryCancelPending = false;
 }
 
+/* ---------------------------------------------------------- copy helpers */
+
+/*
+ * The copy helpers a connector started for its snapshot, by number (the
+ * handles live in this process's memory: only the connector that started
+ * them asks about them).
+ */
+#define SDB_MAX_HELPERS 64
+static BackgroundWorkerHandle *sdb_helpers[SDB_MAX_HELPERS];
+static bool sdb_helpers_exit_hook = false;
+
+/* Asks every copy helper this process started to stop (SIGTERM through the postmaster). */
+static void
+op_stop_helpers(void)
+{
+	for (int i = 0; i < SDB_MAX_HELPERS; i++)
+	{
+		if (sdb_helpers[i] != NULL)
+		{
+			TerminateBackgroundWorker(sdb_helpers[i]);
+			pfree(sdb_helpers[i]);
+			sdb_helpers[i] = NULL;
+		}
+	}
+}
+
+/* A connector that exits takes its copy helpers with it. */
+static void
+sdb_helpers_on_exit(int code, Datum arg)
+{
+	op_stop_helpers();
+}
+
+/*
+ * Starts copy helper `no` of connector `name` (state slot `parent_slot`) in
+ * this database, as this worker's role, and waits until it runs. Its pid; 0
+ * when no background worker slot is free; -1 on an error (in last_error).
+ */
+static int
+op_start_helper(const char *name, int parent_slot, int no)
+{
+	BackgroundWorker bgw;
+	SdbHelperExtra extra;
+	pid_t		pid = 0;
+	volatile int started = 0;
+
+	if (no < 0 || no >= SDB_MAX_HELPERS || strlen(name) >= sizeof(extra.name))
+	{
+		snprintf(sdb_errmsg, sizeof(sdb_errmsg), "copy helper %d of connector \"%s\" cannot be numbered", no, name);
+		return -1;
+	}
+	memset(&extra, 0, sizeof(extra));
+	extra.dboid = MyDatabaseId;
+	extra.userid = GetUserId();
+	extra.parent_slot = parent_slot;
+	strlcpy(extra.name, name, sizeof(extra.name));
+	sdb_init_bgw(&bgw, "synchdb_helper_main", "synchdb copy helper");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "synchdb copy helper %d of %s", no, name);
+	bgw.bgw_main_arg = Int32GetDatum(no);
+	bgw.bgw_notify_pid = MyProcPid;
+	memcpy(bgw.bgw_extra, &extra, sizeof(extra));
+	if (!sdb_helpers_exit_hook)
+	{
+		before_shmem_exit(sdb_helpers_on_exit, (Datum) 0);
+		sdb_helpers_exit_hook = true;
+	}
+	if (sdb_helpers[no] != NULL)
+	{
+		TerminateBackgroundWorker(sdb_helpers[no]);
+		pfree(sdb_helpers[no]);
+		sdb_helpers[no] = NULL;
+	}
+	{
+		SDB_TRY_BEGIN
+		if (RegisterDynamicBackgroundWorker(&bgw, &sdb_helpers[no]))
+		{
+			if (WaitForBackgroundWorkerStartup(sdb_helpers[no], &pid) == BGWH_STARTED)
+				started = (int) pid;
+		}
+		sdb_rc = started;
+		SDB_TRY_END
+	}
+}
+
+/* Whether copy helper `no` started by this process still runs. */
+static bool
+op_helper_running(int no)
+{
+	pid_t		pid;
+
+	if (no < 0 || no >= SDB_MAX_HELPERS || sdb_helpers[no] == NULL)
+		return false;
+	return GetBackgroundWorkerPid(sdb_helpers[no], &pid) == BGWH_STARTED;
+}
+
 static const char *
 op_guc(const char *name)
 {
@@ -1219,6 +1317,9 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->should_exit = op_should_exit;
 	ops->accept_stop = op_accept_stop;
 	ops->guc = op_guc;
+	ops->start_helper = op_start_helper;
+	ops->helper_running = op_helper_running;
+	ops->stop_helpers = op_stop_helpers;
 	ops->data_dir = DataDir;
 	ops->system_identifier = GetSystemIdentifier();
 	ops->database_oid = MyDatabaseId;

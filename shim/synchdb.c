@@ -31,6 +31,7 @@ PG_MODULE_MAGIC;
 /* GUCs */
 static int	sdb_max_connector_workers = 30;
 static int	sdb_naptime = 100;
+static int	sdb_snapshot_parallelism = 0;
 static int	sdb_new_table_check_interval;
 static int	sdb_sequence_sync_interval;
 static bool sdb_replicate_drop_table = true;
@@ -52,6 +53,8 @@ typedef struct SdbWorkerExtra
 StaticAssertDecl(sizeof(SdbWorkerExtra) <= BGW_EXTRALEN, "bgw_extra too small");
 
 PGDLLEXPORT void synchdb_worker_main(Datum main_arg);
+PGDLLEXPORT void synchdb_helper_main(Datum main_arg);
+StaticAssertDecl(sizeof(SdbHelperExtra) <= BGW_EXTRALEN, "bgw_extra too small for a helper");
 #if PG_VERSION_NUM < 160000
 void		_PG_init(void);
 #endif
@@ -102,6 +105,10 @@ _PG_init(void)
 							"How often a streaming connector brings the destination's sequences to the source's values (0: only when it stops).",
 							NULL, &sdb_sequence_sync_interval, 5000, 0, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.snapshot_parallelism",
+							"Tables, or page ranges of a large table, an initial snapshot copies at once (0: one per CPU, at least 2, at most 8; 1: one at a time).",
+							NULL, &sdb_snapshot_parallelism, 0, 0, 64,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("synchdb.replicate_drop_table",
 							 "Whether a table dropped on the source is dropped on the destination too.",
 							 NULL, &sdb_replicate_drop_table, true,
@@ -567,5 +574,29 @@ synchdb_worker_main(Datum main_arg)
 
 	sdb_init_ops(&ops);
 	rc = synchdb_worker_run(&ops, slot, extra.name, extra.mode);
+	proc_exit(rc == 0 ? 0 : 1);
+}
+
+/*
+ * A copy helper of a connector's snapshot: copies the items of the connector's
+ * work list (synchdb_copy_work) until none is left, then exits.
+ */
+void
+synchdb_helper_main(Datum main_arg)
+{
+	SdbHelperExtra extra;
+	SdbPgOps	ops;
+	int			rc;
+
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	pqsignal(SIGTERM, sdb_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(extra.dboid, extra.userid, 0);
+	pgstat_report_appname("synchdb copy helper");
+
+	sdb_init_ops(&ops);
+	rc = synchdb_helper_run(&ops, extra.parent_slot, extra.name, DatumGetInt32(main_arg));
 	proc_exit(rc == 0 ? 0 : 1);
 }

@@ -16,6 +16,14 @@ extern void sdb_define_apply_gucs(void);
 extern void sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type);
 /* synchdb.c: starts a connector's worker (needs postgres.h for Oid) */
 extern int	sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode);
+/* What a connector hands its copy helpers through bgw_extra (pgops.c starts them). */
+typedef struct SdbHelperExtra
+{
+	Oid			dboid;
+	Oid			userid;
+	int32		parent_slot;
+	char		name[64];
+} SdbHelperExtra;
 /* launcher.c: the synchdb.synchdb_auto_launcher GUC and the auto-launcher worker */
 extern void sdb_launcher_init(void);
 

@@ -36,6 +36,32 @@ CREATE TABLE synchdb_tables (
 );
 REVOKE ALL ON synchdb_tables FROM PUBLIC;
 
+-- The work list of a parallel initial copy: one row per table, or per range of
+-- a large table's pages, copied by the connector and its copy helpers into a
+-- staging schema (dst_schema) under the slot's exported snapshot. An item's
+-- rows and its 'done' commit together. The staging tables move into place in
+-- the snapshot's last transaction; a copy cut short leaves only the staging
+-- schema, which the next snapshot (or synchdb_del_conninfo) drops.
+CREATE TABLE synchdb_copy_work (
+    name text NOT NULL REFERENCES synchdb_conninfo (name) ON DELETE CASCADE,
+    item int NOT NULL,
+    srcrelid oid NOT NULL,
+    snapshot text NOT NULL,
+    copy_sql text NOT NULL,
+    label text NOT NULL,
+    dst_schema text NOT NULL,
+    dst_table text NOT NULL,
+    dst_cols text[] NOT NULL,
+    whole bool NOT NULL,
+    binary_format bool NOT NULL,
+    state text NOT NULL DEFAULT 'todo' CHECK (state IN ('todo', 'running', 'done', 'failed')),
+    helper int,
+    rows bigint,
+    err text,
+    PRIMARY KEY (name, item)
+);
+REVOKE ALL ON synchdb_copy_work FROM PUBLIC;
+
 -- Internal entry points of the shim (C) and core (Rust).
 CREATE FUNCTION synchdb_encrypt_secret(text) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_encrypt_secret_sql' LANGUAGE C STRICT VOLATILE;
@@ -241,6 +267,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = o) THEN
         PERFORM pg_replication_origin_drop(o);
     END IF;
+    -- the staging schema of a parallel copy that was cut short
+    FOR msg IN SELECT DISTINCT w.dst_schema FROM synchdb_copy_work w WHERE w.name = synchdb_del_conninfo.name LOOP
+        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', msg);
+    END LOOP;
     DELETE FROM synchdb_conninfo c WHERE c.name = synchdb_del_conninfo.name;
     PERFORM synchdb_forget(name);
     RETURN 0;

@@ -335,7 +335,7 @@ fn sanitize(name: &str) -> String {
         .collect()
 }
 
-fn bounded(prefix: &str, name: &str, suffix: &str) -> String {
+pub fn bounded(prefix: &str, name: &str, suffix: &str) -> String {
     let mut n = sanitize(name);
     let room = 63usize.saturating_sub(prefix.len() + suffix.len());
     n.truncate(room);

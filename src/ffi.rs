@@ -34,6 +34,11 @@ pub const SDB_VALUE_ABSENT: u8 = b'x';
 /// Returned by `SdbPgOps::apply_update` and `apply_delete` when the row to
 /// change is not on the destination (nothing was changed, no error raised).
 pub const SDB_ROW_MISSING: i32 = 1;
+/// `copy_from` flags: COPY FREEZE (the table was created or emptied in this
+/// transaction).
+pub const SDB_COPY_FREEZE: i32 = 1;
+/// `copy_from` flags: the data is in COPY's binary format.
+pub const SDB_COPY_BINARY: i32 = 2;
 
 /// Bits returned by `SdbPgOps::wait`.
 pub const SDB_WAIT_LATCH: i32 = 1;
@@ -93,14 +98,14 @@ pub struct SdbPgOps {
     >,
     pub spi_free_plan: Option<extern "C" fn(plan: *mut c_void)>,
     /// COPY FROM into schema.table (the listed columns) through PostgreSQL's own COPY
-    /// machinery, fed by `read_cb`. `freeze`: the table was created in this transaction.
+    /// machinery, fed by `read_cb`. `flags`: `SDB_COPY_*`.
     pub copy_from: Option<
         extern "C" fn(
             schema: *const c_char,
             table: *const c_char,
             ncols: i32,
             cols: *const *const c_char,
-            freeze: bool,
+            flags: i32,
             read_cb: SdbCopyReadCb,
             ctx: *mut c_void,
             rows: *mut u64,
@@ -158,6 +163,14 @@ pub struct SdbPgOps {
     pub accept_stop: Option<extern "C" fn()>,
     /// Current value of a configuration parameter as text, NULL if unknown.
     pub guc: Option<extern "C" fn(name: *const c_char) -> *const c_char>,
+    /// Starts copy helper `no` of connector `name` (state slot `parent_slot`) and
+    /// waits until it runs: its pid, 0 when no background worker slot is free,
+    /// -1 on an error (in `last_error`).
+    pub start_helper: Option<extern "C" fn(name: *const c_char, parent_slot: i32, no: i32) -> i32>,
+    /// Whether copy helper `no` that this process started still runs.
+    pub helper_running: Option<extern "C" fn(no: i32) -> bool>,
+    /// Asks every copy helper this process started to stop.
+    pub stop_helpers: Option<extern "C" fn()>,
     /// The data directory (for the secret key file).
     pub data_dir: *const c_char,
     pub system_identifier: u64,
@@ -547,6 +560,31 @@ pub unsafe extern "C" fn synchdb_worker_run(
             1
         }
     }
+}
+
+/// A copy helper's body (synchdb_helper_main): copies items of connector
+/// `name`'s work list, its progress counted in state slot `parent_slot`.
+/// Returns the process exit code.
+///
+/// # Safety
+/// `ops` points to a filled operations table, `name` to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn synchdb_helper_run(
+    ops: *const SdbPgOps,
+    parent_slot: i32,
+    name: *const c_char,
+    no: i32,
+) -> i32 {
+    let r = guard(|| {
+        let name = cstr_arg(name, "connector name")?.to_string();
+        if ops.is_null() {
+            return Err("no operations table".into());
+        }
+        // SAFETY: checked non-null; the shim keeps it alive for the call.
+        let pg = crate::pg::Pg::new(unsafe { &*ops });
+        Ok(crate::parallel::helper_run(&pg, parent_slot, &name, no))
+    });
+    r.unwrap_or(1)
 }
 
 /// Message of the last failed copy read callback (for the shim's ereport).

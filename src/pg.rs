@@ -247,7 +247,7 @@ impl<'a> Pg<'a> {
         schema: &str,
         table: &str,
         cols: &[String],
-        freeze: bool,
+        flags: i32,
         read: &mut CopyReader,
     ) -> Result<u64, PgError> {
         let f = op!(self.copy_from);
@@ -289,7 +289,7 @@ impl<'a> Pg<'a> {
             ct.as_ptr(),
             ptrs.len() as i32,
             ptrs.as_ptr(),
-            freeze,
+            flags,
             cb,
             &mut ctx as *mut _ as *mut c_void,
             &mut rows,
@@ -397,6 +397,38 @@ impl<'a> Pg<'a> {
         } else {
             Ok(rc)
         }
+    }
+
+    /// Starts copy helper `no` of connector `name`: its pid, or None when no
+    /// background worker slot is free.
+    pub fn start_helper(
+        &self,
+        name: &str,
+        parent_slot: i32,
+        no: i32,
+    ) -> Result<Option<i32>, PgError> {
+        let f = self
+            .ops
+            .start_helper
+            .ok_or_else(|| PgError::new("the shim cannot start copy helpers"))?;
+        let c = CString::new(name).map_err(|_| PgError::new("connector name holds a NUL byte"))?;
+        match f(c.as_ptr(), parent_slot, no) {
+            rc if rc < 0 => Err(self.last_error()),
+            0 => Ok(None),
+            pid => Ok(Some(pid)),
+        }
+    }
+
+    /// Asks every copy helper this process started to stop.
+    pub fn stop_helpers(&self) {
+        if let Some(f) = self.ops.stop_helpers {
+            f();
+        }
+    }
+
+    /// Whether copy helper `no` started by this process still runs.
+    pub fn helper_running(&self, no: i32) -> bool {
+        self.ops.helper_running.is_some_and(|f| f(no))
     }
 
     pub fn should_exit(&self) -> bool {

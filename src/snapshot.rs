@@ -49,6 +49,8 @@ struct Prepared {
     objects: HashMap<u32, objects::TableObjects>,
     sequences: Vec<objects::SequenceDef>,
     consistent_point: u64,
+    /// The slot's exported snapshot, which copy helpers import.
+    snapshot_name: Option<String>,
 }
 
 /// What a start asks of the snapshot.
@@ -453,6 +455,7 @@ async fn prepare(
     // The publication must exist before the slot: pgoutput reads it as of the WAL
     // position it decodes.
     let info = repl.create_logical_slot(&slot).await?;
+    let snapshot_name = info.snapshot_name.clone();
     let cat = catalog_in_snapshot(&client, &cfg, &params, info.snapshot_name, "new slot").await?;
     Ok(Prepared {
         repl,
@@ -463,6 +466,7 @@ async fn prepare(
         objects: cat.objects,
         sequences: cat.sequences,
         consistent_point: info.consistent_point,
+        snapshot_name,
     })
 }
 
@@ -548,7 +552,6 @@ fn copy_table(
     dest_table: &str,
     cols: &[String],
 ) -> Result<u64, WorkerError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     // a table without (copied) columns still has rows: COPY without a list
     let list = t.column_list();
     let sql = if list.is_empty() {
@@ -556,11 +559,44 @@ fn copy_table(
     } else {
         format!("COPY {} ({list}) TO STDOUT", t.qualified())
     };
+    let dest = CopyDest {
+        schema: dest_schema,
+        table: dest_table,
+        cols,
+        freeze: true,
+        binary: false,
+    };
+    copy_stream(pg, net, client, sql, &t.qualified(), &dest)
+}
+
+/// Where copy_stream puts the rows: a table, its columns, whether COPY FREEZE
+/// applies (the table was created or truncated in this transaction), and
+/// whether the source sends COPY's binary format.
+pub struct CopyDest<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub cols: &'a [String],
+    pub freeze: bool,
+    pub binary: bool,
+}
+
+/// Runs `sql` (a COPY ... TO STDOUT) on the source and feeds what it sends into
+/// the destination's COPY FROM of `dest`; `label` names the source side in
+/// progress lines and errors. The number of rows copied.
+pub fn copy_stream(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    sql: String,
+    label: &str,
+    dest: &CopyDest,
+) -> Result<u64, WorkerError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?;
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
     let naptime = pg.guc_int("synchdb.naptime", 100);
-    let mut progress = CopyProgress::new(t.qualified());
+    let mut progress = CopyProgress::new(label.to_string(), dest.binary);
     let mut read = |out: &mut [u8], _min: usize| -> Result<usize, String> {
         while cur.is_empty() {
             match rx.try_recv() {
@@ -588,25 +624,33 @@ fn copy_table(
         let _ = cur.split_to(n);
         Ok(n)
     };
-    let r = pg.copy_from(dest_schema, dest_table, cols, true, &mut read);
+    let flags = if dest.freeze {
+        crate::ffi::SDB_COPY_FREEZE
+    } else {
+        0
+    } | if dest.binary {
+        crate::ffi::SDB_COPY_BINARY
+    } else {
+        0
+    };
+    let r = pg.copy_from(dest.schema, dest.table, dest.cols, flags, &mut read);
     if let Some(e) = stop {
         return Err(e);
     }
     r.ctx(|| {
         format!(
-            "copying rows of {} into {}.{}",
-            t.qualified(),
-            quote_ident(dest_schema),
-            quote_ident(dest_table)
+            "copying rows of {label} into {}.{}",
+            quote_ident(dest.schema),
+            quote_ident(dest.table)
         )
     })
 }
 
 /// Rows and bytes of a table's copy as they arrive, in the shared statistics
 /// (synchdb_snapstats, synchdb_stat_view) and, every PROGRESS_EVERY, in the log.
-/// The copy is COPY's text format: one line per row.
 struct CopyProgress {
     table: String,
+    counter: crate::copyformat::RowCounter,
     rows: u64,
     bytes: u64,
     began: std::time::Instant,
@@ -616,10 +660,11 @@ struct CopyProgress {
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl CopyProgress {
-    fn new(table: String) -> Self {
+    fn new(table: String, binary: bool) -> Self {
         let now = std::time::Instant::now();
         CopyProgress {
             table,
+            counter: crate::copyformat::RowCounter::new(binary),
             rows: 0,
             bytes: 0,
             began: now,
@@ -628,7 +673,7 @@ impl CopyProgress {
     }
 
     fn chunk(&mut self, pg: &Pg, b: &[u8]) {
-        let rows = b.iter().filter(|&&c| c == b'\n').count() as u64;
+        let rows = self.counter.feed(b);
         self.rows += rows;
         self.bytes += b.len() as u64;
         let i = crate::state::my_slot();
@@ -801,6 +846,46 @@ struct BuildOpts<'a> {
     rebuild: bool,
     /// Copy the rows.
     copy: bool,
+    /// Tables a parallel copy filled in a staging schema: moved into place.
+    staged: Option<&'a crate::parallel::Staged>,
+}
+
+/// Resets the snapshot's progress counters for copying `tables` (the source's
+/// estimate of their rows, for the ETA).
+fn begin_copy_progress(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    tables: &[(&SourceTable, &DestTable)],
+) {
+    let with_rows: Vec<u32> = tables
+        .iter()
+        .filter(|(t, _)| t.has_rows())
+        .map(|(t, _)| t.oid)
+        .collect();
+    let i = crate::state::my_slot();
+    let est = estimate_rows(pg, net, client, with_rows.clone());
+    for (st, v) in [
+        (crate::state::Stat::SnapTables, with_rows.len() as u64),
+        (crate::state::Stat::SnapTablesDone, 0),
+        (crate::state::Stat::SnapRows, 0),
+        (crate::state::Stat::SnapBytes, 0),
+        (crate::state::Stat::SnapRowsEst, est),
+        (
+            crate::state::Stat::SnapBeginTs,
+            crate::apply::now_ms_pub() as u64,
+        ),
+        (crate::state::Stat::SnapEndTs, 0),
+    ] {
+        crate::state::stat_set(i, st, v);
+    }
+}
+
+/// Whether the destination has virtual generated columns (PostgreSQL 18).
+fn virtual_ok(pg: &Pg) -> bool {
+    pg.guc("server_version_num")
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| v >= 180_000)
 }
 
 fn build_tables(
@@ -819,6 +904,7 @@ fn build_tables(
         sequences,
         all_plans,
         rules,
+        staged,
     } = opts;
     let dest_of: HashMap<u32, &DestTable> = all_plans.iter().map(|p| (p.src_oid, p)).collect();
     let placed_seqs = objects::place_sequences(sequences, &dest_of, &cfg.dest_schema());
@@ -826,10 +912,7 @@ fn build_tables(
     let mut schemas: Vec<&str> = tables.iter().map(|(_, p)| p.schema.as_str()).collect();
     schemas.extend(types.iter().map(|(_, s)| s.as_str()));
     schemas.extend(placed_seqs.iter().map(|(_, s)| s.as_str()));
-    let virtual_ok = pg
-        .guc("server_version_num")
-        .and_then(|v| v.parse::<u32>().ok())
-        .is_some_and(|v| v >= 180_000);
+    let virtual_ok = virtual_ok(pg);
     // parents before their partitions: a partition gets its parent's primary key
     // (and its indexes and constraints) when the parent's are added
     let depth = |p: &DestTable| {
@@ -871,6 +954,10 @@ fn build_tables(
                     cfg.name
                 )));
             }
+            if let Some((st, stage)) = staged.and_then(|st| Some((st, st.tables.get(&t.oid)?))) {
+                crate::parallel::move_into_place(pg, st, stage, p)?;
+                continue;
+            }
             let sql = ddl::create_table(p, virtual_ok);
             pg.exec(&sql, &[]).ctx(|| {
                 format!(
@@ -902,28 +989,17 @@ fn build_tables(
             }
         }
         if copy {
-            let with_rows: Vec<u32> = tables
-                .iter()
-                .filter(|(t, _)| t.has_rows())
-                .map(|(t, _)| t.oid)
-                .collect();
             let i = crate::state::my_slot();
-            let est = estimate_rows(pg, net, client, with_rows.clone());
-            for (st, v) in [
-                (crate::state::Stat::SnapTables, with_rows.len() as u64),
-                (crate::state::Stat::SnapTablesDone, 0),
-                (crate::state::Stat::SnapRows, 0),
-                (crate::state::Stat::SnapBytes, 0),
-                (crate::state::Stat::SnapRowsEst, est),
-                (
-                    crate::state::Stat::SnapBeginTs,
-                    crate::apply::now_ms_pub() as u64,
-                ),
-                (crate::state::Stat::SnapEndTs, 0),
-            ] {
-                crate::state::stat_set(i, st, v);
+            if staged.is_none() {
+                begin_copy_progress(pg, net, client, tables);
+            }
+            if let Some(st) = staged {
+                rows += st.rows;
             }
             for (t, p) in tables {
+                if staged.is_some_and(|st| st.tables.contains_key(&t.oid)) {
+                    continue;
+                }
                 if t.has_rows() {
                     rows += copy_rows(pg, net, client, t, p)?;
                     crate::state::stat_add(i, crate::state::Stat::SnapTablesDone, 1);
@@ -1161,6 +1237,7 @@ pub fn run(
         objects,
         sequences,
         consistent_point,
+        snapshot_name,
     } = prepared;
     log_left_out(pg, cfg, &left_out);
     let types = place_types(cfg, plan.rules, &mut tables, &types);
@@ -1182,7 +1259,18 @@ pub fn run(
         if plan.create_tables {
             ensure_schemas(pg, &plans, &mut new_schemas)?;
         }
-        pg.in_xact(|| -> Result<u64, WorkerError> {
+        // tables copied at once, into a staging schema, before the one
+        // transaction that puts everything in place
+        let staged = match (&snapshot_name, plan.create_tables && plan.copy_rows) {
+            (Some(snap), true) => {
+                let pairs: Vec<(&SourceTable, &DestTable)> =
+                    tables.iter().zip(plans.iter()).collect();
+                begin_copy_progress(pg, net, &client, &pairs);
+                crate::parallel::copy(pg, net, &client, cfg, snap, &pairs, virtual_ok(pg))?
+            }
+            _ => None,
+        };
+        let r = pg.in_xact(|| -> Result<u64, WorkerError> {
             // an xid, so that the commit records the origin's progress even when
             // there is nothing to create
             pg.exec("SELECT pg_current_xact_id()", &[])
@@ -1215,14 +1303,22 @@ pub fn run(
                         sequences: &sequences,
                         all_plans: &plans,
                         rules: plan.rules,
+                        staged: staged.as_ref(),
                     },
                 )?
             } else {
                 0
             };
+            if let Some(st) = &staged {
+                crate::parallel::finish(pg, &cfg.name, st)?;
+            }
             pg.origin_set_commit(consistent_point, 0)?;
             Ok(rows)
-        })
+        });
+        if let (Err(_), Some(st)) = (&r, &staged) {
+            crate::parallel::discard(pg, &cfg.name, &st.schema);
+        }
+        r
     })();
     // the exported snapshot is no longer needed either way
     let closing = async move {
@@ -1354,6 +1450,8 @@ async fn prepare_partial(
             objects: cat.objects,
             sequences: cat.sequences,
             consistent_point: info.consistent_point,
+            // a partial snapshot copies one table at a time
+            snapshot_name: None,
         },
         snapshottable,
     })
@@ -1396,6 +1494,7 @@ pub fn resnapshot(
                 objects,
                 sequences,
                 consistent_point,
+                ..
             },
         snapshottable,
     } = net.call(
@@ -1450,6 +1549,7 @@ pub fn resnapshot(
                 ),
             );
             let opts = BuildOpts {
+                staged: None,
                 types: &types,
                 rebuild: true,
                 copy: true,

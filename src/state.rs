@@ -452,6 +452,10 @@ pub fn stat_add(idx: i32, st: Stat, n: u64) {
     }
 }
 
+pub fn stat_get(idx: i32, st: Stat) -> u64 {
+    slot(idx).map_or(0, |s| s.stats[st as usize].load(Ordering::Relaxed))
+}
+
 pub fn stat_set(idx: i32, st: Stat, v: u64) {
     if let Some(s) = slot(idx) {
         s.stats[st as usize].store(v, Ordering::Relaxed);

@@ -145,7 +145,7 @@ pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
     }
 }
 
-fn load_config(pg: &Pg, name: &str) -> Result<ConnectorConfig, WorkerError> {
+pub fn load_config(pg: &Pg, name: &str) -> Result<ConnectorConfig, WorkerError> {
     let rows = pg.in_xact(|| {
         pg.query(
             "SELECT data::text FROM synchdb_conninfo WHERE name = $1",

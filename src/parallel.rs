@@ -1,0 +1,765 @@
+//! Parallel initial copy.
+//!
+//! A snapshot whose tables hold enough rows copies several at once, and a large
+//! table in several ranges of its pages at once: the connector's worker and up
+//! to `synchdb.snapshot_parallelism - 1` copy helpers (background workers of
+//! their own: one PostgreSQL backend inserts with one core) take items from a
+//! work list, `synchdb_copy_work`, all reading the slot's exported snapshot.
+//!
+//! They copy into tables of a staging schema, created and committed first,
+//! because another backend cannot see what the snapshot's own transaction
+//! creates. An item's rows and its `done` mark commit together. The snapshot's
+//! last transaction then moves the staging tables into place (catalog updates,
+//! no rows move) together with everything else it builds, so the destination
+//! still goes in one commit from nothing to the whole snapshot, at the origin
+//! position that matches it. A copy cut short (error, stop, crash) leaves only
+//! the staging schema, which the next snapshot or synchdb_del_conninfo drops.
+//!
+//! Tables that need the snapshot's own transaction stay with the serial copy:
+//! partitions (attached while empty), tables with transforms (staged through a
+//! temporary table) and tables whose columns use the user types the snapshot
+//! creates.
+
+use crate::config::{quote_ident, quote_literal, ConnectorConfig};
+use crate::error::{DestContext, WorkerError};
+use crate::net::Net;
+use crate::objmap::DestTable;
+use crate::pg::{Pg, LOG_LOG, LOG_WARNING};
+use crate::snapshot::{copy_stream, CopyDest};
+use crate::source::SourceTable;
+use crate::state;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio_postgres::Client;
+
+/// Size of a page range of a large table, at least (16 MB of 8 kB pages): a
+/// smaller one costs more in per-item work than it gains.
+const MIN_CHUNK_PAGES: i64 = 2048;
+/// Page ranges of one table, at most.
+const MAX_CHUNKS: i64 = 64;
+
+/// Copies that run at once: synchdb.snapshot_parallelism, or (0) one per CPU,
+/// at least 2 and at most 8.
+pub fn parallelism(pg: &Pg) -> usize {
+    match pg.guc_int("synchdb.snapshot_parallelism", 0) {
+        n if n > 0 => n as usize,
+        _ => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8),
+    }
+}
+
+/// The staging schema of a connector's parallel copy.
+pub fn staging_schema(dboid: u32, name: &str) -> String {
+    crate::config::bounded("synchdb_stage_", name, &format!("_{dboid}"))
+}
+
+/// What a parallel copy left for the snapshot's last transaction: staging
+/// tables by source table oid, and the rows they hold.
+pub struct Staged {
+    pub schema: String,
+    pub tables: HashMap<u32, String>,
+    pub rows: u64,
+}
+
+/// One item of the work list.
+struct Item {
+    srcrelid: u32,
+    /// The staging schema.
+    schema: String,
+    label: String,
+    copy_sql: String,
+    table: String,
+    cols: Vec<String>,
+    /// The whole table (then COPY FREEZE after a TRUNCATE in the same
+    /// transaction), not a page range.
+    whole: bool,
+    /// COPY's binary format (every column of the source's type).
+    binary: bool,
+}
+
+/// Whether table `t` (planned as `p`) can be copied outside the snapshot's
+/// transaction.
+fn eligible(t: &SourceTable, p: &DestTable) -> bool {
+    t.has_rows()
+        && p.attach_to.is_none()
+        && p.partitioned_by.is_none()
+        && !p.has_transforms()
+        && t.columns.iter().all(|c| c.udt == 0)
+}
+
+/// The staging copy of `p`: the same columns without their defaults (those may
+/// name sequences the snapshot's transaction creates; set when moved into place).
+fn staging_table(p: &DestTable, schema: &str, name: &str) -> DestTable {
+    let mut s = p.clone();
+    s.schema = schema.to_string();
+    s.name = name.to_string();
+    s.attach_to = None;
+    for c in &mut s.columns {
+        c.default = None;
+    }
+    s
+}
+
+/// Whether table `t`'s rows can travel in COPY's binary format: each copied
+/// column is declared on the destination as on the source, with a type of
+/// PostgreSQL's own (whose binary form every version reads), and both servers
+/// use one encoding (binary text is not converted).
+fn binary_ok(t: &SourceTable, p: &DestTable, same_encoding: bool) -> bool {
+    same_encoding
+        && t.columns
+            .iter()
+            .filter(|c| c.copied())
+            .all(|c| c.udt == 0 && c.type_extension.is_none() && c.type_sql == c.source_type)
+        && p.columns
+            .iter()
+            .filter(|c| c.copied())
+            .all(|c| c.type_sql == c.natural_type && c.transform.is_none())
+}
+
+/// The COPY that reads table `t`, all of it or pages [from, to) (`to` None: to
+/// the end, whatever the table has grown to since its size was read).
+fn copy_sql(t: &SourceTable, range: Option<(i64, Option<i64>)>, binary: bool) -> String {
+    let list = t.column_list();
+    let fmt = if binary { " (FORMAT binary)" } else { "" };
+    match range {
+        None if list.is_empty() => format!("COPY {} TO STDOUT{fmt}", t.qualified()),
+        None => format!("COPY {} ({list}) TO STDOUT{fmt}", t.qualified()),
+        Some((from, to)) => {
+            let mut cond = Vec::new();
+            if from > 0 {
+                cond.push(format!("ctid >= '({from},0)'::tid"));
+            }
+            if let Some(to) = to {
+                cond.push(format!("ctid < '({to},0)'::tid"));
+            }
+            let wh = if cond.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", cond.join(" AND "))
+            };
+            format!(
+                "COPY (SELECT {list} FROM {}{wh}) TO STDOUT{fmt}",
+                t.qualified()
+            )
+        }
+    }
+}
+
+/// What plan_items needs to know of the source: table sizes in pages, whether
+/// it scans a ctid range without reading the whole table (PostgreSQL 14 and
+/// later), its encoding.
+struct SourceFacts {
+    sizes: HashMap<u32, i64>,
+    tid_range: bool,
+    encoding: String,
+}
+
+async fn source_facts(client: &Client, oids: Vec<u32>) -> Result<SourceFacts, String> {
+    let rows = client
+        .query(
+            "SELECT c.oid, (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint,
+                    current_setting('server_version_num')::int >= 140000, current_setting('server_encoding')
+               FROM pg_class c WHERE c.oid = ANY($1::oid[])",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| format!("reading the sizes of the source tables failed: {e}"))?;
+    let mut f = SourceFacts {
+        sizes: HashMap::new(),
+        tid_range: false,
+        encoding: String::new(),
+    };
+    for r in rows {
+        let oid: u32 = r.try_get(0).map_err(|e| e.to_string())?;
+        let pages: i64 = r.try_get(1).map_err(|e| e.to_string())?;
+        f.tid_range = r.try_get(2).map_err(|e| e.to_string())?;
+        f.encoding = r.try_get(3).map_err(|e| e.to_string())?;
+        f.sizes.insert(oid, pages);
+    }
+    Ok(f)
+}
+
+/// Splits the tables into work items, largest first: a table much larger than
+/// its share of the work into page ranges. Empty when copying at once would
+/// gain nothing (fewer than two items).
+fn plan_items(
+    tables: &[(&SourceTable, &DestTable, String)],
+    facts: &SourceFacts,
+    same_encoding: bool,
+    k: usize,
+    schema: &str,
+) -> Vec<Item> {
+    let (sizes, tid_range) = (&facts.sizes, facts.tid_range);
+    let total: i64 = tables
+        .iter()
+        .map(|(t, _, _)| sizes.get(&t.oid).copied().unwrap_or(0))
+        .sum();
+    let chunk = (total / (k as i64 * 3)).max(MIN_CHUNK_PAGES);
+    let mut order: Vec<&(&SourceTable, &DestTable, String)> = tables.iter().collect();
+    order.sort_by_key(|(t, _, _)| std::cmp::Reverse(sizes.get(&t.oid).copied().unwrap_or(0)));
+    let mut items = Vec::new();
+    for (t, p, stage) in order {
+        let pages = sizes.get(&t.oid).copied().unwrap_or(0);
+        let binary = binary_ok(t, p, same_encoding);
+        let cols: Vec<String> = p
+            .columns
+            .iter()
+            .filter(|c| c.copied())
+            .map(|c| c.name.clone())
+            .collect();
+        let n = if tid_range && pages > chunk * 3 / 2 {
+            ((pages + chunk - 1) / chunk).min(MAX_CHUNKS)
+        } else {
+            1
+        };
+        if n == 1 {
+            items.push(Item {
+                srcrelid: t.oid,
+                schema: schema.to_string(),
+                label: t.qualified(),
+                copy_sql: copy_sql(t, None, binary),
+                table: stage.clone(),
+                cols,
+                whole: true,
+                binary,
+            });
+            continue;
+        }
+        let step = (pages + n - 1) / n;
+        for i in 0..n {
+            let from = i * step;
+            let to = (i + 1 < n).then_some((i + 1) * step);
+            items.push(Item {
+                srcrelid: t.oid,
+                schema: schema.to_string(),
+                label: format!(
+                    "{} (pages {from}-{}, part {} of {n})",
+                    t.qualified(),
+                    to.map_or("end".to_string(), |x| (x - 1).to_string()),
+                    i + 1
+                ),
+                copy_sql: copy_sql(t, Some((from, to)), binary),
+                table: stage.clone(),
+                cols: cols.clone(),
+                whole: false,
+                binary,
+            });
+        }
+    }
+    if items.len() < 2 {
+        items.clear();
+    }
+    items
+}
+
+/// Drops what an earlier parallel copy of the connector left (its staging
+/// schemas and work list). Inside a transaction.
+fn drop_leftovers(pg: &Pg, name: &str, schema: &str) -> Result<(), WorkerError> {
+    let rows = pg
+        .query(
+            "SELECT DISTINCT dst_schema FROM synchdb_copy_work WHERE name = $1",
+            &[Some(name)],
+        )
+        .ctx(|| "reading the connector's copy work list".into())?;
+    let mut schemas: HashSet<String> = rows.into_iter().filter_map(|r| r[0].clone()).collect();
+    schemas.insert(schema.to_string());
+    for s in schemas {
+        pg.exec(
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(&s)),
+            &[],
+        )
+        .ctx(|| format!("dropping staging schema {s}"))?;
+    }
+    pg.exec(
+        "DELETE FROM synchdb_copy_work WHERE name = $1",
+        &[Some(name)],
+    )
+    .ctx(|| "clearing the connector's copy work list".into())?;
+    Ok(())
+}
+
+/// After a failed parallel copy: nothing of it stays (not on a stop, whose
+/// leftovers the next snapshot drops: a stop must be quick).
+pub fn discard(pg: &Pg, name: &str, schema: &str) {
+    if pg.should_exit() {
+        return;
+    }
+    if let Err(e) = pg.in_xact(|| drop_leftovers(pg, name, schema)) {
+        pg.log(
+            LOG_WARNING,
+            &format!("connector {name}: dropping staging schema {schema} failed: {e}"),
+        );
+    }
+}
+
+/// Copies the eligible tables of `pairs` at once into a staging schema, under
+/// exported snapshot `snapshot` (which `client` has imported). None when there
+/// is nothing to gain (parallelism 1, fewer than two items): the serial copy
+/// then copies everything as before.
+pub fn copy(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    cfg: &ConnectorConfig,
+    snapshot: &str,
+    pairs: &[(&SourceTable, &DestTable)],
+    virtual_ok: bool,
+) -> Result<Option<Staged>, WorkerError> {
+    let k = parallelism(pg);
+    let schema = staging_schema(pg.local_ids().database_oid, &cfg.name);
+    // leftovers of a copy cut short are dropped whatever this one does
+    pg.in_xact(|| drop_leftovers(pg, &cfg.name, &schema))?;
+    if k < 2 {
+        return Ok(None);
+    }
+    // staging tables keep the destination's names (an identity column's sequence
+    // is named after its table), unless two land on one name
+    let mut used = HashSet::new();
+    let chosen: Vec<(&SourceTable, &DestTable, String)> = pairs
+        .iter()
+        .filter(|(t, p)| eligible(t, p))
+        .map(|(t, p)| {
+            let name = if used.insert(p.name.clone()) {
+                p.name.clone()
+            } else {
+                format!("synchdb_stage_{}", t.oid)
+            };
+            (*t, *p, name)
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    let oids: Vec<u32> = chosen.iter().map(|(t, _, _)| t.oid).collect();
+    let c = client.clone();
+    let facts = net
+        .call(pg, async move { source_facts(&c, oids).await })?
+        .map_err(WorkerError::Source)?;
+    let same_encoding = pg.guc("server_encoding").as_deref() == Some(facts.encoding.as_str());
+    let items = plan_items(&chosen, &facts, same_encoding, k, &schema);
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let r = stage_and_run(
+        pg, net, client, cfg, snapshot, &schema, &chosen, &items, k, virtual_ok,
+    );
+    match r {
+        Ok(rows) => Ok(Some(Staged {
+            tables: chosen.iter().map(|(t, _, s)| (t.oid, s.clone())).collect(),
+            schema,
+            rows,
+        })),
+        Err(e) => {
+            // before the staging tables they write to are dropped
+            pg.stop_helpers();
+            discard(pg, &cfg.name, &schema);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_and_run(
+    pg: &Pg,
+    net: &Net,
+    client: &Arc<Client>,
+    cfg: &ConnectorConfig,
+    snapshot: &str,
+    schema: &str,
+    chosen: &[(&SourceTable, &DestTable, String)],
+    items: &[Item],
+    k: usize,
+    virtual_ok: bool,
+) -> Result<u64, WorkerError> {
+    let name = cfg.name.as_str();
+    let dest_schemas: Vec<&str> = chosen.iter().map(|(_, p, _)| p.schema.as_str()).collect();
+    pg.in_xact(|| -> Result<(), WorkerError> {
+        pg.exec(&format!("CREATE SCHEMA {}", quote_ident(schema)), &[])
+            .ctx(|| format!("creating staging schema {schema}"))?;
+        // type names resolve as in the destination schemas
+        crate::snapshot::with_dest_search_path(pg, &dest_schemas, || -> Result<(), WorkerError> {
+            for (t, p, stage) in chosen {
+                let sql = crate::ddl::create_table(&staging_table(p, schema, stage), virtual_ok);
+                pg.exec(&sql, &[]).ctx(|| {
+                    format!("creating the staging table of {} ({sql})", t.qualified())
+                })?;
+            }
+            Ok(())
+        })?;
+        for (i, it) in items.iter().enumerate() {
+            let cols = serde_json::to_string(&it.cols)
+                .map_err(|e| WorkerError::Internal(format!("encoding a column list: {e}")))?;
+            pg.exec(
+                "INSERT INTO synchdb_copy_work (name, item, srcrelid, snapshot, copy_sql, label, dst_schema, dst_table, dst_cols,
+                                                whole, binary_format)
+                 VALUES ($1, $2::int, $3::oid, $4, $5, $6, $7, $8, ARRAY(SELECT json_array_elements_text($9::json)),
+                         $10::bool, $11::bool)",
+                &[
+                    Some(name),
+                    Some(&i.to_string()),
+                    Some(&it.srcrelid.to_string()),
+                    Some(snapshot),
+                    Some(&it.copy_sql),
+                    Some(&it.label),
+                    Some(&it.schema),
+                    Some(&it.table),
+                    Some(&cols),
+                    Some(if it.whole { "true" } else { "false" }),
+                    Some(if it.binary { "true" } else { "false" }),
+                ],
+            )
+            .ctx(|| "filling the copy work list".into())?;
+        }
+        Ok(())
+    })?;
+    let wanted = (k - 1).min(items.len() - 1);
+    let mut helpers = Vec::new();
+    for no in 1..=wanted as i32 {
+        match pg.start_helper(name, state::my_slot(), no) {
+            Ok(Some(_)) => helpers.push(no),
+            Ok(None) => {
+                pg.log(
+                    LOG_LOG,
+                    &format!(
+                        "connector {name}: no background worker slot is free for copy helper {no}; \
+                         copying with {} process(es) (raise max_worker_processes for more)",
+                        helpers.len() + 1
+                    ),
+                );
+                break;
+            }
+            Err(e) => {
+                pg.log(
+                    LOG_WARNING,
+                    &format!("connector {name}: copy helper {no} did not start ({e}); copying without it"),
+                );
+                break;
+            }
+        }
+    }
+    pg.log(
+        LOG_LOG,
+        &format!(
+            "connector {name}: copying {} table(s) as {} item(s) with {} process(es) at once",
+            chosen.len(),
+            items.len(),
+            helpers.len() + 1
+        ),
+    );
+    // the worker copies too, on its connection that imported the snapshot
+    let mut rows = work(pg, net, name, 0, &mut Some(client.clone()), None)?;
+    rows += wait_for_helpers(pg, name, &helpers)?;
+    Ok(rows)
+}
+
+/// Tables whose every item is done (for the progress view).
+fn tables_done(pg: &Pg, name: &str) -> Result<u64, WorkerError> {
+    let rows = pg
+        .in_xact(|| {
+            pg.query(
+                "SELECT count(*) FROM (SELECT srcrelid FROM synchdb_copy_work WHERE name = $1
+                  GROUP BY srcrelid HAVING bool_and(state = 'done')) d",
+                &[Some(name)],
+            )
+        })
+        .ctx(|| "reading the copy work list".into())?;
+    Ok(rows
+        .first()
+        .and_then(|r| r[0].as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Waits until the helpers have copied every item: the rows they copied, or
+/// the first error one of them reported.
+fn wait_for_helpers(pg: &Pg, name: &str, helpers: &[i32]) -> Result<u64, WorkerError> {
+    let naptime = pg.guc_int("synchdb.naptime", 100).clamp(10, 1000);
+    let base = state::stat_get(state::my_slot(), state::Stat::SnapTablesDone);
+    loop {
+        let rows = pg
+            .in_xact(|| {
+                pg.query(
+                    "SELECT count(*) FILTER (WHERE state IN ('todo', 'running')),
+                            coalesce(sum(rows) FILTER (WHERE state = 'done' AND helper <> 0), 0),
+                            min(format('%s: %s', label, err)) FILTER (WHERE state = 'failed')
+                       FROM synchdb_copy_work WHERE name = $1",
+                    &[Some(name)],
+                )
+            })
+            .ctx(|| "reading the copy work list".into())?;
+        let row = rows.into_iter().next().unwrap_or_default();
+        let get = |i: usize| row.get(i).cloned().flatten();
+        if let Some(err) = get(2) {
+            return Err(WorkerError::Source(format!("a copy helper failed: {err}")));
+        }
+        let open: u64 = get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+        state::stat_set(
+            state::my_slot(),
+            state::Stat::SnapTablesDone,
+            base.max(tables_done(pg, name)?),
+        );
+        if open == 0 {
+            return Ok(get(1).and_then(|v| v.parse().ok()).unwrap_or(0));
+        }
+        if !helpers.iter().any(|&h| pg.helper_running(h)) {
+            return Err(WorkerError::Internal(format!(
+                "the copy helpers of connector \"{name}\" exited with {open} item(s) of the copy work list not done; \
+                 see the server log"
+            )));
+        }
+        if pg.should_exit() {
+            return Err(WorkerError::Stopped);
+        }
+        pg.wait(-1, naptime)?;
+    }
+}
+
+/// Claims the next item of connector `name`'s work list for process `no`.
+fn claim(pg: &Pg, name: &str, no: i32) -> Result<Option<(i32, String, Item)>, WorkerError> {
+    let rows = pg
+        .in_xact(|| {
+            pg.query(
+                "UPDATE synchdb_copy_work w SET state = 'running', helper = $2::int
+                  WHERE (w.name, w.item) = (SELECT name, item FROM synchdb_copy_work
+                                             WHERE name = $1 AND state = 'todo'
+                                             ORDER BY item LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING item, snapshot, srcrelid, label, copy_sql, dst_table, array_to_json(dst_cols)::text,
+                           whole, dst_schema, binary_format",
+                &[Some(name), Some(&no.to_string())],
+            )
+        })
+        .ctx(|| "claiming an item of the copy work list".into())?;
+    let Some(r) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    let item: i32 = get(0).parse().unwrap_or(-1);
+    let cols: Vec<String> = serde_json::from_str(&get(6)).map_err(|e| {
+        WorkerError::Internal(format!("reading a column list of the copy work list: {e}"))
+    })?;
+    Ok(Some((
+        item,
+        get(1),
+        Item {
+            srcrelid: get(2).parse().unwrap_or(0),
+            label: get(3),
+            copy_sql: get(4),
+            table: get(5),
+            cols,
+            whole: get(7) == "t",
+            schema: get(8),
+            binary: get(9) == "t",
+        },
+    )))
+}
+
+/// Copies items of the work list until none is left; the rows copied. `client`
+/// is a source connection in the snapshot (opened from `params` when None).
+fn work(
+    pg: &Pg,
+    net: &Net,
+    name: &str,
+    no: i32,
+    client: &mut Option<Arc<Client>>,
+    params: Option<&crate::replconn::ConnParams>,
+) -> Result<u64, WorkerError> {
+    let mut total = 0;
+    while let Some((item, snapshot, it)) = claim(pg, name, no)? {
+        if pg.should_exit() {
+            return Err(WorkerError::Stopped);
+        }
+        let (schema, label) = (&it.schema, &it.label);
+        let r = (|| -> Result<u64, WorkerError> {
+            if client.is_none() {
+                let p = params.cloned().ok_or_else(|| {
+                    WorkerError::Internal("no source connection for the copy".into())
+                })?;
+                let snap = snapshot.clone();
+                let c = net.call(pg, async move {
+                    let c = crate::source::connect(&p).await.map_err(WorkerError::from)?;
+                    c.batch_execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                        quote_literal(&snap)
+                    ))
+                    .await
+                    .map_err(|e| {
+                        WorkerError::Source(format!(
+                            "importing the snapshot {snap} of the copy on the source failed: {}",
+                            e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
+                        ))
+                    })?;
+                    Ok::<_, WorkerError>(c)
+                })??;
+                *client = Some(Arc::new(c));
+            }
+            let c = client
+                .clone()
+                .ok_or_else(|| WorkerError::Internal("no source connection".into()))?;
+            pg.in_xact(|| -> Result<u64, WorkerError> {
+                if it.whole {
+                    // created in another transaction: emptied in this one, so that
+                    // COPY FREEZE may write its rows frozen
+                    pg.exec(
+                        &format!("TRUNCATE {}.{}", quote_ident(schema), quote_ident(&it.table)),
+                        &[],
+                    )
+                    .ctx(|| format!("emptying the staging table of {label}"))?;
+                }
+                let dest = CopyDest {
+                    schema,
+                    table: &it.table,
+                    cols: &it.cols,
+                    freeze: it.whole,
+                    binary: it.binary,
+                };
+                let rows = copy_stream(pg, net, &c, it.copy_sql.clone(), label, &dest)?;
+                pg.exec(
+                    "UPDATE synchdb_copy_work SET state = 'done', rows = $3::bigint WHERE name = $1 AND item = $2::int",
+                    &[Some(name), Some(&item.to_string()), Some(&rows.to_string())],
+                )
+                .ctx(|| "marking an item of the copy work list done".into())?;
+                Ok(rows)
+            })
+        })();
+        match r {
+            Ok(rows) => total += rows,
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = pg.in_xact(|| {
+                    pg.exec(
+                        "UPDATE synchdb_copy_work SET state = 'failed', err = $3 WHERE name = $1 AND item = $2::int",
+                        &[Some(name), Some(&item.to_string()), Some(&msg)],
+                    )
+                });
+                return Err(e);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A copy helper's life: copies items of connector `name`'s work list until
+/// none is left. Its progress counts in the connector's state slot
+/// `parent_slot`; its errors are in the work list (which the connector
+/// reports) and the server log.
+pub fn helper_run(pg: &Pg, parent_slot: i32, name: &str, no: i32) -> i32 {
+    state::set_my_slot(parent_slot);
+    let r = (|| -> Result<u64, WorkerError> {
+        let cfg = crate::worker::load_config(pg, name)?;
+        let password =
+            crate::secret::source_password(&pg.data_dir(), &cfg).map_err(WorkerError::Config)?;
+        let params = crate::source::conn_params(&cfg, &password);
+        pg.in_xact(|| -> Result<(), WorkerError> {
+            // as the connector's worker: no ordinary triggers, no waiting on the WAL flush
+            pg.exec(
+                "SELECT set_config('session_replication_role', 'replica', false)",
+                &[],
+            )
+            .ctx(|| "setting session_replication_role".into())?;
+            pg.exec("SELECT set_config('synchronous_commit', 'off', false)", &[])
+                .ctx(|| "setting synchronous_commit".into())?;
+            Ok(())
+        })?;
+        let net = Net::start()?;
+        let mut client = None;
+        work(pg, &net, name, no, &mut client, Some(&params))
+    })();
+    match r {
+        Ok(_) => 0,
+        Err(_) if pg.should_exit() => 0,
+        Err(e) => {
+            pg.log(
+                LOG_WARNING,
+                &format!("connector {name}: copy helper {no}: {e}"),
+            );
+            1
+        }
+    }
+}
+
+/// Moves staging table `stage` into place as `p` (inside the snapshot's last
+/// transaction): renamed in the staging schema, then moved to its schema; the
+/// defaults it was created without are set.
+pub fn move_into_place(
+    pg: &Pg,
+    staged: &Staged,
+    stage: &str,
+    p: &DestTable,
+) -> Result<(), WorkerError> {
+    let s = quote_ident(&staged.schema);
+    if stage != p.name {
+        pg.exec(
+            &format!(
+                "ALTER TABLE {s}.{} RENAME TO {}",
+                quote_ident(stage),
+                quote_ident(&p.name)
+            ),
+            &[],
+        )
+        .ctx(|| format!("renaming the staging table of {}", p.qualified()))?;
+    }
+    pg.exec(
+        &format!(
+            "ALTER TABLE {s}.{} SET SCHEMA {}",
+            quote_ident(&p.name),
+            quote_ident(&p.schema)
+        ),
+        &[],
+    )
+    .ctx(|| format!("moving the staging table of {} into place", p.qualified()))?;
+    for c in &p.columns {
+        if let (Some(d), None, None) = (&c.default, &c.identity, &c.generated) {
+            let sql = format!(
+                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {d}",
+                p.qualified(),
+                quote_ident(&c.name)
+            );
+            pg.exec(&sql, &[])
+                .ctx(|| format!("setting a default of {} ({sql})", p.qualified()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The end of a parallel copy, in the snapshot's last transaction: the staging
+/// schema (empty by now) and the work list go.
+pub fn finish(pg: &Pg, name: &str, staged: &Staged) -> Result<(), WorkerError> {
+    drop_leftovers(pg, name, &staged.schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_ranges_cover_the_table_once() {
+        let t = SourceTable {
+            oid: 1,
+            schema: "s".into(),
+            name: "t".into(),
+            columns: vec![],
+            primary_key: vec![],
+            pk_include: vec![],
+            replica_identity: 'd',
+            identity_index_name: String::new(),
+            identity_index: vec![],
+            partitioned_by: None,
+            partition_of: None,
+        };
+        assert_eq!(copy_sql(&t, None, false), "COPY \"s\".\"t\" TO STDOUT");
+        assert_eq!(
+            copy_sql(&t, None, true),
+            "COPY \"s\".\"t\" TO STDOUT (FORMAT binary)"
+        );
+        assert_eq!(
+            copy_sql(&t, Some((0, Some(10))), false),
+            "COPY (SELECT  FROM \"s\".\"t\" WHERE ctid < '(10,0)'::tid) TO STDOUT"
+        );
+        assert_eq!(
+            copy_sql(&t, Some((10, None)), false),
+            "COPY (SELECT  FROM \"s\".\"t\" WHERE ctid >= '(10,0)'::tid) TO STDOUT"
+        );
+    }
+}
