@@ -55,9 +55,10 @@
 # created afresh before the next one, so that one failure does not make every
 # later point fail.
 #
-# A last point is not random: kill -9 of the worker while it builds an index of
-# a table created on the source during CDC; afterwards the table is there once,
-# with each of its indexes exactly once.
+# Two last points are not random: kill -9 of the worker while it builds an index of
+# a table created on the source during CDC (afterwards the table is there once,
+# with each of its indexes exactly once), and while a large transaction is open
+# on the source and already streamed to the worker (it arrives once, whole).
 #
 # One line per point: "point N (what, when): table ok, table ok, ..."; the
 # last line printed is exactly "N passed, N failed" (N = points); the exit
@@ -292,11 +293,13 @@ stop_load() {
 # ---------------------------------------------------------------------------
 # shellcheck disable=SC2016  # expanded when the hook runs
 pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 || $FAILED -ne 0 ]]; then pgenv_tail_logs 80 "$DST" "$SRC"; fi'
+# logical_decoding_work_mem: the last point's large transaction is streamed
 PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$SRC" "$SRC_PORT" <<EOF
 wal_level = logical
 max_replication_slots = 10
 max_wal_senders = 10
 password_encryption = 'scram-sha-256'
+logical_decoding_work_mem = 64kB
 EOF
 start_cluster "$BINDIR" "$DST" "$DST_PORT" <<EOF
 shared_preload_libraries = 'synchdb'
@@ -635,6 +638,58 @@ if [[ $indexes != "slowidx_pkey, slowidx_slow, slowidx_v" ]]; then
     note="${note:+$note; }indexes of slowidx on the destination: $indexes"
 fi
 verdict "$n" "kill -9 worker while it builds an index of a table created during CDC; indexes after: $indexes" "$ok" "$note"
+
+# ---------------------------------------------------------------------------
+# Another point, not random either: kill -9 of the worker while a large
+# transaction is open on the source and already streamed to it (the source
+# streams any transaction over logical_decoding_work_mem, 64 kB here): what
+# the worker kept of it goes with the worker; after the auto-launch the source
+# sends it again, whole, once it commits, and it is applied once. It waits,
+# open, on an advisory lock that a session of its own holds past the crash.
+# ---------------------------------------------------------------------------
+n=$((n + 1))
+POINT_OFF=$(log_size "$DST_LOG")
+ok=1
+note=""
+sql src "CREATE TABLE bigtx (id int PRIMARY KEY, v text)"
+TABLES+=(bigtx)
+caught_up || {
+    ok=0
+    note="the new table bigtx did not arrive"
+}
+streamed="SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots WHERE slot_name LIKE 'synchdb\_${CONN}\_%'"
+before=$(val src "$streamed")
+PGAPPNAME=crash_gate "$BINDIR/psql" -X -q -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" -d "$SRC_DB" \
+    -c 'SELECT pg_advisory_lock(42)' -c 'SELECT pg_sleep(600)' </dev/null >/dev/null 2>&1 &
+wait_true src "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND granted" 30 || {
+    ok=0
+    note="${note:+$note; }the lock session did not start"
+}
+"$BINDIR/psql" -X -q -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" -d "$SRC_DB" -c 'BEGIN' \
+    -c "INSERT INTO bigtx SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g" \
+    -c 'SELECT pg_advisory_xact_lock(42)' -c "UPDATE bigtx SET v = 'updated' WHERE id % 7 = 0" -c 'COMMIT' \
+    </dev/null >/dev/null 2>&1 &
+BIG_PID=$!
+if wait_true src "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND NOT granted" 60 &&
+    wait_true src "SELECT ($streamed) > $before" 60; then
+    crash worker
+    [[ -z $CRASH_NOTE ]] || {
+        ok=0
+        note="${note:+$note; }$CRASH_NOTE"
+    }
+else
+    ok=0
+    note="${note:+$note; }the large transaction was not seen streamed within 60 s"
+fi
+val src "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'crash_gate'" >/dev/null
+wait "$BIG_PID" || true
+if caught_up; then
+    pgenv_log "point $n: caught up after the crash during a streamed transaction"
+else
+    ok=0
+    note="${note:+$note; }not caught up after ${CATCHUP_SECS}s"
+fi
+verdict "$n" "kill -9 worker while a streamed transaction is open on the source" "$ok" "$note"
 pgenv_log "points done in $((SECONDS - RUN_START)) s"
 
 # ---------------------------------------------------------------------------

@@ -92,6 +92,104 @@ pub struct StreamTarget {
     pub slot: String,
     pub publication: String,
     pub start_lsn: u64,
+    /// Where streamed transactions wait for their commit (spill.rs).
+    pub spill_dir: std::path::PathBuf,
+}
+
+/// A batch of decoded messages and their WAL positions.
+type Batch = Vec<(u64, LogicalMessage)>;
+
+/// Hands `batch` to the applier, or holds it back in `pending` (no room in the
+/// budget or the channel). False: the applier is gone.
+fn offer(
+    tx: &mpsc::Sender<StreamItem>,
+    budget: &Budget,
+    waker: &Waker,
+    batch: Batch,
+    bytes: usize,
+    pending: &mut Option<StreamItem>,
+    pushed: &mut u64,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    if budget.full(bytes) {
+        *pending = Some(StreamItem::Batch(batch, bytes));
+        return true;
+    }
+    budget.bytes.fetch_add(bytes, Ordering::AcqRel);
+    match tx.try_send(StreamItem::Batch(batch, bytes)) {
+        Ok(()) => {
+            *pushed += 1;
+            // wake only on empty -> non-empty; the reader drains all
+            if tx.max_capacity() - tx.capacity() <= 1 {
+                waker.wake();
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(item)) => {
+            budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            *pending = Some(item);
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// A committed streamed transaction being handed to the applier as an
+/// ordinary one: Begin, its changes read back from its file, Commit.
+struct Replaying {
+    r: crate::spill::Replay,
+    xid: u32,
+    flags: u8,
+    commit_lsn: u64,
+    end_lsn: u64,
+    commit_ts: i64,
+    begun: bool,
+}
+
+impl Replaying {
+    /// The next batch; true once it ends with the Commit.
+    fn next_batch(&mut self) -> Result<(Batch, usize, bool), WorkerError> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        if !self.begun {
+            self.begun = true;
+            batch.push((
+                self.commit_lsn,
+                LogicalMessage::Begin {
+                    final_lsn: self.commit_lsn,
+                    commit_ts: self.commit_ts,
+                    xid: self.xid,
+                },
+            ));
+        }
+        while batch.len() < MAX_BATCH && bytes < INFLIGHT_BYTES / 4 {
+            match self.r.next_message().map_err(spill_error)? {
+                Some((lsn, m, n)) => {
+                    bytes += n + MESSAGE_OVERHEAD;
+                    batch.push((lsn, m));
+                }
+                None => {
+                    batch.push((
+                        self.commit_lsn,
+                        LogicalMessage::Commit {
+                            flags: self.flags,
+                            commit_lsn: self.commit_lsn,
+                            end_lsn: self.end_lsn,
+                            commit_ts: self.commit_ts,
+                        },
+                    ));
+                    return Ok((batch, bytes, true));
+                }
+            }
+        }
+        Ok((batch, bytes, false))
+    }
+}
+
+fn spill_error(e: String) -> WorkerError {
+    WorkerError::Internal(format!("a streamed transaction's file: {e}"))
 }
 
 async fn stream_task(
@@ -108,6 +206,7 @@ async fn stream_task(
         slot,
         publication,
         start_lsn,
+        spill_dir,
     } = target;
     let r = async {
         let mut conn = ReplConnection::connect(&params).await?;
@@ -128,14 +227,19 @@ async fn stream_task(
         // the lag view starts from what is known now (shared memory only)
         state::stat_set(slot_idx, state::Stat::SrcWalLsn, wal_end);
         state::stat_set(slot_idx, state::Stat::ConfirmedLsn, start_lsn);
-        let mut stream = conn.start_replication(&slot, start_lsn, &publication, 1, false).await?;
+        // protocol 2 (PostgreSQL 14 and later): large transactions are sent as
+        // they run (streaming 'on') and wait in files here until they commit
+        let proto = if conn.server_version_num() >= 140_000 { 2 } else { 1 };
+        let mut spill = crate::spill::Spill::open(spill_dir).map_err(spill_error)?;
+        let mut replay: Option<Replaying> = None;
+        let mut stream = conn.start_replication(&slot, start_lsn, &publication, proto, false).await?;
         // counted in `pushed` like a batch: the applier's count of what it has
         // processed must meet `pushed` for positions past it to be confirmed
         if tx.send(StreamItem::Streaming).await.is_err() {
             return Ok(());
         }
         waker.wake();
-        let mut decoder = Decoder::new(1);
+        let mut decoder = Decoder::new(proto);
         let mut pushed: u64 = 1;
         let mut processed: u64 = 0;
         let mut flushed = start_lsn;
@@ -158,14 +262,17 @@ async fn stream_task(
                     processed = fb.processed;
                     // When everything sent has been applied, positions past it hold
                     // nothing for us: confirm them too, so the slot does not pin WAL.
-                    let idle = processed == pushed && pending.is_none();
+                    // (Not while a committed streamed transaction is still being
+                    // handed over; one still open is sent again in full after a
+                    // restart, since its commit lies past any position confirmed.)
+                    let idle = processed == pushed && pending.is_none() && replay.is_none();
                     let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     stream.send_status(pos, pos, pos, false).await?;
                     // shared memory, no PostgreSQL call: fine from this thread
                     state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                 }
                 _ = tick.tick() => {
-                    let idle = processed == pushed && pending.is_none();
+                    let idle = processed == pushed && pending.is_none() && replay.is_none();
                     let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     // idle: ask for a keepalive, whose WAL end lets the next
                     // status confirm (and the lag view show) the source's end
@@ -174,6 +281,17 @@ async fn stream_task(
                     state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                 }
                 _ = budget.room.notified(), if held_full => {}
+                _ = std::future::ready(()), if pending.is_none() && replay.is_some() => {
+                    if let Some(rp) = replay.as_mut() {
+                        let (batch, bytes, done) = rp.next_batch()?;
+                        if done {
+                            replay = None;
+                        }
+                        if !offer(&tx, &budget, &waker, batch, bytes, &mut pending, &mut pushed) {
+                            return Ok(());
+                        }
+                    }
+                }
                 permit = tx.reserve(), if held.is_some() && !held_full => {
                     let Ok(permit) = permit else { return Ok(()) };
                     if let Some(item) = pending.take() {
@@ -183,21 +301,47 @@ async fn stream_task(
                         waker.wake();
                     }
                 }
-                ev = stream.next_event(), if pending.is_none() => {
+                ev = stream.next_event(), if pending.is_none() && replay.is_none() => {
                     // Take every message the last read already brought, so that one
                     // channel operation and at most one wake-up serve them all.
                     let mut batch = Vec::new();
                     let mut bytes = 0usize;
                     let mut reply_due = false;
+                    let mut read = 0usize;
                     let mut next = Some(ev);
                     while let Some(ev) = next.take() {
                         match ev? {
                             Some(ReplEvent::XLogData { wal_start, wal_end, data, .. }) => {
                                 seen_end = seen_end.max(wal_end);
                                 state::stat_set(slot_idx, state::Stat::SrcWalLsn, seen_end);
-                                bytes += data.len() + MESSAGE_OVERHEAD;
-                                let msg = decoder.decode(data).map_err(|e| WorkerError::Source(e.to_string()))?;
-                                batch.push((wal_start, msg));
+                                let msg = decoder.decode(data.clone()).map_err(|e| WorkerError::Source(e.to_string()))?;
+                                match msg {
+                                    LogicalMessage::StreamStart { xid, .. } => spill.start(xid).map_err(spill_error)?,
+                                    LogicalMessage::StreamStop => spill.stop(),
+                                    LogicalMessage::StreamAbort { xid, subxid } => {
+                                        spill.abort(xid, subxid).map_err(spill_error)?
+                                    }
+                                    LogicalMessage::StreamCommit { xid, flags, commit_lsn, end_lsn, commit_ts } => {
+                                        replay = Some(Replaying {
+                                            r: spill.commit(xid).map_err(spill_error)?,
+                                            xid,
+                                            flags,
+                                            commit_lsn,
+                                            end_lsn,
+                                            commit_ts,
+                                            begun: false,
+                                        });
+                                        // what follows waits until it is replayed
+                                        break;
+                                    }
+                                    m if spill.in_stream() => {
+                                        spill.write(wal_start, m.xid(), &data).map_err(spill_error)?
+                                    }
+                                    m => {
+                                        bytes += data.len() + MESSAGE_OVERHEAD;
+                                        batch.push((wal_start, m));
+                                    }
+                                }
                             }
                             Some(ReplEvent::Keepalive { wal_end, reply_requested, .. }) => {
                                 seen_end = seen_end.max(wal_end);
@@ -209,34 +353,22 @@ async fn stream_task(
                                 return Err(WorkerError::Transient("the source ended the replication stream".into()));
                             }
                         }
-                        if batch.len() >= MAX_BATCH || bytes >= INFLIGHT_BYTES / 4 {
+                        read += 1;
+                        // a streamed transaction goes to its file, not the batch:
+                        // bound the reading anyway, so that status updates go out
+                        if batch.len() >= MAX_BATCH || bytes >= INFLIGHT_BYTES / 4 || read >= 8 * MAX_BATCH {
                             break;
                         }
                         next = stream.next_event().now_or_never();
                     }
-                    let partial = !batch.is_empty() && batch.len() < MAX_BATCH && bytes < INFLIGHT_BYTES / 4;
-                    if !batch.is_empty() && budget.full(bytes) {
-                        pending = Some(StreamItem::Batch(batch, bytes));
-                    } else if !batch.is_empty() {
-                        budget.bytes.fetch_add(bytes, Ordering::AcqRel);
-                        match tx.try_send(StreamItem::Batch(batch, bytes)) {
-                            Ok(()) => {
-                                pushed += 1;
-                                // wake only on empty -> non-empty; the reader drains all
-                                if tx.max_capacity() - tx.capacity() <= 1 {
-                                    waker.wake();
-                                }
-                            }
-                            Err(mpsc::error::TrySendError::Full(item)) => {
-                                budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
-                                pending = Some(item);
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                        }
+                    let partial = replay.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH
+                        && bytes < INFLIGHT_BYTES / 4;
+                    if !offer(&tx, &budget, &waker, batch, bytes, &mut pending, &mut pushed) {
+                        return Ok(());
                     }
                     if reply_due {
                         // after the push: a batch not yet applied is never confirmed
-                        let idle = processed == pushed && pending.is_none();
+                        let idle = processed == pushed && pending.is_none() && replay.is_none();
                         let pos = confirm_position(flushed, seen_end, wal_end, idle);
                         stream.send_status(pos, pos, pos, false).await?;
                     // shared memory, no PostgreSQL call: fine from this thread
@@ -1430,7 +1562,7 @@ impl<'a> Applier<'a> {
             | LogicalMessage::Message { .. } => {}
             other => {
                 return Err(WorkerError::Internal(format!(
-                    "unexpected message in a protocol version 1 stream: {other:?}"
+                    "unexpected message in the replication stream: {other:?}"
                 )))
             }
         }

@@ -134,6 +134,22 @@ pub enum LogicalMessage {
     },
 }
 
+impl LogicalMessage {
+    /// The (sub)transaction a message inside a streamed transaction belongs to.
+    pub fn xid(&self) -> Option<u32> {
+        match self {
+            LogicalMessage::Relation { xid, .. }
+            | LogicalMessage::Type { xid, .. }
+            | LogicalMessage::Insert { xid, .. }
+            | LogicalMessage::Update { xid, .. }
+            | LogicalMessage::Delete { xid, .. }
+            | LogicalMessage::Truncate { xid, .. }
+            | LogicalMessage::Message { xid, .. } => *xid,
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
     /// Byte offset into the XLogData payload where decoding gave up, so a
@@ -314,6 +330,15 @@ impl Decoder {
         Decoder {
             protocol_version,
             in_stream: false,
+        }
+    }
+
+    /// A decoder for messages read back from inside one streamed transaction
+    /// (each carries its xid).
+    pub fn streamed(protocol_version: u32) -> Self {
+        Decoder {
+            protocol_version,
+            in_stream: true,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod replconn;
 pub mod secret;
 pub mod snapshot;
 pub mod source;
+pub mod spill;
 pub mod state;
 pub mod tls;
 pub mod usertypes;

@@ -295,6 +295,7 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     applier.run(
         crate::apply::StreamTarget {
             params,
+            spill_dir: crate::spill::spill_dir(&pg.data_dir(), &slot_name),
             slot: slot_name,
             publication,
             start_lsn,
