@@ -83,6 +83,12 @@ impl Budget {
 const MAX_BATCH: usize = 1024;
 /// Pause after a partial batch (see stream_task).
 const READ_PACING: Duration = Duration::from_millis(1);
+/// A read that brought fewer messages than this, of transactions committed
+/// less than PACE_BEHIND ago, is a live stream that is caught up: the next is
+/// read at once (pacing would only add to the lag). Behind a backlog, small
+/// reads mean the walsender is the slower side: then they are gathered.
+const PACE_MIN: usize = 32;
+const PACE_BEHIND_USEC: i64 = 50_000;
 
 /// Reads the slot from `start_lsn`, decodes, forwards; sends status updates.
 /// Where the stream reads from.
@@ -308,6 +314,7 @@ async fn stream_task(
                     let mut bytes = 0usize;
                     let mut reply_due = false;
                     let mut read = 0usize;
+                    let mut last_commit_ts: Option<i64> = None;
                     let mut next = Some(ev);
                     while let Some(ev) = next.take() {
                         match ev? {
@@ -338,6 +345,9 @@ async fn stream_task(
                                         spill.write(wal_start, m.xid(), &data).map_err(spill_error)?
                                     }
                                     m => {
+                                        if let LogicalMessage::Commit { commit_ts, .. } = &m {
+                                            last_commit_ts = Some(*commit_ts);
+                                        }
                                         bytes += data.len() + MESSAGE_OVERHEAD;
                                         batch.push((wal_start, m));
                                     }
@@ -363,6 +373,7 @@ async fn stream_task(
                     }
                     let partial = replay.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH
                         && bytes < INFLIGHT_BYTES / 4;
+                    let batch_len = batch.len();
                     if !offer(&tx, &budget, &waker, batch, bytes, &mut pending, &mut pushed) {
                         return Ok(());
                     }
@@ -374,7 +385,10 @@ async fn stream_task(
                     // shared memory, no PostgreSQL call: fine from this thread
                     state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                     }
-                    if partial {
+                    let behind = last_commit_ts.is_some_and(|ts| {
+                        now_ms() * 1000 - crate::decoder::pg_ts_to_unix_usec(ts) > PACE_BEHIND_USEC
+                    });
+                    if partial && (batch_len >= PACE_MIN || behind) {
                         // While changes stream in, let them gather for a moment: a
                         // reader that waits on the socket for every message makes the
                         // walsender pay a wake-up per message (measured: that, not
