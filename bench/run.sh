@@ -85,6 +85,7 @@ if [[ $QUICK -eq 1 ]]; then
     INS_TOTAL=50000
     SMALL_TABLES=20
     BIG_ROWS=100000
+    LAG_SECS=10
     WAIT_COPY=240
     WAIT_CDC=240
 else
@@ -95,6 +96,7 @@ else
     INS_TOTAL=500000
     SMALL_TABLES=100
     BIG_ROWS=1000000
+    LAG_SECS=60
     WAIT_COPY=420
     WAIT_CDC=420
 fi
@@ -125,6 +127,7 @@ pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 ]]; then pgenv_tail_logs 60 "$SRC_DATA
 # is off so it cannot kick in during one replica's measurement and not the
 # other's; the script runs VACUUM ANALYZE itself between phases, untimed.
 COMMON_CONF="wal_level = logical
+track_commit_timestamp = on
 max_replication_slots = 10
 max_wal_senders = 10
 max_worker_processes = 16
@@ -1019,6 +1022,109 @@ BIG_STREAMING=$(sql "$DST_PORT" "$BIG_BI" "SELECT substream FROM pg_subscription
 big_pair built-in "$BIG_BI" public || log "[$S6] built-in ${BIG_CHECK[built-in]}"
 sql "$DST_PORT" "$BIG_BI" "DROP SUBSCRIPTION $BIG_SUB" >/dev/null || log "[$S6] DROP SUBSCRIPTION failed"
 
+# ---------------------------------------------------------------------------
+# 7. lag at a steady rate
+# ---------------------------------------------------------------------------
+# One-row INSERT transactions at LAG_TPS for LAG_SECS s from one client (so
+# ids follow commit order), both replicas live at once (one workload, one WAL,
+# the same machine load for both). A row's lag: from the commit of its source
+# transaction (pg_xact_commit_timestamp; track_commit_timestamp is on) to the
+# moment it is visible on the destination, seen by a session there that reads
+# max(id) every 2 ms (on a destination the commit timestamp of an applied
+# transaction is the source's, so it cannot tell). Both clusters share this
+# machine's clock.
+S7="lag"
+LAG_TPS=1000
+LAG_DB=benchlag
+LAG_BI=dst_lag_builtin
+LAG_CONN=lagconn
+LAG_SUB=bench_lag_sub
+LAG_PUB=bench_lag_pub
+declare -A LAG_P50 LAG_P99 LAG_MAX LAG_CHECK
+qls() { sql "$SRC_PORT" "$LAG_DB" "$1"; }
+log "[$S7] source database $LAG_DB: one table; both replicas live"
+sql "$SRC_PORT" postgres "CREATE DATABASE $LAG_DB" >/dev/null
+qls "CREATE TABLE lag_test (id bigserial PRIMARY KEY, pad text);
+CREATE PUBLICATION $LAG_PUB FOR TABLE lag_test;" >/dev/null
+qsdb "SELECT synchdb_add_conninfo('$LAG_CONN', '127.0.0.1', $SRC_PORT, '$SRC_USER', '$SRC_PASSWORD',
+                                  '$LAG_DB', 'public', 'null', 'null', 'postgres');
+      SELECT synchdb_start_engine_bgw('$LAG_CONN')" >/dev/null
+sql "$DST_PORT" postgres "CREATE DATABASE $LAG_BI" >/dev/null
+sql "$DST_PORT" "$LAG_BI" "CREATE TABLE lag_test (id bigint PRIMARY KEY, pad text)" >/dev/null
+sql "$DST_PORT" "$LAG_BI" "CREATE SUBSCRIPTION $LAG_SUB CONNECTION 'host=127.0.0.1 port=$SRC_PORT dbname=$LAG_DB user=$SRC_USER password=$SRC_PASSWORD' PUBLICATION $LAG_PUB" >/dev/null
+deadline=$((SECONDS + WAIT_COPY))
+until [[ $(qsdb "SELECT state = 'polling' AND to_regclass('$LAG_DB.lag_test') IS NOT NULL FROM synchdb_state_view WHERE name = '$LAG_CONN'") == t &&
+    $(sql "$DST_PORT" "$LAG_BI" "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'") == t ]] ||
+    ((SECONDS >= deadline)); do
+    sleep "$POLL"
+done
+# lag_watch DB SCHEMA — in the background: records when each new max(id) is
+# first seen, until lag_stop holds an id it has reached (or a time limit)
+LAG_WATCHERS=()
+lag_watch() {
+    sql "$DST_PORT" "$1" "CREATE TABLE lag_poll (ts timestamptz, max_id bigint); CREATE TABLE lag_stop (max_id bigint)" >/dev/null
+    sql "$DST_PORT" "$1" "SET synchronous_commit = off;
+DO \$\$
+DECLARE
+    m bigint;
+    last bigint := -1;
+    stop bigint;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => $LAG_SECS + $WAIT_CDC);
+BEGIN
+    LOOP
+        SELECT coalesce(max(id), 0) INTO m FROM $2.lag_test;
+        IF m <> last THEN
+            INSERT INTO lag_poll VALUES (clock_timestamp(), m);
+            last := m;
+        END IF;
+        SELECT max(max_id) INTO stop FROM lag_stop;
+        EXIT WHEN (stop IS NOT NULL AND m >= stop) OR clock_timestamp() > deadline;
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+END \$\$;" >/dev/null 2>&1 &
+    LAG_WATCHERS+=($!)
+}
+lag_watch "$DST_SDB" "$LAG_DB"
+lag_watch "$LAG_BI" public
+echo "INSERT INTO lag_test (pad) VALUES ('lag');" >"$WORK/lag.sql"
+chmod 644 "$WORK/lag.sql"
+log "[$S7] workload: $LAG_TPS one-row INSERT transactions a second for $LAG_SECS s"
+"$BINDIR/pgbench" -n -f "$WORK/lag.sql" -R "$LAG_TPS" -T "$LAG_SECS" -c 1 -j 1 \
+    -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" "$LAG_DB" >"$WORK/pgbench-lag.log" 2>&1 || {
+    cat "$WORK/pgbench-lag.log" >&2
+    pgenv_die "pgbench lag run failed"
+}
+LAG_ROWS=$(qls "SELECT count(*) FROM lag_test")
+LAG_LAST=$(qls "SELECT max(id) FROM lag_test")
+sql "$DST_PORT" "$DST_SDB" "INSERT INTO lag_stop VALUES ($LAG_LAST)" >/dev/null
+sql "$DST_PORT" "$LAG_BI" "INSERT INTO lag_stop VALUES ($LAG_LAST)" >/dev/null
+for w in "${LAG_WATCHERS[@]}"; do wait "$w" || true; done
+qls "COPY (SELECT id, pg_xact_commit_timestamp(xmin) FROM lag_test) TO STDOUT" >"$WORK/lag_src.tsv"
+# lag_of WHO DB SCHEMA — the lag percentiles (ms) of every row
+lag_of() {
+    local who=$1 db=$2 schema=$3 r n
+    n=$(sql "$DST_PORT" "$db" "SELECT count(*) FROM $schema.lag_test")
+    if [[ $n != "$LAG_ROWS" ]]; then
+        LAG_CHECK[$who]="FAILED: $n of $LAG_ROWS rows"
+        return 1
+    fi
+    sql "$DST_PORT" "$db" "CREATE TABLE lag_src (id bigint PRIMARY KEY, ts timestamptz); CREATE INDEX ON lag_poll (max_id)" >/dev/null
+    sql "$DST_PORT" "$db" "\\copy lag_src FROM '$WORK/lag_src.tsv'" >/dev/null
+    r=$(sql "$DST_PORT" "$db" "SELECT round((1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY l))::numeric, 1) || '|' ||
+                                      round((1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY l))::numeric, 1) || '|' ||
+                                      round((1000 * max(l))::numeric, 1) || '|' || count(l)
+                                 FROM (SELECT extract(epoch FROM (SELECT p.ts FROM lag_poll p WHERE p.max_id >= s.id
+                                                                   ORDER BY p.max_id LIMIT 1) - s.ts)::float8 AS l
+                                         FROM lag_src s) x")
+    IFS='|' read -r LAG_P50[$who] LAG_P99[$who] LAG_MAX[$who] n <<<"$r"
+    if [[ $n == "$LAG_ROWS" ]]; then LAG_CHECK[$who]="all $n rows"; else LAG_CHECK[$who]="ROWS DIFFER: $n of $LAG_ROWS seen"; fi
+    log "[$S7] $who: p50 ${LAG_P50[$who]} ms, p99 ${LAG_P99[$who]} ms, max ${LAG_MAX[$who]} ms"
+}
+lag_of synchdb "$DST_SDB" "$LAG_DB" || log "[$S7] synchdb ${LAG_CHECK[synchdb]}"
+lag_of built-in "$LAG_BI" public || log "[$S7] built-in ${LAG_CHECK[built-in]}"
+sdb_remove "$LAG_CONN" "$S7"
+sql "$DST_PORT" "$LAG_BI" "DROP SUBSCRIPTION $LAG_SUB" >/dev/null || log "[$S7] DROP SUBSCRIPTION failed"
+
 # The documented way out: stop (already stopped) and delete the connector,
 # which drops its slot and publication on the source.
 DEL_OUT=$(qsdb "SELECT synchdb_del_conninfo('$CONN')" 2>&1) || log "synchdb_del_conninfo failed: $DEL_OUT"
@@ -1123,6 +1229,38 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
     printf '%-34s %15s %17s %27s\n' "UPDATE of every row" "$(secs "${BIG_UPD[synchdb]:-}")" "$(secs "${BIG_UPD[built-in]:-}")" \
         "$(ratio_of "${BIG_UPD[synchdb]:-}" "${BIG_UPD[built-in]:-}")"
     echo "  (time ratios: below 1, synchdb is faster) synchdb: ${BIG_CHECK[synchdb]:-not checked}; built-in: ${BIG_CHECK[built-in]:-not checked}"
+    echo
+    echo "lag at a steady $LAG_TPS one-row transactions/s for $LAG_SECS s, both replicas live at once:"
+    echo "from each source commit until a destination session sees the row (polled every 2 ms; $LAG_ROWS rows)"
+    printf '%-34s %15s %17s %27s\n' "" "synchdb ms" "built-in ms" "ratio (synchdb/built-in)"
+    for q in p50 p99 max; do
+        case $q in
+        p50) a=${LAG_P50[synchdb]:-} b=${LAG_P50[built-in]:-} ;;
+        p99) a=${LAG_P99[synchdb]:-} b=${LAG_P99[built-in]:-} ;;
+        max) a=${LAG_MAX[synchdb]:-} b=${LAG_MAX[built-in]:-} ;;
+        esac
+        printf '%-34s %15s %17s %27s\n' "$q" "${a:--}" "${b:--}" "$(ratio_of "$a" "$b")"
+    done
+    echo "  (time ratios: below 1, synchdb is faster) synchdb: ${LAG_CHECK[synchdb]:-not checked}; built-in: ${LAG_CHECK[built-in]:-not checked}"
+    echo
+    # the goals of issue 12, as ratios against built-in in this run
+    goal() { # LABEL VALUE OP LIMIT
+        local met=no
+        if [[ -z $2 || $2 == n/a ]]; then met="n/a"
+        elif awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { exit !((op == ">=" && v >= l) || (op == "<=" && v <= l)) }'; then met=yes; fi
+        printf '  %-58s %8s  goal %s %-5s %s\n' "$1" "$2" "$3" "$4" "$met"
+    }
+    peak_anon=0
+    for s in "$S1" "$S2" "$S3"; do ((${ANON[sdb,$s]:-0} > peak_anon)) && peak_anon=${ANON[sdb,$s]}; done
+    echo "goals (against built-in in this run)"
+    goal "initial copy, speed ratio" "$(ratio "$S1")" ">=" 1.5
+    goal "initial copy of $SMALL_TABLES small tables, speed ratio" "$(ratio_of "${SMALL_SECS[built-in]:-}" "${SMALL_SECS[synchdb]:-}")" ">=" 3
+    goal "CDC TPC-B backlog, speed ratio" "$(ratio "$S2")" ">=" 1.5
+    goal "CDC single-row inserts backlog, speed ratio" "$(ratio "$S3")" ">=" 1.5
+    goal "$BIG_ROWS-row INSERT, commit to visible, time ratio" "$(ratio_of "${BIG_INS[synchdb]:-}" "${BIG_INS[built-in]:-}")" "<=" 0.5
+    goal "$BIG_ROWS-row UPDATE, commit to visible, time ratio" "$(ratio_of "${BIG_UPD[synchdb]:-}" "${BIG_UPD[built-in]:-}")" "<=" 0.5
+    goal "lag p99 at $LAG_TPS tx/s, time ratio" "$(ratio_of "${LAG_P99[synchdb]:-}" "${LAG_P99[built-in]:-}")" "<=" 1
+    goal "peak private memory (RssAnon) of worker and helpers, MB" "$(mb "$peak_anon")" "<=" 64
     echo
     echo "synchdb connector after the runs: ${STAGE_AFTER[$S3]:-${STAGE_AFTER[$S2]:-n/a}} (pid|stage|state|err, before the last stop)"
     echo "synchdb_del_conninfo: ${DEL_OUT:-?}; synchdb slots left on the source: $LEFT_SLOTS"
