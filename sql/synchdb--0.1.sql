@@ -54,6 +54,8 @@ CREATE TABLE synchdb_copy_work (
     dst_cols text[] NOT NULL,
     whole bool NOT NULL,
     binary_format bool NOT NULL,
+    then_sql text,
+    ddl bool NOT NULL DEFAULT false,
     state text NOT NULL DEFAULT 'todo' CHECK (state IN ('todo', 'running', 'done', 'failed')),
     helper int,
     rows bigint,

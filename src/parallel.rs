@@ -77,6 +77,12 @@ struct Item {
     whole: bool,
     /// COPY's binary format (every column of the source's type).
     binary: bool,
+    /// Run once every item of the table is done (its primary key, built in
+    /// the staging schema: a bulk build per table, several at once).
+    then_sql: Option<String>,
+    /// `copy_sql` is DDL to run, not a COPY (the table's then_sql, queued by
+    /// whoever finished its last item).
+    ddl: bool,
 }
 
 /// Whether table `t` (planned as `p`) can be copied outside the snapshot's
@@ -203,6 +209,12 @@ fn plan_items(
     for (t, p, stage) in order {
         let pages = sizes.get(&t.oid).copied().unwrap_or(0);
         let binary = binary_ok(t, p, same_encoding);
+        // under the destination's name only: the key's index is named after it
+        let then_sql = if *stage == p.name {
+            crate::ddl::add_primary_key(&staging_table(p, schema, stage))
+        } else {
+            None
+        };
         let cols: Vec<String> = p
             .columns
             .iter()
@@ -224,6 +236,8 @@ fn plan_items(
                 cols,
                 whole: true,
                 binary,
+                then_sql: then_sql.clone(),
+                ddl: false,
             });
             continue;
         }
@@ -245,6 +259,8 @@ fn plan_items(
                 cols: cols.clone(),
                 whole: false,
                 binary,
+                then_sql: then_sql.clone(),
+                ddl: false,
             });
         }
     }
@@ -393,9 +409,9 @@ fn stage_and_run(
                 .map_err(|e| WorkerError::Internal(format!("encoding a column list: {e}")))?;
             pg.exec(
                 "INSERT INTO synchdb_copy_work (name, item, srcrelid, snapshot, copy_sql, label, dst_schema, dst_table, dst_cols,
-                                                whole, binary_format)
+                                                whole, binary_format, then_sql)
                  VALUES ($1, $2::int, $3::oid, $4, $5, $6, $7, $8, ARRAY(SELECT json_array_elements_text($9::json)),
-                         $10::bool, $11::bool)",
+                         $10::bool, $11::bool, $12)",
                 &[
                     Some(name),
                     Some(&i.to_string()),
@@ -408,6 +424,7 @@ fn stage_and_run(
                     Some(&cols),
                     Some(if it.whole { "true" } else { "false" }),
                     Some(if it.binary { "true" } else { "false" }),
+                    it.then_sql.as_deref(),
                 ],
             )
             .ctx(|| "filling the copy work list".into())?;
@@ -449,8 +466,9 @@ fn stage_and_run(
         ),
     );
     // the worker copies too, on its connection that imported the snapshot
-    let mut rows = work(pg, net, name, 0, &mut Some(client.clone()), None)?;
-    rows += wait_for_helpers(pg, name, &helpers)?;
+    let mut own = Some(client.clone());
+    let mut rows = work(pg, net, name, 0, &mut own, None)?;
+    rows += wait_for_helpers(pg, net, name, &helpers, &mut own)?;
     Ok(rows)
 }
 
@@ -474,9 +492,16 @@ fn tables_done(pg: &Pg, name: &str) -> Result<u64, WorkerError> {
 
 /// Waits until the helpers have copied every item: the rows they copied, or
 /// the first error one of them reported.
-fn wait_for_helpers(pg: &Pg, name: &str, helpers: &[i32]) -> Result<u64, WorkerError> {
+fn wait_for_helpers(
+    pg: &Pg,
+    net: &Net,
+    name: &str,
+    helpers: &[i32],
+    own: &mut Option<Arc<Client>>,
+) -> Result<u64, WorkerError> {
     let naptime = pg.guc_int("synchdb.naptime", 100).clamp(10, 1000);
     let base = state::stat_get(state::my_slot(), state::Stat::SnapTablesDone);
+    let mut mine = 0;
     loop {
         let rows = pg
             .in_xact(|| {
@@ -495,13 +520,17 @@ fn wait_for_helpers(pg: &Pg, name: &str, helpers: &[i32]) -> Result<u64, WorkerE
             return Err(WorkerError::Source(format!("a copy helper failed: {err}")));
         }
         let open: u64 = get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // a key queued once the helpers had nothing left to take
+        if open > 0 {
+            mine += work(pg, net, name, 0, own, None)?;
+        }
         state::stat_set(
             state::my_slot(),
             state::Stat::SnapTablesDone,
             base.max(tables_done(pg, name)?),
         );
         if open == 0 {
-            return Ok(get(1).and_then(|v| v.parse().ok()).unwrap_or(0));
+            return Ok(mine + get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
         }
         if !helpers.iter().any(|&h| pg.helper_running(h)) {
             return Err(WorkerError::Internal(format!(
@@ -526,7 +555,7 @@ fn claim(pg: &Pg, name: &str, no: i32) -> Result<Option<(i32, String, Item)>, Wo
                                              WHERE name = $1 AND state = 'todo'
                                              ORDER BY item LIMIT 1 FOR UPDATE SKIP LOCKED)
                  RETURNING item, snapshot, srcrelid, label, copy_sql, dst_table, array_to_json(dst_cols)::text,
-                           whole, dst_schema, binary_format",
+                           whole, dst_schema, binary_format, then_sql, ddl",
                 &[Some(name), Some(&no.to_string())],
             )
         })
@@ -551,6 +580,8 @@ fn claim(pg: &Pg, name: &str, no: i32) -> Result<Option<(i32, String, Item)>, Wo
             whole: get(7) == "t",
             schema: get(8),
             binary: get(9) == "t",
+            then_sql: r.get(10).cloned().flatten(),
+            ddl: get(11) == "t",
         },
     )))
 }
@@ -572,6 +603,14 @@ fn work(
         }
         let (schema, label) = (&it.schema, &it.label);
         let r = (|| -> Result<u64, WorkerError> {
+            if it.ddl {
+                return pg.in_xact(|| -> Result<u64, WorkerError> {
+                    pg.exec(&it.copy_sql, &[])
+                        .ctx(|| format!("building the {label} ({})", it.copy_sql))?;
+                    mark_done(pg, name, item, &it, None)?;
+                    Ok(0)
+                });
+            }
             if client.is_none() {
                 let p = params.cloned().ok_or_else(|| {
                     WorkerError::Internal("no source connection for the copy".into())
@@ -602,7 +641,11 @@ fn work(
                     // created in another transaction: emptied in this one, so that
                     // COPY FREEZE may write its rows frozen
                     pg.exec(
-                        &format!("TRUNCATE {}.{}", quote_ident(schema), quote_ident(&it.table)),
+                        &format!(
+                            "TRUNCATE {}.{}",
+                            quote_ident(schema),
+                            quote_ident(&it.table)
+                        ),
                         &[],
                     )
                     .ctx(|| format!("emptying the staging table of {label}"))?;
@@ -615,11 +658,7 @@ fn work(
                     binary: it.binary,
                 };
                 let rows = copy_stream(pg, net, &c, it.copy_sql.clone(), label, &dest)?;
-                pg.exec(
-                    "UPDATE synchdb_copy_work SET state = 'done', rows = $3::bigint WHERE name = $1 AND item = $2::int",
-                    &[Some(name), Some(&item.to_string()), Some(&rows.to_string())],
-                )
-                .ctx(|| "marking an item of the copy work list done".into())?;
+                mark_done(pg, name, item, &it, Some(rows))?;
                 Ok(rows)
             })
         })();
@@ -638,6 +677,48 @@ fn work(
         }
     }
     Ok(total)
+}
+
+/// Marks `item` done, in the transaction that did its work. The one that
+/// finishes a table's last copy item queues the table's then_sql: the table's
+/// items are locked first, all of them in one order, so two processes
+/// finishing its last two items at once take turns, and the second sees the
+/// first's done.
+fn mark_done(
+    pg: &Pg,
+    name: &str,
+    item: i32,
+    it: &Item,
+    rows: Option<u64>,
+) -> Result<(), WorkerError> {
+    let ctx = || "marking an item of the copy work list done".to_string();
+    let (i, rel) = (item.to_string(), it.srcrelid.to_string());
+    if it.then_sql.is_some() && !it.ddl {
+        pg.query(
+            "SELECT item FROM synchdb_copy_work WHERE name = $1 AND srcrelid = $2::oid ORDER BY item FOR UPDATE",
+            &[Some(name), Some(&rel)],
+        )
+        .ctx(ctx)?;
+    }
+    pg.exec(
+        "UPDATE synchdb_copy_work SET state = 'done', rows = $3::bigint WHERE name = $1 AND item = $2::int",
+        &[Some(name), Some(&i), rows.map(|r| r.to_string()).as_deref()],
+    )
+    .ctx(ctx)?;
+    if let (Some(sql), false) = (&it.then_sql, it.ddl) {
+        // numbered after every copy item, and once per table
+        pg.exec(
+            "INSERT INTO synchdb_copy_work (name, item, srcrelid, snapshot, copy_sql, label, dst_schema, dst_table,
+                                            dst_cols, whole, binary_format, ddl)
+             SELECT $1, 1000000 + min(item), $2::oid, min(snapshot), $3, 'primary key of ' || $4, min(dst_schema),
+                    min(dst_table), '{}', false, false, true
+               FROM synchdb_copy_work WHERE name = $1 AND srcrelid = $2::oid
+             HAVING bool_and(state = 'done')",
+            &[Some(name), Some(&rel), Some(sql), Some(it.label.split(" (pages").next().unwrap_or(&it.label))],
+        )
+        .ctx(ctx)?;
+    }
+    Ok(())
 }
 
 /// A copy helper's life: copies items of connector `name`'s work list until
