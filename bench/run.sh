@@ -68,6 +68,8 @@ DST_PORT=25471
 SRC_DB=benchsrc          # synchdb puts its tables in schema "benchsrc"
 DST_SDB=dst_synchdb
 DST_BI=dst_builtin
+DST_PGL=dst_pglogical
+PGL_SUB=bench_pgl
 CONN=benchconn
 SUB=bench_sub
 PUB=bench_pub
@@ -137,11 +139,31 @@ checkpoint_timeout = 30min
 autovacuum = off
 password_encryption = 'scram-sha-256'"
 
-log "PostgreSQL $PGVER ($BINDIR), $RUN_KIND, work dir $WORK"
-PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$SRC_DATA" "$SRC_PORT" <<<"$COMMON_CONF"
+# pglogical 2 (Debian's postgresql-15-pglogical) is a second peer in the
+# PostgreSQL 15 run, for the initial copy and both CDC backlogs.
+PGL=0
+if [[ $PGVER == 15 && -f $("$PG_CONFIG" --sharedir)/extension/pglogical.control ]]; then
+    PGL=1
+fi
+PGL_PRELOAD=""
+PGL_SRC_CONF=""
+if [[ $PGL == 1 ]]; then
+    PGL_PRELOAD=",pglogical"
+    # minor releases from 15.19 allow only listed output plugins
+    if [[ $("$BINDIR/postgres" --describe-config 2>/dev/null || true) == *$'\n'output_plugin_libraries* ]]; then
+        PGL_SRC_CONF="output_plugin_libraries = 'pgoutput, test_decoding, pglogical_output'"
+    fi
+fi
+
+log "PostgreSQL $PGVER ($BINDIR), $RUN_KIND, work dir $WORK$([[ $PGL == 0 ]] || echo ", with pglogical")"
+PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$SRC_DATA" "$SRC_PORT" <<EOF
+$COMMON_CONF
+shared_preload_libraries = '${PGL_PRELOAD#,}'
+$PGL_SRC_CONF
+EOF
 PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$DST_DATA" "$DST_PORT" <<EOF
 $COMMON_CONF
-shared_preload_libraries = 'synchdb'
+shared_preload_libraries = 'synchdb$PGL_PRELOAD'
 EOF
 
 # ---------------------------------------------------------------------------
@@ -157,6 +179,7 @@ sql() {
 qs() { sql "$SRC_PORT" "$SRC_DB" "$1"; }
 qsdb() { sql "$DST_PORT" "$DST_SDB" "$1"; }
 qbi() { sql "$DST_PORT" "$DST_BI" "$1"; }
+qpl() { sql "$DST_PORT" "$DST_PGL" "$1"; }
 
 now() { printf '%s' "$EPOCHREALTIME"; }
 # calc EXPR — float arithmetic via awk, e.g. calc "3 / 2" -> 1.5
@@ -305,6 +328,25 @@ SELECT synchdb_add_conninfo('$CONN', '127.0.0.1', $SRC_PORT, '$SRC_USER', '$SRC_
     pgenv_die "loading the schema into $DST_BI failed"
 }
 SUB_CONNINFO="host=127.0.0.1 port=$SRC_PORT dbname=$SRC_DB user=$SRC_USER password=$SRC_PASSWORD"
+if [[ $PGL == 1 ]]; then
+    # pglogical: a provider node on the source with the tables in its
+    # replication sets (pgbench_history has no key: inserts only), and a
+    # subscriber node in a database of its own with the same tables
+    qs "CREATE EXTENSION pglogical;
+SELECT pglogical.create_node(node_name := 'bench_provider', dsn := '$SUB_CONNINFO');
+SELECT pglogical.replication_set_add_table('default', t)
+  FROM unnest(ARRAY['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'mixed', 'ins_test', 'bench_marker']::regclass[]) t;
+SELECT pglogical.replication_set_add_table('default_insert_only', 'pgbench_history');" >/dev/null
+    sql "$DST_PORT" postgres "CREATE DATABASE $DST_PGL" >/dev/null
+    "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DST_PORT" -U "$PGENV_SUPERUSER" \
+        -d "$DST_PGL" -f "$WORK/schema.sql" >/dev/null 2>"$WORK/schema.err" || {
+        cat "$WORK/schema.err" >&2
+        pgenv_die "loading the schema into $DST_PGL failed"
+    }
+    qpl "CREATE EXTENSION pglogical;
+SELECT pglogical.create_node(node_name := 'bench_subscriber',
+                             dsn := 'host=127.0.0.1 port=$DST_PORT dbname=$DST_PGL user=$PGENV_SUPERUSER');" >/dev/null
+fi
 
 SERVER_NUM=$(qs "SHOW server_version_num")
 if ((SERVER_NUM >= 160000)); then
@@ -390,6 +432,7 @@ prepare_measurement() {
     qs "VACUUM ANALYZE; CHECKPOINT" >/dev/null
     qsdb "VACUUM ANALYZE" >/dev/null 2>&1 || true
     qbi "VACUUM ANALYZE" >/dev/null 2>&1 || true
+    [[ $PGL == 0 ]] || qpl "VACUUM ANALYZE" >/dev/null 2>&1 || true
     sql "$DST_PORT" postgres "CHECKPOINT" >/dev/null
 }
 
@@ -491,9 +534,133 @@ copy_builtin() {
     fi
 }
 
+# pglogical: the processes of the subscriber database (apply, sync workers)
+pgl_pids() {
+    qpl "SELECT coalesce(string_agg(pid::text, ','), '-1') FROM pg_stat_activity
+          WHERE backend_type LIKE 'pglogical%' AND datname = '$DST_PGL'" || echo -1
+}
+pgl_fail() {
+    NOTE[pgl,$1]="FAILED: $2"
+    log "pglogical FAILED in '$1': $2"
+    PGL_OK=0
+}
+PGL_SLOT=""
+copy_pglogical() {
+    local t0 deadline st status notready total cnt
+    mem_reset
+    prepare_measurement
+    log "[initial copy] pglogical: pglogical.create_subscription (synchronize_data)"
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_COPY))
+    qpl "SELECT pglogical.create_subscription(subscription_name := '$PGL_SUB', provider_dsn := '$SUB_CONNINFO',
+                                              replication_sets := ARRAY['default', 'default_insert_only'],
+                                              synchronize_structure := false, synchronize_data := true,
+                                              forward_origins := '{}')" >/dev/null 2>"$WORK/pgl.err" || {
+        pgl_fail "$S1" "create_subscription failed: $(cat "$WORK/pgl.err")"
+        return 1
+    }
+    while :; do
+        st=$(qpl "SELECT (SELECT status FROM pglogical.show_subscription_status('$PGL_SUB')),
+                         (SELECT count(*) FILTER (WHERE sync_status <> 'r') FROM pglogical.local_sync_status WHERE sync_relname IS NOT NULL),
+                         (SELECT count(*) FROM pglogical.local_sync_status WHERE sync_relname IS NOT NULL)") || st="?|1|0"
+        IFS='|' read -r status notready total <<<"$st"
+        mem_sample "$(pgl_pids)"
+        if [[ $status == replicating && $notready == 0 && $total -gt 0 ]]; then
+            cnt=$(qpl "SELECT (SELECT count(*) FROM public.pgbench_accounts) || '|' || (SELECT count(*) FROM public.mixed)")
+            if [[ $cnt == "$SRC_ACCOUNTS|$SRC_MIXED" ]]; then
+                SECS[pgl,$S1]=$(calc "$(now) - $t0")
+                break
+            fi
+        fi
+        if ((SECONDS >= deadline)); then
+            pgl_fail "$S1" "timeout after ${WAIT_COPY}s: status $status, $notready of $total tables not ready"
+            return 1
+        fi
+        sleep "$POLL"
+    done
+    RSS[pgl,$S1]=$MEM_RSS ANON[pgl,$S1]=$MEM_ANON CPU[pgl,$S1]=$CPU_SECS
+    RATE[pgl,$S1]=$(calc "$SRC_ROWS_TOTAL / ${SECS[pgl,$S1]}")
+    PGL_SLOT=$(qpl "SELECT slot_name FROM pglogical.show_subscription_status('$PGL_SUB')")
+    log "[initial copy] pglogical done in ${SECS[pgl,$S1]} s (slot $PGL_SLOT)"
+    local got
+    got=$(qpl "$(fp "$FP_COPY" public)" 2>&1) || true
+    if [[ $got == "$SRC_FP_COPY" ]]; then CHECK[pgl,$S1]="data identical"; else
+        CHECK[pgl,$S1]="DATA DIFFERS: source $SRC_FP_COPY, pglogical $got"
+        log "[initial copy] pglogical ${CHECK[pgl,$S1]}"
+    fi
+}
+pgl_disable() {
+    qpl "SELECT pglogical.alter_subscription_disable('$PGL_SUB', true)" >/dev/null ||
+        log "pglogical.alter_subscription_disable failed"
+    wait_slot_inactive "$PGL_SLOT"
+}
+# drain_pglogical SCEN MARK TARGET_LSN FP SRC_FP CHANGES TXS
+drain_pglogical() {
+    local scen=$1 mark=$2 target=$3 fpq=$4 srcfp=$5 changes=$6 txs=$7
+    local t0 deadline seen conf got pids
+    [[ $PGL == 1 ]] || return 0
+    if [[ $PGL_OK != 1 ]]; then
+        NOTE[pgl,$scen]=${NOTE[pgl,$scen]:-"skipped: pglogical failed earlier"}
+        return 0
+    fi
+    mem_reset
+    prepare_measurement
+    log "[$scen] pglogical: alter_subscription_enable to apply the backlog"
+    t0=$(now)
+    deadline=$((SECONDS + WAIT_CDC))
+    qpl "SELECT pglogical.alter_subscription_enable('$PGL_SUB', true)" >/dev/null || {
+        pgl_fail "$scen" "alter_subscription_enable failed"
+        return 0
+    }
+    while :; do
+        seen=$(qpl "SELECT EXISTS (SELECT 1 FROM public.bench_marker WHERE id = $mark)") || seen=f
+        pids=$(pgl_pids)
+        mem_sample "$pids"
+        if [[ $seen == t ]]; then
+            SECS[pgl,$scen]=$(calc "$(now) - $t0")
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            pgl_fail "$scen" "timeout: the backlog was not applied within ${WAIT_CDC}s"
+            pgl_disable >/dev/null 2>&1 || true
+            return 0
+        fi
+        sleep "$POLL"
+    done
+    while :; do
+        conf=$(qs "SELECT confirmed_flush_lsn >= '$target'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$PGL_SLOT'")
+        mem_sample "$pids"
+        if [[ $conf == t ]]; then
+            CONF_SECS[pgl,$scen]=$(calc "$(now) - $t0")
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            NOTE[pgl,$scen]="confirmed_flush_lsn of $PGL_SLOT did not reach $target within ${WAIT_CDC}s"
+            CONF_SECS[pgl,$scen]="-"
+            break
+        fi
+        sleep "$POLL"
+    done
+    RSS[pgl,$scen]=$MEM_RSS ANON[pgl,$scen]=$MEM_ANON CPU[pgl,$scen]=$CPU_SECS
+    WS_CPU[pgl,$scen]=$(walsender_cpu "$PGL_SLOT")
+    RATE[pgl,$scen]=$(calc "$changes / ${SECS[pgl,$scen]}")
+    TXRATE[pgl,$scen]=$(calc "$txs / ${SECS[pgl,$scen]}")
+    log "[$scen] pglogical applied in ${SECS[pgl,$scen]} s, confirmed after ${CONF_SECS[pgl,$scen]} s"
+    pgl_disable || pgl_fail "$scen" "could not disable the subscription"
+    got=$(qpl "$(fp "$fpq" public)" 2>&1) || true
+    if [[ $got == "$srcfp" ]]; then CHECK[pgl,$scen]="data identical"; else
+        CHECK[pgl,$scen]="DATA DIFFERS: source $srcfp, pglogical $got"
+        log "[$scen] pglogical ${CHECK[pgl,$scen]}"
+    fi
+}
+
 copy_synchdb
 BI_OK=1
 copy_builtin || BI_OK=0
+PGL_OK=$PGL
+if [[ $PGL == 1 ]]; then
+    copy_pglogical && pgl_disable || PGL_OK=0
+fi
 
 # Pause both replicas; their slots keep the WAL of the workloads to come.
 if [[ -z $SDB_BROKEN ]]; then
@@ -678,6 +845,7 @@ SRC_FP_TPCB=$(qs "$(fp "$FP_TPCB" public)")
 log "[$S2] $TPCB_TX transactions on the source in ${WL_SECS[$S2]} s; WAL end ${TARGET[$S2]}"
 drain_synchdb "$S2" 2 "${TARGET[$S2]}" "$FP_TPCB" "$SRC_FP_TPCB" "$TPCB_CHANGES" "$TPCB_TX"
 drain_builtin "$S2" 2 "${TARGET[$S2]}" "$FP_TPCB" "$SRC_FP_TPCB" "$TPCB_CHANGES" "$TPCB_TX"
+drain_pglogical "$S2" 2 "${TARGET[$S2]}" "$FP_TPCB" "$SRC_FP_TPCB" "$TPCB_CHANGES" "$TPCB_TX"
 
 # ---------------------------------------------------------------------------
 # 3. CDC of single-row insert transactions
@@ -703,6 +871,7 @@ SRC_FP_INS=$(qs "$(fp "$FP_INS" public)")
 log "[$S3] ${WL_TX[$S3]} rows on the source in ${WL_SECS[$S3]} s; WAL end ${TARGET[$S3]}"
 # the other order this time
 drain_builtin "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
+drain_pglogical "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
 drain_synchdb "$S3" 3 "${TARGET[$S3]}" "$FP_INS" "$SRC_FP_INS" "${WL_TX[$S3]}" "${WL_TX[$S3]}"
 
 # sdb_remove CONN SCEN — stops a connector of the scenarios below (bounded
@@ -738,6 +907,18 @@ OBJ_PUB=bench_obj_pub
 declare -A OBJ_SECS OBJ_CHECK
 qos() { sql "$SRC_PORT" "$OBJ_DB" "$1"; }
 log "[$S4] source database $OBJ_DB: the copied tables with three secondary indexes each"
+if [[ $PGL == 1 ]]; then
+    # pglogical's part ends here; its manager process on the source database
+    # would keep the database from serving as a template
+    qpl "SELECT pglogical.drop_subscription('$PGL_SUB')" >/dev/null || log "pglogical.drop_subscription failed"
+    qs "DROP EXTENSION pglogical CASCADE" >/dev/null || log "DROP EXTENSION pglogical on the source failed"
+    deadline=$((SECONDS + WAIT_STOP))
+    until [[ $(sql "$SRC_PORT" postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = '$SRC_DB'") == 0 ]] ||
+        ((SECONDS >= deadline)); do
+        sql "$SRC_PORT" postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$SRC_DB' AND backend_type LIKE 'pglogical%'" >/dev/null
+        sleep "$POLL"
+    done
+fi
 sql "$SRC_PORT" postgres "CREATE DATABASE $OBJ_DB TEMPLATE $SRC_DB STRATEGY FILE_COPY" >/dev/null
 qos "DROP PUBLICATION $PUB; DROP TABLE ins_test, bench_marker;
 CREATE INDEX accounts_bid ON pgbench_accounts (bid);
@@ -1138,8 +1319,9 @@ cell() { # WHO SCEN — rows/s or FAILED/skipped
         echo skipped
     else echo FAILED; fi
 }
-ratio() { # SCEN
-    if [[ -n ${RATE[sdb,$1]:-} && -n ${RATE[bi,$1]:-} ]]; then fmt2 "$(calc "${RATE[sdb,$1]} / ${RATE[bi,$1]}")"; else echo n/a; fi
+ratio() { # SCEN [PEER] — synchdb's rate over the peer's (default built-in)
+    local peer=${2:-bi}
+    if [[ -n ${RATE[sdb,$1]:-} && -n ${RATE[$peer,$1]:-} ]]; then fmt2 "$(calc "${RATE[sdb,$1]} / ${RATE[$peer,$1]}")"; else echo n/a; fi
 }
 ratio_of() { # A B
     if [[ -n $1 && -n $2 && $1 != 0 && $2 != 0 ]]; then fmt2 "$(calc "$1 / $2")"; else echo n/a; fi
@@ -1161,6 +1343,13 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
     printf '%-34s %15s %17s %27s\n' "$copy_label" "$(cell sdb "$S1")" "$(cell bi "$S1")" "$(ratio "$S1")"
     printf '%-34s %15s %17s %27s\n' "$tpcb_label" "$(cell sdb "$S2")" "$(cell bi "$S2")" "$(ratio "$S2")"
     printf '%-34s %15s %17s %27s\n' "$ins_label" "$(cell sdb "$S3")" "$(cell bi "$S3")" "$(ratio "$S3")"
+    if [[ $PGL == 1 ]]; then
+        echo
+        printf '%-34s %15s %17s %27s\n' "second peer: pglogical 2" "synchdb rows/s" "pglogical rows/s" "ratio (synchdb/pglogical)"
+        printf '%-34s %15s %17s %27s\n' "$copy_label" "$(cell sdb "$S1")" "$(cell pgl "$S1")" "$(ratio "$S1" pgl)"
+        printf '%-34s %15s %17s %27s\n' "$tpcb_label" "$(cell sdb "$S2")" "$(cell pgl "$S2")" "$(ratio "$S2" pgl)"
+        printf '%-34s %15s %17s %27s\n' "$ins_label" "$(cell sdb "$S3")" "$(cell pgl "$S3")" "$(ratio "$S3" pgl)"
+    fi
     echo
     echo "details (seconds until applied / until the source slot confirmed it; tx/s; peak memory and CPU time"
     echo "         of the applying process(es): synchdb's worker, plus its copy helpers during the initial copy;"
@@ -1171,18 +1360,20 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
         "$S2") label="TPC-B ($TPCB_CHANGES changes)" ;;
         "$S3") label="inserts" ;;
         esac
-        for who in sdb bi; do
+        for who in sdb bi pgl; do
+            [[ $who != pgl || $PGL == 1 ]] || continue
             name=synchdb
             [[ $who == bi ]] && name=built-in
+            [[ $who == pgl ]] && name=pglogical
             if [[ -n ${SECS[$who,$s]:-} ]]; then
-                line=$(printf '  %-28s %-8s %8s s' "$label" "$name" "$(secs "${SECS[$who,$s]}")")
+                line=$(printf '  %-28s %-9s %8s s' "$label" "$name" "$(secs "${SECS[$who,$s]}")")
                 [[ $s == "$S1" ]] || line+=$(printf ', confirmed %7s s, %8s tx/s' "$(secs "${CONF_SECS[$who,$s]:-}")" "$(fmt_int "${TXRATE[$who,$s]}")")
                 line+=$(printf ', peak RSS %7s MB (anon %6s MB), CPU %6s s' "$(mb "${RSS[$who,$s]}")" "$(mb "${ANON[$who,$s]}")" "$(secs "${CPU[$who,$s]}")")
                 [[ $s == "$S1" ]] || line+=$(printf ' (source walsender %6s s)' "$(secs "${WS_CPU[$who,$s]:-}")")
                 line+=", ${CHECK[$who,$s]:-not checked}"
                 echo "$line"
             fi
-            [[ -z ${NOTE[$who,$s]:-} ]] || printf '  %-28s %-8s %s\n' "$label" "$name" "${NOTE[$who,$s]}"
+            [[ -z ${NOTE[$who,$s]:-} ]] || printf '  %-28s %-9s %s\n' "$label" "$name" "${NOTE[$who,$s]}"
         done
     done
     echo "  source workloads (replicas paused): TPC-B $TPCB_TX tx in $(secs "${WL_SECS[$S2]}") s" \

@@ -44,7 +44,7 @@ fi
 # ---------------------------------------------------------------------------
 # 1. Debian packages
 # ---------------------------------------------------------------------------
-APT_PKGS=(postgresql-15 postgresql-server-dev-15 build-essential gcc make openssl
+APT_PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-15-pglogical build-essential gcc make openssl
     python3 python3-pip ca-certificates)
 missing=()
 for p in "${APT_PKGS[@]}"; do
