@@ -732,17 +732,7 @@ pub fn helper_run(pg: &Pg, parent_slot: i32, name: &str, no: i32) -> i32 {
         let password =
             crate::secret::source_password(&pg.data_dir(), &cfg).map_err(WorkerError::Config)?;
         let params = crate::source::conn_params(&cfg, &password);
-        pg.in_xact(|| -> Result<(), WorkerError> {
-            // as the connector's worker: no ordinary triggers, no waiting on the WAL flush
-            pg.exec(
-                "SELECT set_config('session_replication_role', 'replica', false)",
-                &[],
-            )
-            .ctx(|| "setting session_replication_role".into())?;
-            pg.exec("SELECT set_config('synchronous_commit', 'off', false)", &[])
-                .ctx(|| "setting synchronous_commit".into())?;
-            Ok(())
-        })?;
+        pg.in_xact(|| crate::worker::session_settings(pg))?;
         let net = Net::start()?;
         let mut client = None;
         work(pg, &net, name, no, &mut client, Some(&params))

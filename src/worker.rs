@@ -145,6 +145,21 @@ pub fn run(pg: &Pg, slot: i32, name: &str, mode: &str) -> i32 {
     }
 }
 
+/// The settings of a connector's sessions (its worker's and its copy
+/// helpers'), inside a transaction: applied changes must not fire ordinary
+/// triggers (they fired on the source), and durability is asked for
+/// explicitly before a position is confirmed.
+pub fn session_settings(pg: &Pg) -> Result<(), WorkerError> {
+    pg.exec(
+        "SELECT set_config('session_replication_role', 'replica', false)",
+        &[],
+    )
+    .ctx(|| "setting session_replication_role".into())?;
+    pg.exec("SELECT set_config('synchronous_commit', 'off', false)", &[])
+        .ctx(|| "setting synchronous_commit".into())?;
+    Ok(())
+}
+
 pub fn load_config(pg: &Pg, name: &str) -> Result<ConnectorConfig, WorkerError> {
     let rows = pg.in_xact(|| {
         pg.query(
@@ -172,16 +187,8 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
     let publication = config::publication_name(&ids, name);
     let origin = config::origin_name(ids.database_oid, name);
 
-    // Applied changes must not fire ordinary triggers (they fired on the source);
-    // durability is asked for explicitly before we confirm a position.
     let progress = pg.in_xact(|| -> Result<u64, WorkerError> {
-        pg.exec(
-            "SELECT set_config('session_replication_role', 'replica', false)",
-            &[],
-        )
-        .ctx(|| "setting session_replication_role".into())?;
-        pg.exec("SELECT set_config('synchronous_commit', 'off', false)", &[])
-            .ctx(|| "setting synchronous_commit".into())?;
+        session_settings(pg)?;
         pg.origin_setup(&origin)
             .ctx(|| format!("setting up replication origin {origin}"))?;
         Ok(pg.origin_progress(false)?)

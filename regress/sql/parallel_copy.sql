@@ -27,19 +27,6 @@ CREATE TABLE "Odd ""Name""" ("Col A" int PRIMARY KEY, total int GENERATED ALWAYS
 INSERT INTO "Odd ""Name""" ("Col A") SELECT g FROM generate_series(1, 3000) g;
 CREATE TABLE gate (id int PRIMARY KEY, v text);
 INSERT INTO gate SELECT g, 'snapshot' FROM generate_series(1, 100) g;
-CREATE FUNCTION wait_until(q text, secs int DEFAULT 90) RETURNS bool
-LANGUAGE plpgsql AS $$
-DECLARE ok bool; deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE q INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN
-            RAISE EXCEPTION 'timed out after % s waiting for: %', secs, q;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END $$;
 CREATE FUNCTION sums() RETURNS TABLE (t text, rows bigint, sum text)
 LANGUAGE sql AS $$
     SELECT 'big', count(*), md5(string_agg(x::text, '|' ORDER BY id)) FROM big x
