@@ -1132,26 +1132,42 @@ op_accept_stop(void)
 static BackgroundWorkerHandle *sdb_helpers[SDB_MAX_HELPERS];
 static bool sdb_helpers_exit_hook = false;
 
-/* Asks every copy helper this process started to stop (SIGTERM through the postmaster). */
+/* Asks copy helper `no` to stop (SIGTERM through the postmaster), and forgets it. */
+static void
+sdb_stop_helper(int no)
+{
+	if (sdb_helpers[no] != NULL)
+	{
+		TerminateBackgroundWorker(sdb_helpers[no]);
+		pfree(sdb_helpers[no]);
+		sdb_helpers[no] = NULL;
+	}
+}
+
+/* Asks every copy helper this process started to stop (guarded: called from Rust). */
 static void
 op_stop_helpers(void)
 {
-	for (int i = 0; i < SDB_MAX_HELPERS; i++)
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
 	{
-		if (sdb_helpers[i] != NULL)
-		{
-			TerminateBackgroundWorker(sdb_helpers[i]);
-			pfree(sdb_helpers[i]);
-			sdb_helpers[i] = NULL;
-		}
+		for (int i = 0; i < SDB_MAX_HELPERS; i++)
+			sdb_stop_helper(i);
 	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
 }
 
 /* A connector that exits takes its copy helpers with it. */
 static void
 sdb_helpers_on_exit(int code, Datum arg)
 {
-	op_stop_helpers();
+	for (int i = 0; i < SDB_MAX_HELPERS; i++)
+		sdb_stop_helper(i);
 }
 
 /*
@@ -1187,33 +1203,41 @@ op_start_helper(const char *name, int parent_slot, int no)
 		before_shmem_exit(sdb_helpers_on_exit, (Datum) 0);
 		sdb_helpers_exit_hook = true;
 	}
-	if (sdb_helpers[no] != NULL)
-	{
-		TerminateBackgroundWorker(sdb_helpers[no]);
-		pfree(sdb_helpers[no]);
-		sdb_helpers[no] = NULL;
-	}
+	sdb_stop_helper(no);
 	{
 		SDB_TRY_BEGIN
-		if (RegisterDynamicBackgroundWorker(&bgw, &sdb_helpers[no]))
-		{
-			if (WaitForBackgroundWorkerStartup(sdb_helpers[no], &pid) == BGWH_STARTED)
-				started = (int) pid;
-		}
+		/* the handle outlives the transaction it may be started in */
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		bool		registered = RegisterDynamicBackgroundWorker(&bgw, &sdb_helpers[no]);
+
+		MemoryContextSwitchTo(old);
+		if (registered && WaitForBackgroundWorkerStartup(sdb_helpers[no], &pid) == BGWH_STARTED)
+			started = (int) pid;
 		sdb_rc = started;
 		SDB_TRY_END
 	}
 }
 
-/* Whether copy helper `no` started by this process still runs. */
+/* Whether copy helper `no` started by this process still runs (guarded: called from Rust). */
 static bool
 op_helper_running(int no)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	pid_t		pid;
+	volatile bool running = false;
 
 	if (no < 0 || no >= SDB_MAX_HELPERS || sdb_helpers[no] == NULL)
 		return false;
-	return GetBackgroundWorkerPid(sdb_helpers[no], &pid) == BGWH_STARTED;
+	PG_TRY();
+	{
+		running = GetBackgroundWorkerPid(sdb_helpers[no], &pid) == BGWH_STARTED;
+	}
+	PG_CATCH();
+	{
+		sdb_save_error(cxt);
+	}
+	PG_END_TRY();
+	return running;
 }
 
 static const char *

@@ -20,12 +20,12 @@
 //! temporary table) and tables whose columns use the user types the snapshot
 //! creates.
 
-use crate::config::{quote_ident, quote_literal, ConnectorConfig};
+use crate::config::{quote_ident, ConnectorConfig};
 use crate::error::{DestContext, WorkerError};
 use crate::net::Net;
 use crate::objmap::DestTable;
 use crate::pg::{Pg, LOG_LOG, LOG_WARNING};
-use crate::snapshot::{copy_stream, CopyDest};
+use crate::snapshot::{copy_out_sql, copy_stream, CopyDest};
 use crate::source::SourceTable;
 use crate::state;
 use std::collections::{HashMap, HashSet};
@@ -121,36 +121,7 @@ fn binary_ok(t: &SourceTable, p: &DestTable, same_encoding: bool) -> bool {
         && p.columns
             .iter()
             .filter(|c| c.copied())
-            .all(|c| c.type_sql == c.natural_type && c.transform.is_none())
-}
-
-/// The COPY that reads table `t`, all of it or pages [from, to) (`to` None: to
-/// the end, whatever the table has grown to since its size was read).
-fn copy_sql(t: &SourceTable, range: Option<(i64, Option<i64>)>, binary: bool) -> String {
-    let list = t.column_list();
-    let fmt = if binary { " (FORMAT binary)" } else { "" };
-    match range {
-        None if list.is_empty() => format!("COPY {} TO STDOUT{fmt}", t.qualified()),
-        None => format!("COPY {} ({list}) TO STDOUT{fmt}", t.qualified()),
-        Some((from, to)) => {
-            let mut cond = Vec::new();
-            if from > 0 {
-                cond.push(format!("ctid >= '({from},0)'::tid"));
-            }
-            if let Some(to) = to {
-                cond.push(format!("ctid < '({to},0)'::tid"));
-            }
-            let wh = if cond.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", cond.join(" AND "))
-            };
-            format!(
-                "COPY (SELECT {list} FROM {}{wh}) TO STDOUT{fmt}",
-                t.qualified()
-            )
-        }
-    }
+            .all(|c| c.type_sql == c.natural_type)
 }
 
 /// What plan_items needs to know of the source: table sizes in pages, whether
@@ -226,38 +197,27 @@ fn plan_items(
         } else {
             1
         };
-        if n == 1 {
-            items.push(Item {
-                srcrelid: t.oid,
-                schema: schema.to_string(),
-                label: t.qualified(),
-                copy_sql: copy_sql(t, None, binary),
-                table: stage.clone(),
-                cols,
-                whole: true,
-                binary,
-                then_sql: then_sql.clone(),
-                ddl: false,
-            });
-            continue;
-        }
+        // one item for the whole table, or one per page range
         let step = (pages + n - 1) / n;
         for i in 0..n {
-            let from = i * step;
-            let to = (i + 1 < n).then_some((i + 1) * step);
-            items.push(Item {
-                srcrelid: t.oid,
-                schema: schema.to_string(),
-                label: format!(
+            let range = (n > 1).then(|| (i * step, (i + 1 < n).then_some((i + 1) * step)));
+            let label = match range {
+                None => t.qualified(),
+                Some((from, to)) => format!(
                     "{} (pages {from}-{}, part {} of {n})",
                     t.qualified(),
                     to.map_or("end".to_string(), |x| (x - 1).to_string()),
                     i + 1
                 ),
-                copy_sql: copy_sql(t, Some((from, to)), binary),
+            };
+            items.push(Item {
+                srcrelid: t.oid,
+                schema: schema.to_string(),
+                label,
+                copy_sql: copy_out_sql(t, range, binary),
                 table: stage.clone(),
                 cols: cols.clone(),
-                whole: false,
+                whole: range.is_none(),
                 binary,
                 then_sql: then_sql.clone(),
                 ddl: false,
@@ -472,24 +432,6 @@ fn stage_and_run(
     Ok(rows)
 }
 
-/// Tables whose every item is done (for the progress view).
-fn tables_done(pg: &Pg, name: &str) -> Result<u64, WorkerError> {
-    let rows = pg
-        .in_xact(|| {
-            pg.query(
-                "SELECT count(*) FROM (SELECT srcrelid FROM synchdb_copy_work WHERE name = $1
-                  GROUP BY srcrelid HAVING bool_and(state = 'done')) d",
-                &[Some(name)],
-            )
-        })
-        .ctx(|| "reading the copy work list".into())?;
-    Ok(rows
-        .first()
-        .and_then(|r| r[0].as_deref())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
-}
-
 /// Waits until the helpers have copied every item: the rows they copied, or
 /// the first error one of them reported.
 fn wait_for_helpers(
@@ -508,7 +450,9 @@ fn wait_for_helpers(
                 pg.query(
                     "SELECT count(*) FILTER (WHERE state IN ('todo', 'running')),
                             coalesce(sum(rows) FILTER (WHERE state = 'done' AND helper <> 0), 0),
-                            min(format('%s: %s', label, err)) FILTER (WHERE state = 'failed')
+                            min(format('%s: %s', label, err)) FILTER (WHERE state = 'failed'),
+                            (SELECT count(*) FROM (SELECT FROM synchdb_copy_work WHERE name = $1
+                                                    GROUP BY srcrelid HAVING bool_and(state = 'done')) d)
                        FROM synchdb_copy_work WHERE name = $1",
                     &[Some(name)],
                 )
@@ -524,10 +468,12 @@ fn wait_for_helpers(
         if open > 0 {
             mine += work(pg, net, name, 0, own, None)?;
         }
+        // tables whose every item is done, for the progress view
+        let done: u64 = get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
         state::stat_set(
             state::my_slot(),
             state::Stat::SnapTablesDone,
-            base.max(tables_done(pg, name)?),
+            base.max(done),
         );
         if open == 0 {
             return Ok(mine + get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
@@ -617,18 +563,17 @@ fn work(
                 })?;
                 let snap = snapshot.clone();
                 let c = net.call(pg, async move {
-                    let c = crate::source::connect(&p).await.map_err(WorkerError::from)?;
-                    c.batch_execute(&format!(
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                        quote_literal(&snap)
-                    ))
-                    .await
-                    .map_err(|e| {
-                        WorkerError::Source(format!(
+                    let c = crate::source::connect(&p)
+                        .await
+                        .map_err(WorkerError::from)?;
+                    crate::snapshot::import_snapshot(&c, &snap)
+                        .await
+                        .map_err(|e| {
+                            WorkerError::Source(format!(
                             "importing the snapshot {snap} of the copy on the source failed: {}",
                             e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
                         ))
-                    })?;
+                        })?;
                     Ok::<_, WorkerError>(c)
                 })??;
                 *client = Some(Arc::new(c));
@@ -710,11 +655,11 @@ fn mark_done(
         pg.exec(
             "INSERT INTO synchdb_copy_work (name, item, srcrelid, snapshot, copy_sql, label, dst_schema, dst_table,
                                             dst_cols, whole, binary_format, ddl)
-             SELECT $1, 1000000 + min(item), $2::oid, min(snapshot), $3, 'primary key of ' || $4, min(dst_schema),
-                    min(dst_table), '{}', false, false, true
+             SELECT $1, 1000000 + min(item), $2::oid, min(snapshot), $3, 'primary key of ' || quote_ident(min(dst_table)),
+                    min(dst_schema), min(dst_table), '{}', false, false, true
                FROM synchdb_copy_work WHERE name = $1 AND srcrelid = $2::oid
              HAVING bool_and(state = 'done')",
-            &[Some(name), Some(&rel), Some(sql), Some(it.label.split(" (pages").next().unwrap_or(&it.label))],
+            &[Some(name), Some(&rel), Some(sql)],
         )
         .ctx(ctx)?;
     }
@@ -819,17 +764,17 @@ mod tests {
             partitioned_by: None,
             partition_of: None,
         };
-        assert_eq!(copy_sql(&t, None, false), "COPY \"s\".\"t\" TO STDOUT");
+        assert_eq!(copy_out_sql(&t, None, false), "COPY \"s\".\"t\" TO STDOUT");
         assert_eq!(
-            copy_sql(&t, None, true),
+            copy_out_sql(&t, None, true),
             "COPY \"s\".\"t\" TO STDOUT (FORMAT binary)"
         );
         assert_eq!(
-            copy_sql(&t, Some((0, Some(10))), false),
+            copy_out_sql(&t, Some((0, Some(10))), false),
             "COPY (SELECT  FROM \"s\".\"t\" WHERE ctid < '(10,0)'::tid) TO STDOUT"
         );
         assert_eq!(
-            copy_sql(&t, Some((10, None)), false),
+            copy_out_sql(&t, Some((10, None)), false),
             "COPY (SELECT  FROM \"s\".\"t\" WHERE ctid >= '(10,0)'::tid) TO STDOUT"
         );
     }

@@ -251,7 +251,7 @@ fn precheck(
 }
 
 /// Makes the session's transaction see exactly the slot's exported snapshot.
-async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), tokio_postgres::Error> {
+pub async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -552,13 +552,7 @@ fn copy_table(
     dest_table: &str,
     cols: &[String],
 ) -> Result<u64, WorkerError> {
-    // a table without (copied) columns still has rows: COPY without a list
-    let list = t.column_list();
-    let sql = if list.is_empty() {
-        format!("COPY {} TO STDOUT", t.qualified())
-    } else {
-        format!("COPY {} ({list}) TO STDOUT", t.qualified())
-    };
+    let sql = copy_out_sql(t, None, false);
     let dest = CopyDest {
         schema: dest_schema,
         table: dest_table,
@@ -567,6 +561,38 @@ fn copy_table(
         binary: false,
     };
     copy_stream(pg, net, client, sql, &t.qualified(), &dest)
+}
+
+/// The COPY that reads table `t` on the source: all of it, or pages
+/// [from, to) (`to` None: to the end, whatever the table has grown to since its
+/// size was read), in text or binary format. A table without (copied) columns
+/// still has rows: COPY without a list.
+pub fn copy_out_sql(t: &SourceTable, range: Option<(i64, Option<i64>)>, binary: bool) -> String {
+    let list = t.column_list();
+    let fmt = if binary { " (FORMAT binary)" } else { "" };
+    let Some((from, to)) = range else {
+        return if list.is_empty() {
+            format!("COPY {} TO STDOUT{fmt}", t.qualified())
+        } else {
+            format!("COPY {} ({list}) TO STDOUT{fmt}", t.qualified())
+        };
+    };
+    let mut cond = Vec::new();
+    if from > 0 {
+        cond.push(format!("ctid >= '({from},0)'::tid"));
+    }
+    if let Some(to) = to {
+        cond.push(format!("ctid < '({to},0)'::tid"));
+    }
+    let wh = if cond.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", cond.join(" AND "))
+    };
+    format!(
+        "COPY (SELECT {list} FROM {}{wh}) TO STDOUT{fmt}",
+        t.qualified()
+    )
 }
 
 /// Where copy_stream puts the rows: a table, its columns, whether COPY FREEZE
@@ -989,10 +1015,8 @@ fn build_tables(
             }
         }
         if copy {
+            // (the caller started the progress counters)
             let i = crate::state::my_slot();
-            if staged.is_none() {
-                begin_copy_progress(pg, net, client, tables);
-            }
             if let Some(st) = staged {
                 rows += st.rows;
             }
@@ -1261,14 +1285,17 @@ pub fn run(
         }
         // tables copied at once, into a staging schema, before the one
         // transaction that puts everything in place
-        let staged = match (&snapshot_name, plan.create_tables && plan.copy_rows) {
-            (Some(snap), true) => {
-                let pairs: Vec<(&SourceTable, &DestTable)> =
-                    tables.iter().zip(plans.iter()).collect();
-                begin_copy_progress(pg, net, &client, &pairs);
-                crate::parallel::copy(pg, net, &client, cfg, snap, &pairs, virtual_ok(pg))?
+        let staged = if plan.create_tables && plan.copy_rows {
+            let pairs: Vec<(&SourceTable, &DestTable)> = tables.iter().zip(plans.iter()).collect();
+            begin_copy_progress(pg, net, &client, &pairs);
+            match &snapshot_name {
+                Some(snap) => {
+                    crate::parallel::copy(pg, net, &client, cfg, snap, &pairs, virtual_ok(pg))?
+                }
+                None => None,
             }
-            _ => None,
+        } else {
+            None
         };
         let r = pg.in_xact(|| -> Result<u64, WorkerError> {
             // an xid, so that the commit records the origin's progress even when
@@ -1558,6 +1585,7 @@ pub fn resnapshot(
                 all_plans: &plans,
                 rules,
             };
+            begin_copy_progress(pg, net, &client, &copy);
             let rows = build_tables(pg, net, &client, cfg, &copy, opts)?;
             let lsn = crate::offset::format_lsn(consistent_point);
             for (t, _) in &copy {

@@ -45,7 +45,8 @@ pub struct Spill {
     /// The transaction whose block is being received (between Stream Start and
     /// Stream Stop).
     current: Option<u32>,
-    /// Bytes in all files, for the statistics.
+    /// Bytes waiting in all files now (kept in step with every write, cut and
+    /// drop; the unit test checks it returns to 0).
     pub bytes: u64,
 }
 
