@@ -16,7 +16,7 @@ use crate::pg::{Pg, RelHandle};
 use crate::replconn::{ConnParams, ReplConnection, ReplEvent};
 use crate::state;
 use futures_util::FutureExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,14 +29,34 @@ pub enum StreamItem {
     Batch(Vec<(u64, LogicalMessage)>, usize),
     /// The source accepted START_REPLICATION: streaming (again).
     Streaming,
+    /// A large transaction streams while it runs: the batches that follow, up
+    /// to `EarlyEnd` or `EarlyCommit`, are its changes, to be applied at once
+    /// in a destination transaction left open (see `Early`).
+    EarlyBegin(u32),
+    /// Something else must be applied before that transaction ends: roll its
+    /// open transaction back; its file replays it when it commits.
+    EarlyEnd,
+    /// The early transaction committed on the source.
+    EarlyCommit(Box<EarlyCommit>),
     Error(WorkerError),
+}
+
+/// The Stream Commit of a transaction applied early, with its file: what it
+/// was applied from, should applying it early have failed.
+pub struct EarlyCommit {
+    replay: crate::spill::Replay,
+    xid: u32,
+    flags: u8,
+    commit_lsn: u64,
+    end_lsn: u64,
+    commit_ts: i64,
 }
 
 impl StreamItem {
     fn bytes(&self) -> usize {
         match self {
             StreamItem::Batch(_, n) => *n,
-            StreamItem::Streaming | StreamItem::Error(_) => 0,
+            _ => 0,
         }
     }
 }
@@ -105,26 +125,26 @@ pub struct StreamTarget {
 /// A batch of decoded messages and their WAL positions.
 type Batch = Vec<(u64, LogicalMessage)>;
 
-/// Hands `batch` to the applier, or holds it back in `pending` (no room in the
-/// budget or the channel). False: the applier is gone.
+/// Hands `item` to the applier, or queues it in `pending` (items already
+/// waiting, no room in the budget or the channel). False: the applier is gone.
 fn offer(
     tx: &mpsc::Sender<StreamItem>,
     budget: &Budget,
     waker: &Waker,
-    batch: Batch,
-    bytes: usize,
-    pending: &mut Option<StreamItem>,
+    item: StreamItem,
+    pending: &mut VecDeque<StreamItem>,
     pushed: &mut u64,
 ) -> bool {
-    if batch.is_empty() {
+    if matches!(&item, StreamItem::Batch(b, _) if b.is_empty()) {
         return true;
     }
-    if budget.full(bytes) {
-        *pending = Some(StreamItem::Batch(batch, bytes));
+    let bytes = item.bytes();
+    if !pending.is_empty() || budget.full(bytes) {
+        pending.push_back(item);
         return true;
     }
     budget.bytes.fetch_add(bytes, Ordering::AcqRel);
-    match tx.try_send(StreamItem::Batch(batch, bytes)) {
+    match tx.try_send(item) {
         Ok(()) => {
             *pushed += 1;
             // wake only on empty -> non-empty; the reader drains all
@@ -135,7 +155,7 @@ fn offer(
         }
         Err(mpsc::error::TrySendError::Full(item)) => {
             budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
-            *pending = Some(item);
+            pending.push_back(item);
             true
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -250,11 +270,14 @@ async fn stream_task(
         let mut processed: u64 = 0;
         let mut flushed = start_lsn;
         let mut seen_end = start_lsn;
-        let mut pending: Option<StreamItem> = None;
+        let mut pending: VecDeque<StreamItem> = VecDeque::new();
+        // the streamed transaction whose changes also go to the applier as they
+        // arrive (at most one; see `Early`)
+        let mut early: Option<u32> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             // a batch held back waits for a channel slot and for room in the budget
-            let held = pending.as_ref().map(StreamItem::bytes);
+            let held = pending.front().map(StreamItem::bytes);
             let held_full = held.is_some_and(|n| budget.full(n));
             tokio::select! {
                 biased;
@@ -271,14 +294,14 @@ async fn stream_task(
                     // (Not while a committed streamed transaction is still being
                     // handed over; one still open is sent again in full after a
                     // restart, since its commit lies past any position confirmed.)
-                    let idle = processed == pushed && pending.is_none() && replay.is_none();
+                    let idle = processed == pushed && pending.is_empty() && replay.is_none();
                     let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     stream.send_status(pos, pos, pos, false).await?;
                     // shared memory, no PostgreSQL call: fine from this thread
                     state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                 }
                 _ = tick.tick() => {
-                    let idle = processed == pushed && pending.is_none() && replay.is_none();
+                    let idle = processed == pushed && pending.is_empty() && replay.is_none();
                     let pos = confirm_position(flushed, seen_end, wal_end, idle);
                     // idle: ask for a keepalive, whose WAL end lets the next
                     // status confirm (and the lag view show) the source's end
@@ -287,27 +310,27 @@ async fn stream_task(
                     state::stat_set(slot_idx, state::Stat::ConfirmedLsn, pos);
                 }
                 _ = budget.room.notified(), if held_full => {}
-                _ = std::future::ready(()), if pending.is_none() && replay.is_some() => {
+                _ = std::future::ready(()), if pending.is_empty() && replay.is_some() => {
                     if let Some(rp) = replay.as_mut() {
                         let (batch, bytes, done) = rp.next_batch()?;
                         if done {
                             replay = None;
                         }
-                        if !offer(&tx, &budget, &waker, batch, bytes, &mut pending, &mut pushed) {
+                        if !offer(&tx, &budget, &waker, StreamItem::Batch(batch, bytes), &mut pending, &mut pushed) {
                             return Ok(());
                         }
                     }
                 }
                 permit = tx.reserve(), if held.is_some() && !held_full => {
                     let Ok(permit) = permit else { return Ok(()) };
-                    if let Some(item) = pending.take() {
+                    if let Some(item) = pending.pop_front() {
                         budget.bytes.fetch_add(item.bytes(), Ordering::AcqRel);
                         permit.send(item);
                         pushed += 1;
                         waker.wake();
                     }
                 }
-                ev = stream.next_event(), if pending.is_none() && replay.is_none() => {
+                ev = stream.next_event(), if pending.is_empty() && replay.is_none() => {
                     // Take every message the last read already brought, so that one
                     // channel operation and at most one wake-up serve them all.
                     let mut batch = Vec::new();
@@ -322,13 +345,60 @@ async fn stream_task(
                                 seen_end = seen_end.max(wal_end);
                                 state::stat_set(slot_idx, state::Stat::SrcWalLsn, seen_end);
                                 let msg = decoder.decode(data.clone()).map_err(|e| WorkerError::Source(e.to_string()))?;
+                                // Ends the early transaction before anything else is
+                                // applied: what was gathered goes first, in order.
+                                macro_rules! end_early {
+                                    ($item:expr) => {{
+                                        let b = std::mem::take(&mut batch);
+                                        let n = std::mem::take(&mut bytes);
+                                        if !offer(&tx, &budget, &waker, StreamItem::Batch(b, n), &mut pending, &mut pushed)
+                                            || !offer(&tx, &budget, &waker, $item, &mut pending, &mut pushed)
+                                        {
+                                            return Ok(());
+                                        }
+                                        early = None;
+                                    }};
+                                }
                                 match msg {
-                                    LogicalMessage::StreamStart { xid, .. } => spill.start(xid).map_err(spill_error)?,
+                                    LogicalMessage::StreamStart { xid, first_segment } => {
+                                        spill.start(xid).map_err(spill_error)?;
+                                        // only from its first change on, and one at a time
+                                        if early.is_none() && first_segment {
+                                            let b = std::mem::take(&mut batch);
+                                            let n = std::mem::take(&mut bytes);
+                                            if !offer(&tx, &budget, &waker, StreamItem::Batch(b, n), &mut pending, &mut pushed)
+                                                || !offer(&tx, &budget, &waker, StreamItem::EarlyBegin(xid), &mut pending, &mut pushed)
+                                            {
+                                                return Ok(());
+                                            }
+                                            early = Some(xid);
+                                        }
+                                    }
                                     LogicalMessage::StreamStop => spill.stop(),
                                     LogicalMessage::StreamAbort { xid, subxid } => {
+                                        // a rolled-back savepoint too: its file, cut back,
+                                        // applies it at its commit
+                                        if early == Some(xid) {
+                                            end_early!(StreamItem::EarlyEnd);
+                                        }
                                         spill.abort(xid, subxid).map_err(spill_error)?
                                     }
+                                    LogicalMessage::StreamCommit { xid, flags, commit_lsn, end_lsn, commit_ts } if early == Some(xid) => {
+                                        last_commit_ts = Some(commit_ts);
+                                        let replay = spill.commit(xid).map_err(spill_error)?;
+                                        end_early!(StreamItem::EarlyCommit(Box::new(EarlyCommit {
+                                            replay,
+                                            xid,
+                                            flags,
+                                            commit_lsn,
+                                            end_lsn,
+                                            commit_ts,
+                                        })));
+                                    }
                                     LogicalMessage::StreamCommit { xid, flags, commit_lsn, end_lsn, commit_ts } => {
+                                        if early.is_some() {
+                                            end_early!(StreamItem::EarlyEnd);
+                                        }
                                         replay = Some(Replaying {
                                             r: spill.commit(xid).map_err(spill_error)?,
                                             xid,
@@ -342,9 +412,16 @@ async fn stream_task(
                                         break;
                                     }
                                     m if spill.in_stream() => {
-                                        spill.write(wal_start, m.xid(), &data).map_err(spill_error)?
+                                        spill.write(wal_start, m.xid(), &data).map_err(spill_error)?;
+                                        if early.is_some() && spill.current() == early {
+                                            bytes += data.len() + MESSAGE_OVERHEAD;
+                                            batch.push((wal_start, m));
+                                        }
                                     }
                                     m => {
+                                        if early.is_some() {
+                                            end_early!(StreamItem::EarlyEnd);
+                                        }
                                         if let LogicalMessage::Commit { commit_ts, .. } = &m {
                                             last_commit_ts = Some(*commit_ts);
                                         }
@@ -366,7 +443,11 @@ async fn stream_task(
                         read += 1;
                         // a streamed transaction goes to its file, not the batch:
                         // bound the reading anyway, so that status updates go out
-                        if batch.len() >= MAX_BATCH || bytes >= INFLIGHT_BYTES / 4 || read >= 8 * MAX_BATCH {
+                        if batch.len() >= MAX_BATCH
+                            || bytes >= INFLIGHT_BYTES / 4
+                            || read >= 8 * MAX_BATCH
+                            || !pending.is_empty()
+                        {
                             break;
                         }
                         next = stream.next_event().now_or_never();
@@ -374,12 +455,12 @@ async fn stream_task(
                     let partial = replay.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH
                         && bytes < INFLIGHT_BYTES / 4;
                     let batch_len = batch.len();
-                    if !offer(&tx, &budget, &waker, batch, bytes, &mut pending, &mut pushed) {
+                    if !offer(&tx, &budget, &waker, StreamItem::Batch(batch, bytes), &mut pending, &mut pushed) {
                         return Ok(());
                     }
                     if reply_due {
                         // after the push: a batch not yet applied is never confirmed
-                        let idle = processed == pushed && pending.is_none() && replay.is_none();
+                        let idle = processed == pushed && pending.is_empty() && replay.is_none();
                         let pos = confirm_position(flushed, seen_end, wal_end, idle);
                         stream.send_status(pos, pos, pos, false).await?;
                     // shared memory, no PostgreSQL call: fine from this thread
@@ -449,6 +530,7 @@ struct RelMap {
     /// The source's schema and table name, as its last Relation message said.
     source_name: (String, String),
     source_cols: Vec<RelColumn>,
+    replica_identity: u8,
     new_buf: Vec<SdbValue>,
     old_buf: Vec<SdbValue>,
 }
@@ -615,6 +697,31 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A source relation's description as a Relation message gives it: schema,
+/// name, columns, replica identity.
+type RelDef = (String, String, Vec<RelColumn>, u8);
+
+/// A large transaction applied while it still runs on the source (PostgreSQL's
+/// built-in subscriber does the same with its parallel apply workers): its
+/// changes go into a destination transaction left open and committed at its
+/// Stream Commit, so that a commit is visible here soon after it is on the
+/// source instead of after a replay of the whole transaction. Anything else to
+/// apply first, a rolled-back savepoint, or an error ends the attempt: the open
+/// transaction is rolled back and the file the transaction was also written to
+/// applies it at its commit, exactly as without this.
+enum Early {
+    Off,
+    /// Applying transaction `xid`. What mapped relations before it began, to
+    /// put back after a rollback: its own Relation messages must not outlive it.
+    Applying {
+        xid: u32,
+        rels: Vec<(u32, RelDef)>,
+        pending: HashMap<u32, RelDef>,
+    },
+    /// Given up: its batches are left out, its commit replays its file.
+    Failed,
+}
+
 pub struct Applier<'a> {
     batch: BatchStats,
     strategy: Strategy,
@@ -658,7 +765,9 @@ pub struct Applier<'a> {
     skips: HashMap<u32, u64>,
     /// Relation messages of skipped tables, mapped when their first change to
     /// apply arrives: a description from before the copy must not alter it.
-    pending: HashMap<u32, (String, String, Vec<RelColumn>, u8)>,
+    pending: HashMap<u32, RelDef>,
+    /// A large transaction applied while it runs (see `Early`).
+    early: Early,
     /// Commit LSN of the source transaction being applied (from its Begin).
     cur_final_lsn: u64,
     rules: Rules,
@@ -722,6 +831,7 @@ impl<'a> Applier<'a> {
             last_commit: None,
             skips: HashMap::new(),
             pending: HashMap::new(),
+            early: Early::Off,
             cur_final_lsn: 0,
             rules,
             source: None,
@@ -1321,6 +1431,7 @@ impl<'a> Applier<'a> {
         // (a new stream after a pause or retry starts both at zero)
         self.processed = 0;
         self.processed_durable = 0;
+        self.early = Early::Off;
         let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
         let (fb_tx, fb_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
@@ -1346,18 +1457,35 @@ impl<'a> Applier<'a> {
                     got += 1;
                     match item {
                         StreamItem::Batch(msgs, bytes) => {
-                            for (lsn, msg) in msgs {
-                                self.handle(lsn, msg)?;
-                                if self.in_xact
-                                    && self.at_boundary
-                                    && self.batch_changes >= self.batch_size
-                                {
-                                    self.commit_batch()?;
-                                    fb_due = true;
+                            match self.early {
+                                Early::Off => {
+                                    for (lsn, msg) in msgs {
+                                        self.handle(lsn, msg)?;
+                                        if self.in_xact
+                                            && self.at_boundary
+                                            && self.batch_changes >= self.batch_size
+                                        {
+                                            self.commit_batch()?;
+                                            fb_due = true;
+                                        }
+                                    }
                                 }
+                                Early::Applying { .. } => {
+                                    for (lsn, msg) in msgs {
+                                        if let Err(e) = self.handle(lsn, msg) {
+                                            self.early_failed(&e);
+                                            break;
+                                        }
+                                    }
+                                }
+                                // its file has these changes
+                                Early::Failed => {}
                             }
                             budget.give_back(bytes);
                         }
+                        StreamItem::EarlyBegin(xid) => fb_due |= self.early_begin(xid)?,
+                        StreamItem::EarlyEnd => self.early_end(),
+                        StreamItem::EarlyCommit(c) => self.early_commit(*c)?,
                         StreamItem::Streaming => {
                             // back after an error: say so at once, not only
                             // when a batch next commits (there may be none)
@@ -1394,7 +1522,13 @@ impl<'a> Applier<'a> {
                         self.pg.abort();
                         self.in_xact = false;
                         self.batch = BatchStats::default();
+                        // it may have mapped tables it created or altered: the
+                        // stream resumed sends every description again
+                        for (_, m) in self.rels.drain() {
+                            close_rel(self.pg, m);
+                        }
                     }
+                    self.early = Early::Off;
                     return Ok(());
                 }
                 if self.in_xact && self.at_boundary {
@@ -1441,6 +1575,124 @@ impl<'a> Applier<'a> {
             }
         }
         r
+    }
+
+    /// A streamed transaction's first block: apply it early when nothing else
+    /// is open and no rule needs its commit position first. True when a batch
+    /// was committed to make way.
+    fn early_begin(&mut self, xid: u32) -> Result<bool, WorkerError> {
+        let mut committed = false;
+        if self.in_xact && self.at_boundary {
+            self.commit_batch()?;
+            committed = true;
+        }
+        // a partial snapshot's skips depend on the commit position, unknown
+        // yet; 'skip' counts and logs each failed change, which a replay after
+        // a rollback would do again
+        if self.in_xact || !self.skips.is_empty() || Strategy::current(self.pg) == Strategy::Skip
+        {
+            self.early = Early::Failed;
+            return Ok(committed);
+        }
+        let rels = self
+            .rels
+            .iter()
+            .map(|(&id, m)| {
+                let def = (
+                    m.source_name.0.clone(),
+                    m.source_name.1.clone(),
+                    m.source_cols.clone(),
+                    m.replica_identity,
+                );
+                (id, def)
+            })
+            .collect();
+        self.begin_if_needed()?;
+        self.at_boundary = false;
+        self.cur_xid = xid;
+        self.cur_final_lsn = 0;
+        self.early = Early::Applying {
+            xid,
+            rels,
+            pending: self.pending.clone(),
+        };
+        Ok(committed)
+    }
+
+    /// Something else must be applied first: roll the early transaction back.
+    fn early_end(&mut self) {
+        let Early::Applying { rels, pending, .. } = std::mem::replace(&mut self.early, Early::Off)
+        else {
+            self.early = Early::Off;
+            return;
+        };
+        self.pg.abort();
+        self.in_xact = false;
+        self.at_boundary = true;
+        self.batch = BatchStats::default();
+        self.batch_changes = 0;
+        self.last_change_lsn = 0;
+        // mappings built in it may name what the rollback undid: map again,
+        // from the descriptions that held before it, when next used
+        for (_, m) in self.rels.drain() {
+            close_rel(self.pg, m);
+        }
+        self.pending = pending;
+        self.pending.extend(rels);
+        self.source_types.clear();
+    }
+
+    /// Applying early failed: the same change fails again, and is reported
+    /// under the error strategy, when the file replays the transaction.
+    fn early_failed(&mut self, e: &WorkerError) {
+        if let Early::Applying { xid, .. } = self.early {
+            self.pg.log(
+                crate::pg::LOG_DEBUG,
+                &format!(
+                    "connector {}: streamed transaction {xid} is applied at its commit instead: {e}",
+                    self.connector
+                ),
+            );
+        }
+        self.early_end();
+        self.early = Early::Failed;
+    }
+
+    /// The early transaction committed on the source: commit it here, or, if
+    /// applying it early was given up, apply it now from its file.
+    fn early_commit(&mut self, c: EarlyCommit) -> Result<(), WorkerError> {
+        let EarlyCommit {
+            mut replay,
+            xid,
+            flags,
+            commit_lsn,
+            end_lsn,
+            commit_ts,
+        } = c;
+        let commit = LogicalMessage::Commit {
+            flags,
+            commit_lsn,
+            end_lsn,
+            commit_ts,
+        };
+        if matches!(std::mem::replace(&mut self.early, Early::Off), Early::Applying { .. }) {
+            return self.handle(commit_lsn, commit);
+        }
+        let begin = LogicalMessage::Begin {
+            final_lsn: commit_lsn,
+            commit_ts,
+            xid,
+        };
+        self.handle(commit_lsn, begin)?;
+        let mut n: u64 = 0;
+        while let Some((lsn, m, _)) = replay.next_message().map_err(spill_error)? {
+            self.handle(lsn, m)?;
+            n += 1;
+            if n % 1024 == 0 && self.pg.should_exit() {
+                return Err(WorkerError::Stopped);
+            }
+        }
+        self.handle(commit_lsn, commit)
     }
 
     fn begin_if_needed(&mut self) -> Result<(), WorkerError> {
@@ -1620,7 +1872,8 @@ impl<'a> Applier<'a> {
 
     /// synchdb.log_change_on_error: the failing change, with its values as text.
     fn log_failed_change(&self, msg: &LogicalMessage, err: &WorkerError) {
-        if matches!(err, WorkerError::Stopped) {
+        // applied early: a replay from the file does it again, for real
+        if matches!(err, WorkerError::Stopped) || matches!(self.early, Early::Applying { .. }) {
             return;
         }
         if let Some(what) = self.describe_change(msg) {
@@ -2434,6 +2687,15 @@ impl<'a> Applier<'a> {
                 &[Some(&dest)],
             )
             .ctx(|| format!("looking up {dest}"))?;
+        // The source's catalog does not show an open transaction's tables and
+        // columns, and what they hold is read from there: a transaction applied
+        // early leaves creating and altering tables to its commit.
+        let early = matches!(self.early, Early::Applying { .. });
+        if attrs.is_empty() && early {
+            return Err(WorkerError::Internal(format!(
+                "{dest} is created at the commit of the transaction that first writes to it"
+            )));
+        }
         if attrs.is_empty() {
             // not on the destination (mode never, or dropped by hand): create it
             // from what the source says about it
@@ -2466,6 +2728,11 @@ impl<'a> Applier<'a> {
         let changes = crate::ddl::column_changes(previous.as_deref(), &columns, |n| {
             have.contains_key(&dcol(n))
         });
+        if !changes.is_empty() && early {
+            return Err(WorkerError::Internal(format!(
+                "the schema change of {dest} is applied at its transaction's commit"
+            )));
+        }
         if !changes.is_empty() {
             pg.apply_release()?;
         }
@@ -2607,6 +2874,7 @@ impl<'a> Applier<'a> {
                 from_source,
                 source_name: (namespace.to_string(), name.to_string()),
                 source_cols: columns,
+                replica_identity,
                 new_buf: Vec::with_capacity(natts),
                 old_buf: Vec::with_capacity(natts),
             },

@@ -79,6 +79,11 @@ impl Spill {
         self.current.is_some()
     }
 
+    /// The transaction whose block is being received, if any.
+    pub fn current(&self) -> Option<u32> {
+        self.current
+    }
+
     /// Stream Start of transaction `xid`.
     pub fn start(&mut self, xid: u32) -> Result<(), String> {
         if !self.files.contains_key(&xid) {

@@ -142,6 +142,50 @@ SELECT count(*) AS rows FROM str_src.t;
 SELECT synchdb_test_wait('SELECT spill_files() = 0');
 SELECT stage, state, err FROM synchdb_state_view WHERE name = 'strconn';
 
+-- 5. alone, it is applied while it runs: the connector's open transaction
+-- already writes into the destination table (it holds its lock), nothing of
+-- it is visible before its commit, all of it right after
+\! PGAPPNAME=synchdb_str_gate "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'SELECT pg_advisory_lock(42)' -c 'SELECT pg_sleep(300)' >/dev/null 2>&1 &
+SELECT synchdb_test_wait('SELECT gate_held()');
+SELECT streamed() AS streamed_before \gset
+\! "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'BEGIN' -c 'INSERT INTO t SELECT g, $$early$$, g FROM generate_series(400001, 430000) g' -c 'UPDATE t SET n = 0 WHERE id BETWEEN 400001 AND 400100' -c 'SELECT pg_advisory_xact_lock(42)' -c 'DELETE FROM t WHERE id BETWEEN 400101 AND 400200' -c 'COMMIT' >/dev/null 2>&1 &
+SELECT synchdb_test_wait('SELECT gate_waited()');
+SELECT synchdb_test_wait(format('SELECT streamed() > %s', :streamed_before));
+SELECT synchdb_test_wait($$SELECT count(*) > 0 FROM pg_locks
+                            WHERE relation = 'str_src.t'::regclass AND mode = 'RowExclusiveLock'
+                              AND pid = (SELECT pid FROM synchdb_state_view WHERE name = 'strconn')$$);
+SELECT count(*) AS early_rows_before_commit FROM str_src.t WHERE v = 'early';
+SELECT open_gate();
+SELECT synchdb_test_wait($$SELECT count(*) = 29900 FROM str_src.t WHERE v = 'early'$$);
+\c str_src
+SELECT sums() AS want \gset
+\c contrib_regression
+SELECT synchdb_test_wait(format('SELECT str_sums() = %L', :'want'));
+SELECT count(*) FILTER (WHERE n = 0) AS updated_in_it FROM str_src.t WHERE v = 'early';
+
+-- 6. a column added in it, then others commit: the schema change waits for
+-- its commit (the rows the table had get the column's default), the
+-- transactions committed meanwhile are applied with the table as it was
+\! PGAPPNAME=synchdb_str_gate "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'SELECT pg_advisory_lock(42)' -c 'SELECT pg_sleep(300)' >/dev/null 2>&1 &
+SELECT synchdb_test_wait('SELECT gate_held()');
+SELECT streamed() AS streamed_before \gset
+\! "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'BEGIN' -c 'INSERT INTO t SELECT g, $$before w$$, g FROM generate_series(500001, 520000) g' -c 'ALTER TABLE t ADD COLUMN w int DEFAULT 7' -c 'INSERT INTO t SELECT g, $$with w$$, g, g FROM generate_series(520001, 540000) g' -c 'SELECT pg_advisory_xact_lock(42)' -c 'COMMIT' >/dev/null 2>&1 &
+SELECT synchdb_test_wait('SELECT gate_waited()');
+SELECT synchdb_test_wait(format('SELECT streamed() > %s', :streamed_before));
+\c str_src
+INSERT INTO small VALUES (3, 'while the column is added');
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 3 FROM str_src.small$$);
+SELECT open_gate();
+SELECT synchdb_test_wait($$SELECT count(*) = 20000 FROM str_src.t WHERE v = 'with w'$$);
+\c str_src
+SELECT sums() AS want \gset
+\c contrib_regression
+SELECT synchdb_test_wait(format('SELECT str_sums() = %L', :'want'));
+SELECT count(*) FILTER (WHERE w = 7) AS default_w, count(*) FILTER (WHERE w > 7) AS own_w FROM str_src.t;
+SELECT synchdb_test_wait('SELECT spill_files() = 0');
+SELECT stage, state, err FROM synchdb_state_view WHERE name = 'strconn';
+
 SELECT synchdb_stop_engine_bgw('strconn');
 SELECT synchdb_test_wait($$SELECT pid = -1 FROM synchdb_state_view WHERE name = 'strconn'$$);
 SELECT synchdb_del_conninfo('strconn');
