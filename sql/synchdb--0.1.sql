@@ -763,23 +763,17 @@ CREATE FUNCTION synchdb_source_sequences(name text, data text, seqs text) RETURN
 -- Brings the connector's sequences on the destination to their values on the
 -- source, never moving one backwards; returns each with its value now. A running
 -- connector does this every synchdb.sequence_sync_interval and when it stops.
-CREATE FUNCTION synchdb_sync_sequences(name text)
+-- Moves connector name's sequences forward (never back) to the values in vals
+-- (the source's last values, by source sequence name) and lists them.
+CREATE FUNCTION synchdb_set_sequences(name text, vals jsonb)
 RETURNS TABLE (sequence text, value bigint) LANGUAGE plpgsql AS $$
 DECLARE
     d jsonb := synchdb_check_connector(name);
-    vals jsonb;
     r record;
     v bigint;
 BEGIN
-    SELECT synchdb_source_sequences(synchdb_sync_sequences.name, d::text, string_agg(o.srcobj, E'\n'))::jsonb
-      INTO vals
-      FROM synchdb_objects o
-     WHERE o.name = synchdb_sync_sequences.name AND o.kind = 'sequence' AND o.state = 'created';
-    IF vals IS NULL THEN
-        RETURN;
-    END IF;
     FOR r IN SELECT o.srcobj, o.dstobj FROM synchdb_objects o
-              WHERE o.name = synchdb_sync_sequences.name AND o.kind = 'sequence' AND o.state = 'created'
+              WHERE o.name = synchdb_set_sequences.name AND o.kind = 'sequence' AND o.state = 'created'
               ORDER BY o.dstobj LOOP
         CONTINUE WHEN to_regclass(r.dstobj) IS NULL;
         v := (vals->>r.srcobj)::bigint;
@@ -795,6 +789,22 @@ BEGIN
         value := pg_sequence_last_value(to_regclass(r.dstobj));
         RETURN NEXT;
     END LOOP;
+END $$;
+
+CREATE FUNCTION synchdb_sync_sequences(name text)
+RETURNS TABLE (sequence text, value bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := synchdb_check_connector(name);
+    vals jsonb;
+BEGIN
+    SELECT synchdb_source_sequences(synchdb_sync_sequences.name, d::text, string_agg(o.srcobj, E'\n'))::jsonb
+      INTO vals
+      FROM synchdb_objects o
+     WHERE o.name = synchdb_sync_sequences.name AND o.kind = 'sequence' AND o.state = 'created';
+    IF vals IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM synchdb_set_sequences(name, vals);
 END $$;
 
 CREATE FUNCTION synchdb_compile_transform(expr text, as_text text, typed text) RETURNS text
@@ -1179,7 +1189,8 @@ BEGIN
         'synchdb_reset_stats(text)', 'synchdb_add_extra_conninfo(text,text,text,text,text)',
         'synchdb_add_extra_conninfo(text,text,text,text,text,text)',
         'synchdb_del_extra_conninfo(text)', 'synchdb_set_passfile(text,text)',
-        'synchdb_sync_sequences(text)', 'synchdb_add_objmap(text,text,text,text)',
+        'synchdb_sync_sequences(text)', 'synchdb_set_sequences(text,jsonb)',
+        'synchdb_add_objmap(text,text,text,text)',
         'synchdb_del_objmap(text,text,text)', 'synchdb_reload_objmap(text)',
         'synchdb_translate_datatype(name,name,bigint,bigint,bigint)']::regprocedure[])
     LOOP

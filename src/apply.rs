@@ -697,6 +697,25 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The answer of a look at the source made on the network thread.
+type ProbeRx<T> = tokio::sync::oneshot::Receiver<T>;
+
+/// What a look for new tables saw: the tables of the selection, and which of
+/// the known ones the source still has.
+type NewTablesSeen =
+    Result<(Vec<crate::source::SourceTable>, Vec<u32>), crate::source::SourceError>;
+
+/// Takes a look's answer if it has come (None: not yet).
+fn probe_answer<T>(rx: &mut ProbeRx<T>) -> Option<Result<T, WorkerError>> {
+    match rx.try_recv() {
+        Ok(v) => Some(Ok(v)),
+        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(WorkerError::Internal(
+            "a look at the source ended without an answer".into(),
+        ))),
+    }
+}
+
 /// A source relation's description as a Relation message gives it: schema,
 /// name, columns, replica identity.
 type RelDef = (String, String, Vec<RelColumn>, u8);
@@ -743,6 +762,15 @@ pub struct Applier<'a> {
     new_tables: Option<NewTables>,
     /// When the sequences were last brought to the source's values.
     last_seq_sync: Instant,
+    /// The source connection of the periodic looks (new tables, sequences):
+    /// kept open, used on the network thread, so that the applier never waits
+    /// for a connection set-up or a catalog query between two batches.
+    kept: crate::source::Kept,
+    /// A look for new tables under way: the tables known when it began, and
+    /// its answer (the source's tables, and which known ones it still has).
+    probe_new: Option<(HashSet<u32>, ProbeRx<NewTablesSeen>)>,
+    /// The sequences' values being read from the source.
+    probe_seq: Option<ProbeRx<Result<String, crate::source::SourceError>>>,
     /// Source tables dropped on the source whose destination table was dropped:
     /// changes of theirs still on the way are left out.
     dropped: HashSet<u32>,
@@ -816,6 +844,9 @@ impl<'a> Applier<'a> {
             cfg: cfg.clone(),
             new_tables: None,
             last_seq_sync: Instant::now(),
+            kept: Default::default(),
+            probe_new: None,
+            probe_seq: None,
             dropped: HashSet::new(),
             rels: HashMap::new(),
             batch_size: pg.guc_int("synchdb.batch_size", 5000).max(1),
@@ -1017,19 +1048,95 @@ impl<'a> Applier<'a> {
     /// when `force` (a stop). Sequence changes are not in pgoutput; a failure is
     /// logged, not fatal: the next round tries again.
     fn sync_sequences(&mut self, force: bool) {
-        let ms = self.pg.guc_int("synchdb.sequence_sync_interval", 5000);
-        if self.in_xact
-            || (!force
-                && (ms <= 0 || self.last_seq_sync.elapsed() < Duration::from_millis(ms as u64)))
-        {
+        if force {
+            // a look under way answers too late: this one waits for the source
+            self.probe_seq = None;
+            return self.sync_sequences_now();
+        }
+        if self.in_xact {
+            return;
+        }
+        let pg = self.pg;
+        if let Some(rx) = self.probe_seq.as_mut() {
+            let Some(answer) = probe_answer(rx) else {
+                return;
+            };
+            self.probe_seq = None;
+            let r = answer.and_then(|vals| {
+                let vals = vals.map_err(|e| WorkerError::Source(e.text))?;
+                pg.in_xact(|| {
+                    pg.query(
+                        "SELECT count(*)::text FROM synchdb_set_sequences($1, $2::jsonb)",
+                        &[Some(&self.connector), Some(&vals)],
+                    )
+                    .ctx(|| "bringing the sequences to the source's values".into())
+                })
+            });
+            if let Err(e) = r {
+                pg.log(
+                    crate::pg::LOG_WARNING,
+                    &format!(
+                        "connector {}: bringing the sequences to the source's values: {e}; trying again later",
+                        self.connector
+                    ),
+                );
+            }
+            return;
+        }
+        let ms = pg.guc_int("synchdb.sequence_sync_interval", 5000);
+        if ms <= 0 || self.last_seq_sync.elapsed() < Duration::from_millis(ms as u64) {
             return;
         }
         self.last_seq_sync = Instant::now();
-        let pg = self.pg;
-        if force {
-            // a stop request cancels the statement it finds running: not this one
-            pg.accept_stop();
+        let Some(params) = self.source.clone() else {
+            return;
+        };
+        let names = pg.in_xact(|| {
+            pg.query(
+                "SELECT srcobj FROM synchdb_objects
+                  WHERE name = $1 AND kind = 'sequence' AND state = 'created'",
+                &[Some(&self.connector)],
+            )
+            .ctx(|| "reading synchdb_objects".into())
+        });
+        let names: Vec<String> = match names {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|mut r| r.swap_remove(0))
+                .collect(),
+            Err(e) => {
+                pg.log(
+                    crate::pg::LOG_WARNING,
+                    &format!("connector {}: {e}; trying again later", self.connector),
+                );
+                return;
+            }
+        };
+        if names.is_empty() {
+            return;
         }
+        let kept = self.kept.clone();
+        match self.net.begin(async move {
+            crate::source::with_kept(&kept, &params, async |client: &tokio_postgres::Client| {
+                crate::control::sequence_values(client, &params, &names).await
+            })
+            .await
+        }) {
+            Ok(rx) => self.probe_seq = Some(rx),
+            Err(e) => pg.log(
+                crate::pg::LOG_WARNING,
+                &format!("connector {}: {e}; trying again later", self.connector),
+            ),
+        }
+    }
+
+    /// At a stop or pause: the sequences now, whatever the interval (the
+    /// destination is handed over with them current).
+    fn sync_sequences_now(&mut self) {
+        self.last_seq_sync = Instant::now();
+        let pg = self.pg;
+        // a stop request cancels the statement it finds running: not this one
+        pg.accept_stop();
         let r = pg.in_xact(|| {
             pg.query(
                 "SELECT count(*)::text FROM synchdb_sync_sequences($1)",
@@ -1037,17 +1144,12 @@ impl<'a> Applier<'a> {
             )
             .ctx(|| "bringing the sequences to the source's values".into())
         });
-        match r {
-            Ok(_) => {}
+        if let Err(e) = r {
             // stopping (perhaps with the server, perhaps the source with it)
-            Err(e) if force => pg.log(
+            pg.log(
                 crate::pg::LOG_LOG,
                 &format!("connector {}: at stop: {e}", self.connector),
-            ),
-            Err(e) => pg.log(
-                crate::pg::LOG_WARNING,
-                &format!("connector {}: {e}; trying again later", self.connector),
-            ),
+            );
         }
     }
 
@@ -1125,17 +1227,34 @@ impl<'a> Applier<'a> {
     /// `snapshottable` does. A table CDC created earlier is built again, so its
     /// rows are exactly those at S plus the changes after.
     fn check_new_tables(&mut self) -> Result<(), WorkerError> {
-        let due = self
-            .new_tables
-            .as_ref()
-            .is_some_and(|n| n.last.elapsed() >= n.interval);
-        if !due || self.in_xact {
+        if self.in_xact {
             return Ok(());
         }
         let Some(params) = self.source.clone() else {
             return Ok(());
         };
         let pg = self.pg;
+        // the source's answer is read on the network thread, over the kept
+        // connection, while batches go on being applied here
+        if let Some((_, rx)) = self.probe_new.as_mut() {
+            let Some(answer) = probe_answer(rx) else {
+                return Ok(());
+            };
+            let known = self.probe_new.take().map(|(k, _)| k).unwrap_or_default();
+            if let Some(n) = self.new_tables.as_mut() {
+                n.last = Instant::now();
+            }
+            let (listed, alive) =
+                answer?.map_err(|e| e.within("looking for tables new on the source"))?;
+            return self.new_tables_seen(params, known, listed, alive);
+        }
+        let due = self
+            .new_tables
+            .as_ref()
+            .is_some_and(|n| n.last.elapsed() >= n.interval);
+        if !due {
+            return Ok(());
+        }
         let known: HashSet<u32> = pg
             .in_xact(|| {
                 pg.query(
@@ -1150,8 +1269,9 @@ impl<'a> Applier<'a> {
         let cfg = self.cfg.clone();
         let p = params.clone();
         let known_list: Vec<u32> = known.iter().copied().collect();
-        let listed = self.net.call(pg, async move {
-            crate::source::with_client(&p, async |client: &tokio_postgres::Client| {
+        let kept = self.kept.clone();
+        let rx = self.net.begin(async move {
+            crate::source::with_kept(&kept, &p, async |client: &tokio_postgres::Client| {
                 let mut problems = Vec::new();
                 let listed = crate::source::list_tables(client, &cfg, &mut problems).await?;
                 // of the tables taken in, those the source still has (in the
@@ -1170,11 +1290,20 @@ impl<'a> Applier<'a> {
             })
             .await
         })?;
-        if let Some(n) = self.new_tables.as_mut() {
-            n.last = Instant::now();
-        }
-        let (listed, alive) =
-            listed.map_err(|e| e.within("looking for tables new on the source"))?;
+        self.probe_new = Some((known, rx));
+        Ok(())
+    }
+
+    /// What a look for new tables saw: drops what the source dropped, and
+    /// copies (or publishes) what it has that is new.
+    fn new_tables_seen(
+        &mut self,
+        params: ConnParams,
+        known: HashSet<u32>,
+        listed: Vec<crate::source::SourceTable>,
+        alive: Vec<u32>,
+    ) -> Result<(), WorkerError> {
+        let pg = self.pg;
         for oid in &known {
             if !alive.contains(oid) && !self.dropped.contains(oid) {
                 self.table_dropped(*oid)?;
@@ -1574,6 +1703,15 @@ impl<'a> Applier<'a> {
                 break;
             }
         }
+        // looks under way are dropped (the next stream starts them again), and
+        // the kept connection closes politely
+        self.probe_new = None;
+        self.probe_seq = None;
+        let kept = self.kept.clone();
+        let _ = self.net.call(self.pg, async move {
+            let _ = tokio::time::timeout(Duration::from_secs(3), crate::source::close_kept(&kept))
+                .await;
+        });
         r
     }
 
@@ -1589,8 +1727,7 @@ impl<'a> Applier<'a> {
         // a partial snapshot's skips depend on the commit position, unknown
         // yet; 'skip' counts and logs each failed change, which a replay after
         // a rollback would do again
-        if self.in_xact || !self.skips.is_empty() || Strategy::current(self.pg) == Strategy::Skip
-        {
+        if self.in_xact || !self.skips.is_empty() || Strategy::current(self.pg) == Strategy::Skip {
             self.early = Early::Failed;
             return Ok(committed);
         }
@@ -1675,7 +1812,10 @@ impl<'a> Applier<'a> {
             end_lsn,
             commit_ts,
         };
-        if matches!(std::mem::replace(&mut self.early, Early::Off), Early::Applying { .. }) {
+        if matches!(
+            std::mem::replace(&mut self.early, Early::Off),
+            Early::Applying { .. }
+        ) {
             return self.handle(commit_lsn, commit);
         }
         let begin = LogicalMessage::Begin {

@@ -90,26 +90,40 @@ pub fn source_sequence_values(
     let cfg = ConnectorConfig::from_json(name, json)?;
     let password = crate::secret::source_password(data_dir, &cfg)?;
     let params = crate::source::conn_params(&cfg, &password);
-    let rows = run_blocking(async move {
-        let rows = crate::source::query_once(
-            &params,
+    run_blocking(async move {
+        crate::source::with_client(&params, async |client: &tokio_postgres::Client| {
+            sequence_values(client, &params, &names).await
+        })
+        .await
+        .map_err(|e| e.text)
+    })
+}
+
+/// The last values of `names` (qualified sequence names) on the source, as a
+/// JSON object (null for one never called or gone).
+pub async fn sequence_values(
+    client: &tokio_postgres::Client,
+    params: &crate::replconn::ConnParams,
+    names: &[String],
+) -> Result<String, String> {
+    let rows = client
+        .query(
             "SELECT s, pg_sequence_last_value(to_regclass(s)) FROM unnest($1::text[]) s",
             &[&names],
         )
-        .await?;
-        let mut out = serde_json::Map::new();
-        for r in &rows {
-            let bad = |e: tokio_postgres::Error| format!("unexpected reply from the source: {e}");
-            let n: String = r.try_get(0).map_err(bad)?;
-            let v: Option<i64> = r.try_get(1).map_err(bad)?;
-            out.insert(
-                n,
-                v.map_or(serde_json::Value::Null, serde_json::Value::from),
-            );
-        }
-        Ok::<_, String>(serde_json::Value::Object(out).to_string())
-    })?;
-    Ok(rows)
+        .await
+        .map_err(|e| crate::source::pg_error_text(params, &e))?;
+    let mut out = serde_json::Map::new();
+    for r in &rows {
+        let bad = |e: tokio_postgres::Error| format!("unexpected reply from the source: {e}");
+        let n: String = r.try_get(0).map_err(bad)?;
+        let v: Option<i64> = r.try_get(1).map_err(bad)?;
+        out.insert(
+            n,
+            v.map_or(serde_json::Value::Null, serde_json::Value::from),
+        );
+    }
+    Ok(serde_json::Value::Object(out).to_string())
 }
 
 /// The decision of check_slot_serves, given what the source said about the slot.

@@ -95,6 +95,22 @@ impl Net {
             .ok_or_else(|| WorkerError::Internal("the network thread has stopped".into()))
     }
 
+    /// Runs `fut` on the network thread without waiting: its result arrives in
+    /// the receiver, and the main thread's wait wakes up then.
+    pub fn begin<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, WorkerError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waker = self.waker();
+        self.spawn(async move {
+            let v = fut.await;
+            let _ = tx.send(v);
+            waker.wake();
+        })?;
+        Ok(rx)
+    }
+
     /// Runs `fut` on the network thread and waits for its result, staying responsive
     /// to stop requests.
     pub fn call<T: Send + 'static>(
@@ -102,13 +118,7 @@ impl Net {
         pg: &Pg,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, WorkerError> {
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let waker = self.waker();
-        self.spawn(async move {
-            let v = fut.await;
-            let _ = tx.send(v);
-            waker.wake();
-        })?;
+        let mut rx = self.begin(fut)?;
         self.wait_for(pg, || match rx.try_recv() {
             Ok(v) => Some(Ok(v)),
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,

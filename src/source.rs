@@ -256,6 +256,50 @@ pub async fn with_client<T>(
     r
 }
 
+/// A source connection kept open between uses (the applier's periodic looks at
+/// the source), with its driver; opened at first use, again after a failure.
+pub type Kept = std::sync::Arc<tokio::sync::Mutex<Option<(Client, JoinHandle<()>)>>>;
+
+/// `with_client` on the kept connection: no connection set-up (TLS, password
+/// exchange) per use, which on a busy source costs more than the query.
+pub async fn with_kept<T>(
+    kept: &Kept,
+    p: &ConnParams,
+    work: impl AsyncFnOnce(&Client) -> Result<T, String>,
+) -> Result<T, SourceError> {
+    let mut slot = kept.lock().await;
+    if slot.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+        *slot = None;
+    }
+    if slot.is_none() {
+        *slot = Some(connect_with_driver(p).await?);
+    }
+    let Some((client, _)) = slot.as_ref() else {
+        return Err(SourceError {
+            text: "no connection to the source".into(),
+            transient: true,
+        });
+    };
+    let r = work(client).await;
+    let r = classify_read(client, r);
+    if r.is_err() {
+        // a fresh connection next time; this one closes politely
+        if let Some((c, driver)) = slot.take() {
+            drop(c);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+        }
+    }
+    r
+}
+
+/// Closes the kept connection politely, if it is open.
+pub async fn close_kept(kept: &Kept) {
+    if let Some((c, driver)) = kept.lock().await.take() {
+        drop(c);
+        let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    }
+}
+
 /// Opens a regular SQL connection; its driver runs as a task on the current runtime.
 /// TLS as the connector's ssl_mode says, with libpq's semantics (see `tls`).
 pub async fn connect(p: &ConnParams) -> Result<Client, SourceError> {
