@@ -1828,7 +1828,7 @@ impl<'a> Applier<'a> {
         while let Some((lsn, m, _)) = replay.next_message().map_err(spill_error)? {
             self.handle(lsn, m)?;
             n += 1;
-            if n % 1024 == 0 && self.pg.should_exit() {
+            if n.is_multiple_of(1024) && self.pg.should_exit() {
                 return Err(WorkerError::Stopped);
             }
         }
