@@ -584,7 +584,21 @@ pub unsafe extern "C" fn synchdb_helper_run(
         let pg = crate::pg::Pg::new(unsafe { &*ops });
         Ok(crate::parallel::helper_run(&pg, parent_slot, &name, no))
     });
-    r.unwrap_or(1)
+    r.unwrap_or_else(|e| {
+        // a panic (or bad arguments) ends the helper: say why, where the
+        // connector's own errors go; the connector sees it gone and fails
+        // the snapshot
+        if !ops.is_null() {
+            // SAFETY: checked non-null; the shim keeps it alive for the call.
+            let pg = crate::pg::Pg::new(unsafe { &*ops });
+            let name = cstr_arg(name, "connector name").unwrap_or("?");
+            pg.log(
+                crate::pg::LOG_WARNING,
+                &format!("connector {name}: copy helper {no}: {e}"),
+            );
+        }
+        1
+    })
 }
 
 /// Message of the last failed copy read callback (for the shim's ereport).
