@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -278,15 +279,18 @@ fn io_error(e: io::Error) -> ReplError {
 
 struct Transport {
     io: Box<dyn Io>,
+    /// The socket under `io` (under TLS too), for what it holds unread.
+    fd: Option<RawFd>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     max_frame: usize,
 }
 
 impl Transport {
-    fn new(io: Box<dyn Io>) -> Transport {
+    fn new(io: Box<dyn Io>, fd: Option<RawFd>) -> Transport {
         Transport {
             io,
+            fd,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(1024),
             max_frame: STARTUP_MAX_FRAME,
@@ -683,7 +687,10 @@ impl ReplConnection {
         }
     }
 
-    async fn open_socket(p: &ConnParams, target: &str) -> Result<Box<dyn Io>, ReplError> {
+    async fn open_socket(
+        p: &ConnParams,
+        target: &str,
+    ) -> Result<(Box<dyn Io>, Option<RawFd>), ReplError> {
         let fail = |reason: String| ReplError::Unreachable {
             target: target.to_owned(),
             reason,
@@ -700,7 +707,8 @@ impl ReplConnection {
                 let s = tokio::net::UnixStream::connect(p.socket_path())
                     .await
                     .map_err(|e| fail(e.to_string()))?;
-                return Ok(Box::new(s));
+                let fd = s.as_raw_fd();
+                return Ok((Box::new(s), Some(fd)));
             }
             #[cfg(not(unix))]
             {
@@ -711,14 +719,15 @@ impl ReplConnection {
             .await
             .map_err(|e| fail(e.to_string()))?;
         s.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-        Ok(Box::new(s))
+        let fd = s.as_raw_fd();
+        Ok((Box::new(s), Some(fd)))
     }
 
     async fn connect_inner(p: &ConnParams, target: &str) -> Result<ReplConnection, ReplError> {
         let mode = p.tls.mode_for(&p.host);
         if mode == SslMode::Disable {
-            let io = Self::open_socket(p, target).await?;
-            return Self::startup(p, target, io, None).await;
+            let (io, fd) = Self::open_socket(p, target).await?;
+            return Self::startup(p, target, io, None, fd).await;
         }
         let ssl_error = match Self::connect_ssl(p, target, mode).await {
             Ok(conn) => return Ok(conn),
@@ -728,7 +737,7 @@ impl ReplConnection {
         };
         // libpq's prefer: a failed SSL attempt is followed by one without SSL
         let plain = match Self::open_socket(p, target).await {
-            Ok(io) => Self::startup(p, target, io, None).await,
+            Ok((io, fd)) => Self::startup(p, target, io, None, fd).await,
             Err(e) => Err(e),
         };
         plain.map_err(|e| {
@@ -760,7 +769,7 @@ impl ReplConnection {
         // The files first: a broken configuration is reported before any network trouble.
         let connector = tls::Connector::new(&p.tls, &p.host)
             .map_err(|m| SslAttempt::RetryPlain(tls_fail(m)))?;
-        let mut io = Self::open_socket(p, target)
+        let (mut io, fd) = Self::open_socket(p, target)
             .await
             .map_err(SslAttempt::Failed)?;
         let mut req = BytesMut::with_capacity(8);
@@ -786,7 +795,7 @@ impl ReplConnection {
             b'N' if mode.requires_tls() => return Err(SslAttempt::Failed(refused(""))),
             // prefer: go on without TLS on this connection
             b'N' => {
-                return Self::startup(p, target, io, None)
+                return Self::startup(p, target, io, None, fd)
                     .await
                     .map_err(SslAttempt::Failed)
             }
@@ -809,7 +818,7 @@ impl ReplConnection {
             .await
             .map_err(|m| SslAttempt::RetryPlain(tls_fail(m)))?;
         let cb = stream.channel_binding();
-        Self::startup(p, target, Box::new(stream), cb)
+        Self::startup(p, target, Box::new(stream), cb, fd)
             .await
             .map_err(|e| match e {
                 ReplError::Tls { reason, .. } => SslAttempt::RetryPlain(tls_fail(reason)),
@@ -826,13 +835,14 @@ impl ReplConnection {
         target: &str,
         io: Box<dyn Io>,
         channel_binding: Option<Vec<u8>>,
+        fd: Option<RawFd>,
     ) -> Result<ReplConnection, ReplError> {
         let fail = |reason: &str| ReplError::Connect {
             target: target.to_owned(),
             reason: reason.to_owned(),
         };
         let mut conn = ReplConnection {
-            t: Transport::new(io),
+            t: Transport::new(io, fd),
             server_version_num: 0,
             backend_pid: 0,
             parameters: Vec::new(),
@@ -1278,6 +1288,15 @@ impl ReplStream {
         }
     }
 
+    /// Bytes the socket holds that were not read yet (None: not known).
+    pub fn unread(&self) -> Option<usize> {
+        let fd = self.t.fd?;
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; fd is the stream's open socket
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) };
+        (r == 0).then_some(n.max(0) as usize)
+    }
+
     /// Standby status update ('r'): write, flush and apply LSNs, client time
     /// now, reply-requested flag.
     pub async fn send_status(
@@ -1588,7 +1607,7 @@ mod tests {
     }
 
     fn stream_over(io: tokio::io::DuplexStream) -> ReplStream {
-        let mut t = Transport::new(Box::new(io));
+        let mut t = Transport::new(Box::new(io), None);
         t.max_frame = MAX_FRAME;
         ReplStream {
             t,
