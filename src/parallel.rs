@@ -487,7 +487,14 @@ fn wait_for_helpers(
         if pg.should_exit() {
             return Err(WorkerError::Stopped);
         }
-        pg.wait(-1, naptime)?;
+        // the last items running: look often, the snapshot's last transaction
+        // waits for them (a hundred small tables copy in well under a second)
+        let nap = if open <= helpers.len() as u64 {
+            naptime.min(5)
+        } else {
+            naptime
+        };
+        pg.wait(-1, nap)?;
     }
 }
 
