@@ -416,6 +416,13 @@ crash() {
     esac
 }
 
+# fail WHY — the current point failed (ok=0) and its note says why (the
+# point's own ok and note, which a point's body sets up)
+fail() {
+    ok=0
+    note="${note:+$note; }$1"
+}
+
 # verdict N DESCRIPTION OK_SO_FAR NOTE — compares every table, prints the
 # point's line, counts it; details of a failure go to stderr.
 verdict() {
@@ -543,8 +550,7 @@ for ((n = 0; n < ${#PLAN_PHASE[@]}; n++)); do
         fi
         pgenv_log "point $n: $desc (crash took $(secs $(($(now_ms) - t0 - elapsed))) s)"
         if [[ -n $CRASH_NOTE ]]; then
-            ok=0
-            note="${note:+$note; }$CRASH_NOTE"
+            fail "$CRASH_NOTE"
         fi
         if [[ $kind == source ]]; then
             # pgbench's sessions died with the source: a new load while the
@@ -559,22 +565,19 @@ for ((n = 0; n < ${#PLAN_PHASE[@]}; n++)); do
     if caught_up; then
         pgenv_log "point $n: caught up $(secs $(($(now_ms) - t1))) s after the load stopped"
     else
-        ok=0
-        note="${note:+$note; }not caught up after ${CATCHUP_SECS}s"
+        fail "not caught up after ${CATCHUP_SECS}s"
     fi
     if [[ $kind == source ]]; then
         desc+=", $(count_log "$DST_LOG" "$POINT_OFF" "connector $CONN: transient error, reconnecting") reconnect attempt(s)"
     fi
     if [[ $(count_log "$DST_LOG" "$POINT_OFF" 'terminated by signal (4|6|7|8|11)|PANIC:') -ne 0 ||
         $(count_log "$SRC_LOG" "$SRC_OFF" 'terminated by signal (4|6|7|8|11)|PANIC:') -ne 0 ]]; then
-        ok=0
-        note="${note:+$note; }a server process crashed by itself (see the log)"
+        fail "a server process crashed by itself (see the log)"
     fi
     slots=$(val src "SELECT count(*) || ' (' || coalesce(string_agg(slot_name, ', '), '') || ')'
                        FROM pg_replication_slots WHERE NOT temporary")
     if [[ $slots != "1 ("*"_${CONN}_"* ]]; then
-        ok=0
-        note="${note:+$note; }replication slots on the source: $slots, want only $CONN's"
+        fail "replication slots on the source: $slots, want only $CONN's"
     fi
     t1=$(now_ms)
     verdict "$n" "$desc" "$ok" "$note"
@@ -599,8 +602,7 @@ if [[ $UNHEALTHY == 1 ]]; then
 fi
 stop_load
 if ! caught_up; then
-    ok=0
-    note="the connector did not stream before the point"
+    fail "the connector did not stream before the point"
 fi
 sql dst "CREATE FUNCTION public.slow_key(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
            'BEGIN PERFORM pg_sleep(0.02); RETURN i; END'"
@@ -617,25 +619,19 @@ building="SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'relation' 
                             AND l.granted AND l.pid = $pid)"
 if wait_true dst "$building" 60; then
     crash worker
-    [[ -z $CRASH_NOTE ]] || {
-        ok=0
-        note="${note:+$note; }$CRASH_NOTE"
-    }
+    [[ -z $CRASH_NOTE ]] || fail "$CRASH_NOTE"
 else
-    ok=0
-    note="${note:+$note; }the worker was not seen building the new table's index within 60 s"
+    fail "the worker was not seen building the new table's index within 60 s"
 fi
 if caught_up; then
     pgenv_log "point $n: caught up after the crash during the index build"
 else
-    ok=0
-    note="${note:+$note; }not caught up after ${CATCHUP_SECS}s"
+    fail "not caught up after ${CATCHUP_SECS}s"
 fi
 indexes=$(val dst "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes
                     WHERE schemaname = '$SRC_DB' AND tablename = 'slowidx'")
 if [[ $indexes != "slowidx_pkey, slowidx_slow, slowidx_v" ]]; then
-    ok=0
-    note="${note:+$note; }indexes of slowidx on the destination: $indexes"
+    fail "indexes of slowidx on the destination: $indexes"
 fi
 verdict "$n" "kill -9 worker while it builds an index of a table created during CDC; indexes after: $indexes" "$ok" "$note"
 
@@ -653,18 +649,12 @@ ok=1
 note=""
 sql src "CREATE TABLE bigtx (id int PRIMARY KEY, v text)"
 TABLES+=(bigtx)
-caught_up || {
-    ok=0
-    note="the new table bigtx did not arrive"
-}
+caught_up || fail "the new table bigtx did not arrive"
 streamed="SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots WHERE slot_name LIKE 'synchdb\_${CONN}\_%'"
 before=$(val src "$streamed")
 PGAPPNAME=crash_gate "$BINDIR/psql" -X -q -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" -d "$SRC_DB" \
     -c 'SELECT pg_advisory_lock(42)' -c 'SELECT pg_sleep(600)' </dev/null >/dev/null 2>&1 &
-wait_true src "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND granted" 30 || {
-    ok=0
-    note="${note:+$note; }the lock session did not start"
-}
+wait_true src "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND granted" 30 || fail "the lock session did not start"
 "$BINDIR/psql" -X -q -h 127.0.0.1 -p "$SRC_PORT" -U "$PGENV_SUPERUSER" -d "$SRC_DB" -c 'BEGIN' \
     -c "INSERT INTO bigtx SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g" \
     -c 'SELECT pg_advisory_xact_lock(42)' -c "UPDATE bigtx SET v = 'updated' WHERE id % 7 = 0" -c 'COMMIT' \
@@ -673,21 +663,16 @@ BIG_PID=$!
 if wait_true src "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND NOT granted" 60 &&
     wait_true src "SELECT ($streamed) > $before" 60; then
     crash worker
-    [[ -z $CRASH_NOTE ]] || {
-        ok=0
-        note="${note:+$note; }$CRASH_NOTE"
-    }
+    [[ -z $CRASH_NOTE ]] || fail "$CRASH_NOTE"
 else
-    ok=0
-    note="${note:+$note; }the large transaction was not seen streamed within 60 s"
+    fail "the large transaction was not seen streamed within 60 s"
 fi
 val src "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'crash_gate'" >/dev/null
 wait "$BIG_PID" || true
 if caught_up; then
     pgenv_log "point $n: caught up after the crash during a streamed transaction"
 else
-    ok=0
-    note="${note:+$note; }not caught up after ${CATCHUP_SECS}s"
+    fail "not caught up after ${CATCHUP_SECS}s"
 fi
 verdict "$n" "kill -9 worker while a streamed transaction is open on the source" "$ok" "$note"
 pgenv_log "points done in $((SECONDS - RUN_START)) s"

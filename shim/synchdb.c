@@ -554,6 +554,20 @@ sdb_worker_on_exit(int code, Datum arg)
 	synchdb_worker_exiting(DatumGetInt32(arg));
 }
 
+/*
+ * What a connector's worker and its copy helpers do first: their signal
+ * handlers, then the connection to the database as the connector's role.
+ */
+static void
+sdb_bgworker_start(Oid dboid, Oid userid, const char *appname)
+{
+	pqsignal(SIGTERM, sdb_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, userid, 0);
+	pgstat_report_appname(appname);
+}
+
 void
 synchdb_worker_main(Datum main_arg)
 {
@@ -563,14 +577,9 @@ synchdb_worker_main(Datum main_arg)
 	int			rc;
 
 	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
-	pqsignal(SIGTERM, sdb_sigterm);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
 	before_shmem_exit(sdb_worker_on_exit, Int32GetDatum(slot));
 	synchdb_slot_set_pid(slot, MyProcPid);
-
-	BackgroundWorkerInitializeConnectionByOid(extra.dboid, extra.userid, 0);
-	pgstat_report_appname("synchdb");
+	sdb_bgworker_start(extra.dboid, extra.userid, "synchdb");
 
 	sdb_init_ops(&ops);
 	rc = synchdb_worker_run(&ops, slot, extra.name, extra.mode);
@@ -589,12 +598,7 @@ synchdb_helper_main(Datum main_arg)
 	int			rc;
 
 	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
-	pqsignal(SIGTERM, sdb_sigterm);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-
-	BackgroundWorkerInitializeConnectionByOid(extra.dboid, extra.userid, 0);
-	pgstat_report_appname("synchdb copy helper");
+	sdb_bgworker_start(extra.dboid, extra.userid, "synchdb copy helper");
 
 	sdb_init_ops(&ops);
 	rc = synchdb_helper_run(&ops, extra.parent_slot, extra.name, DatumGetInt32(main_arg));

@@ -377,9 +377,9 @@ async fn stream_task(
                                 seen_end = seen_end.max(wal_end);
                                 state::stat_set(slot_idx, state::Stat::SrcWalLsn, seen_end);
                                 let msg = decoder.decode(data.clone()).map_err(|e| WorkerError::Source(e.to_string()))?;
-                                // Ends the early transaction before anything else is
-                                // applied: what was gathered goes first, in order.
-                                macro_rules! end_early {
+                                // A control item for the early transaction, after what
+                                // was gathered so far: the applier sees them in order.
+                                macro_rules! after_batch {
                                     ($item:expr) => {{
                                         let b = std::mem::take(&mut batch);
                                         let n = std::mem::take(&mut bytes);
@@ -388,6 +388,12 @@ async fn stream_task(
                                         {
                                             return Ok(());
                                         }
+                                    }};
+                                }
+                                // Ends it before anything else is applied.
+                                macro_rules! end_early {
+                                    ($item:expr) => {{
+                                        after_batch!($item);
                                         early = None;
                                     }};
                                 }
@@ -396,13 +402,7 @@ async fn stream_task(
                                         spill.start(xid).map_err(spill_error)?;
                                         // only from its first change on, and one at a time
                                         if early.is_none() && first_segment {
-                                            let b = std::mem::take(&mut batch);
-                                            let n = std::mem::take(&mut bytes);
-                                            if !offer(&tx, &budget, &waker, StreamItem::Batch(b, n), &mut pending, &mut pushed)
-                                                || !offer(&tx, &budget, &waker, StreamItem::EarlyBegin(xid), &mut pending, &mut pushed)
-                                            {
-                                                return Ok(());
-                                            }
+                                            after_batch!(StreamItem::EarlyBegin(xid));
                                             early = Some(xid);
                                         }
                                     }
@@ -733,17 +733,6 @@ type ProbeRx<T> = tokio::sync::oneshot::Receiver<T>;
 /// the known ones the source still has.
 type NewTablesSeen =
     Result<(Vec<crate::source::SourceTable>, Vec<u32>), crate::source::SourceError>;
-
-/// Takes a look's answer if it has come (None: not yet).
-fn probe_answer<T>(rx: &mut ProbeRx<T>) -> Option<Result<T, WorkerError>> {
-    match rx.try_recv() {
-        Ok(v) => Some(Ok(v)),
-        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
-        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(WorkerError::Internal(
-            "a look at the source ended without an answer".into(),
-        ))),
-    }
-}
 
 /// A source relation's description as a Relation message gives it: schema,
 /// name, columns, replica identity.
@@ -1085,78 +1074,67 @@ impl<'a> Applier<'a> {
         if self.in_xact {
             return;
         }
+        if let Err(e) = self.sequence_look() {
+            self.pg.log(
+                crate::pg::LOG_WARNING,
+                &format!(
+                    "connector {}: bringing the sequences to the source's values: {e}; trying again later",
+                    self.connector
+                ),
+            );
+        }
+    }
+
+    /// The periodic sync, one step: applies the source's values once they
+    /// have come, or starts reading them when the interval has passed.
+    fn sequence_look(&mut self) -> Result<(), WorkerError> {
         let pg = self.pg;
         if let Some(rx) = self.probe_seq.as_mut() {
-            let Some(answer) = probe_answer(rx) else {
-                return;
+            let Some(answer) = crate::net::answer(rx) else {
+                return Ok(());
             };
             self.probe_seq = None;
-            let r = answer.and_then(|vals| {
-                let vals = vals.map_err(|e| WorkerError::Source(e.text))?;
-                pg.in_xact(|| {
-                    pg.query(
-                        "SELECT count(*)::text FROM synchdb_set_sequences($1, $2::jsonb)",
-                        &[Some(&self.connector), Some(&vals)],
-                    )
-                    .ctx(|| "bringing the sequences to the source's values".into())
-                })
-            });
-            if let Err(e) = r {
-                pg.log(
-                    crate::pg::LOG_WARNING,
-                    &format!(
-                        "connector {}: bringing the sequences to the source's values: {e}; trying again later",
-                        self.connector
-                    ),
-                );
-            }
-            return;
+            let vals = answer?.map_err(|e| WorkerError::Source(e.text))?;
+            pg.in_xact(|| {
+                pg.query(
+                    "SELECT count(*)::text FROM synchdb_set_sequences($1, $2::jsonb)",
+                    &[Some(&self.connector), Some(&vals)],
+                )
+                .ctx(|| "synchdb_set_sequences".into())
+            })?;
+            return Ok(());
         }
         let ms = pg.guc_int("synchdb.sequence_sync_interval", 5000);
         if ms <= 0 || self.last_seq_sync.elapsed() < Duration::from_millis(ms as u64) {
-            return;
+            return Ok(());
         }
         self.last_seq_sync = Instant::now();
         let Some(params) = self.source.clone() else {
-            return;
+            return Ok(());
         };
-        let names = pg.in_xact(|| {
-            pg.query(
-                "SELECT srcobj FROM synchdb_objects
-                  WHERE name = $1 AND kind = 'sequence' AND state = 'created'",
-                &[Some(&self.connector)],
-            )
-            .ctx(|| "reading synchdb_objects".into())
-        });
-        let names: Vec<String> = match names {
-            Ok(rows) => rows
-                .into_iter()
-                .filter_map(|mut r| r.swap_remove(0))
-                .collect(),
-            Err(e) => {
-                pg.log(
-                    crate::pg::LOG_WARNING,
-                    &format!("connector {}: {e}; trying again later", self.connector),
-                );
-                return;
-            }
-        };
+        let names: Vec<String> = pg
+            .in_xact(|| {
+                pg.query(
+                    "SELECT srcobj FROM synchdb_objects
+                      WHERE name = $1 AND kind = 'sequence' AND state = 'created'",
+                    &[Some(&self.connector)],
+                )
+                .ctx(|| "reading synchdb_objects".into())
+            })?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
         if names.is_empty() {
-            return;
+            return Ok(());
         }
         let kept = self.kept.clone();
-        match self.net.begin(async move {
+        self.probe_seq = Some(self.net.begin(async move {
             crate::source::with_kept(&kept, &params, async |client: &tokio_postgres::Client| {
                 crate::control::sequence_values(client, &params, &names).await
             })
             .await
-        }) {
-            Ok(rx) => self.probe_seq = Some(rx),
-            Err(e) => pg.log(
-                crate::pg::LOG_WARNING,
-                &format!("connector {}: {e}; trying again later", self.connector),
-            ),
-        }
+        })?);
+        Ok(())
     }
 
     /// At a stop or pause: the sequences now, whatever the interval (the
@@ -1266,7 +1244,7 @@ impl<'a> Applier<'a> {
         // the source's answer is read on the network thread, over the kept
         // connection, while batches go on being applied here
         if let Some((_, rx)) = self.probe_new.as_mut() {
-            let Some(answer) = probe_answer(rx) else {
+            let Some(answer) = crate::net::answer(rx) else {
                 return Ok(());
             };
             let known = self.probe_new.take().map(|(k, _)| k).unwrap_or_default();

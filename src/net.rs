@@ -42,6 +42,17 @@ pub struct Net {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The answer of a future started with `Net::begin`, if it has come.
+pub fn answer<T>(rx: &mut tokio::sync::oneshot::Receiver<T>) -> Option<Result<T, WorkerError>> {
+    match rx.try_recv() {
+        Ok(v) => Some(Ok(v)),
+        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(WorkerError::Internal(
+            "a network task ended without an answer".into(),
+        ))),
+    }
+}
+
 impl Net {
     /// Starts the runtime thread with every signal blocked, so PostgreSQL's signal
     /// handling stays on the main thread.
@@ -119,13 +130,7 @@ impl Net {
         fut: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, WorkerError> {
         let mut rx = self.begin(fut)?;
-        self.wait_for(pg, || match rx.try_recv() {
-            Ok(v) => Some(Ok(v)),
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(
-                WorkerError::Internal("a network task ended without an answer".into()),
-            )),
-        })?
+        self.wait_for(pg, || answer(&mut rx))?
     }
 
     /// Clears pending wake-ups.

@@ -236,8 +236,7 @@ pub async fn query_once(
         .query(sql, args)
         .await
         .map_err(|e| source_error(p, &e));
-    drop(client);
-    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    close(client, driver).await;
     rows
 }
 
@@ -251,9 +250,15 @@ pub async fn with_client<T>(
     let (client, driver) = connect_with_driver(p).await?;
     let r = work(&client).await;
     let r = classify_read(&client, r);
+    close(client, driver).await;
+    r
+}
+
+/// Closes a connection politely: the driver ends (Terminate sent) once the
+/// client is dropped; waited for 2 s at most.
+async fn close(client: Client, driver: JoinHandle<()>) {
     drop(client);
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-    r
 }
 
 /// A source connection kept open between uses (the applier's periodic looks at
@@ -285,8 +290,7 @@ pub async fn with_kept<T>(
     if r.is_err() {
         // a fresh connection next time; this one closes politely
         if let Some((c, driver)) = slot.take() {
-            drop(c);
-            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            close(c, driver).await;
         }
     }
     r
@@ -295,8 +299,7 @@ pub async fn with_kept<T>(
 /// Closes the kept connection politely, if it is open.
 pub async fn close_kept(kept: &Kept) {
     if let Some((c, driver)) = kept.lock().await.take() {
-        drop(c);
-        let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+        close(c, driver).await;
     }
 }
 
