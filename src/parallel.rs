@@ -445,6 +445,11 @@ fn wait_for_helpers(
     let base = state::stat_get(state::my_slot(), state::Stat::SnapTablesDone);
     let mut mine = 0;
     loop {
+        // Whether a helper is alive, asked before the list is read: a helper
+        // that ends between the two has its last item done in what is read,
+        // so an item left 'running' below with no helper alive is really one
+        // a helper dropped (asked after, it would race the helper's end).
+        let alive = helpers.iter().any(|&h| pg.helper_running(h));
         let rows = pg
             .in_xact(|| {
                 pg.query(
@@ -452,7 +457,8 @@ fn wait_for_helpers(
                             coalesce(sum(rows) FILTER (WHERE state = 'done' AND helper <> 0), 0),
                             min(format('%s: %s', label, err)) FILTER (WHERE state = 'failed'),
                             (SELECT count(*) FROM (SELECT FROM synchdb_copy_work WHERE name = $1
-                                                    GROUP BY srcrelid HAVING bool_and(state = 'done')) d)
+                                                    GROUP BY srcrelid HAVING bool_and(state = 'done')) d),
+                            count(*) FILTER (WHERE state = 'running')
                        FROM synchdb_copy_work WHERE name = $1",
                     &[Some(name)],
                 )
@@ -478,9 +484,12 @@ fn wait_for_helpers(
         if open == 0 {
             return Ok(mine + get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
         }
-        if !helpers.iter().any(|&h| pg.helper_running(h)) {
+        // todo items were this process's own to do just above; running ones
+        // (the worker's are never running here) belong to a helper
+        let running: u64 = get(4).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if running > 0 && !alive {
             return Err(WorkerError::Internal(format!(
-                "the copy helpers of connector \"{name}\" exited with {open} item(s) of the copy work list not done; \
+                "the copy helpers of connector \"{name}\" exited with {running} item(s) of the copy work list not done; \
                  see the server log"
             )));
         }
