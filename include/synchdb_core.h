@@ -148,6 +148,17 @@ typedef struct SdbPgOps {
   void (*rel_close)(void *handle);
   int32_t (*apply_insert)(void *handle, const struct SdbValue *vals, int32_t n);
   /**
+   * An insert kept to be written with the next ones in one table_multi_insert:
+   * returns how many rows are kept now, 0 when this table cannot keep rows
+   * (nothing was done: use `apply_insert`), -1 on error. `*full`: flush now.
+   */
+  int32_t (*apply_insert_buffered)(void *handle, const struct SdbValue *vals, int32_t n, bool *full);
+  /**
+   * Writes the kept inserts. On an error `*row` is the kept row (0-based)
+   * whose insert failed, or -1 when no single row is to blame.
+   */
+  int32_t (*apply_flush)(int32_t *row);
+  /**
    * `oldvals` may be NULL: the key did not change, search with `newvals`.
    */
   int32_t (*apply_update)(void *handle, const struct SdbValue *oldvals, const struct SdbValue *newvals, int32_t n);

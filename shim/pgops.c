@@ -10,10 +10,12 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/copy.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -133,9 +135,32 @@ typedef struct SdbRel
 	int			nunique;
 	TupleTableSlot *remoteslot;
 	TupleTableSlot *localslot;
+
+	/*
+	 * Inserts gathered for one table_multi_insert (sdb_flush_inserts): one WAL
+	 * record and one buffer lock per heap page instead of per row, as COPY
+	 * does. Only where nothing can watch the rows one by one (sdb_can_buffer).
+	 */
+	bool		bufferable;
+	TupleTableSlot **bufslots;	/* SDB_BUF_ROWS, made when first needed */
+	int			nbuf;
+	Size		bufbytes;
 } SdbRel;
 
+/* COPY's limits for one multi-insert: rows, and bytes of their values */
+#define SDB_BUF_ROWS 1000
+#define SDB_BUF_BYTES 65535
+
 static List *sdb_open_rels = NIL;
+
+/* the one table with buffered inserts, if any */
+static SdbRel *sdb_pending = NULL;
+
+/* the buffered row whose index entries were being made, for error reports */
+static int	sdb_flush_row = -1;
+
+static bool sdb_can_buffer(SdbRel *r);
+static void sdb_flush_inserts(void);
 
 static void
 sdb_rel_exec_begin(SdbRel *r)
@@ -186,6 +211,10 @@ sdb_rel_exec_begin(SdbRel *r)
 			r->nunique++;
 	r->remoteslot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
 	r->localslot = table_slot_create(r->rel, &estate->es_tupleTable);
+	r->bufferable = sdb_can_buffer(r);
+	r->bufslots = NULL;
+	r->nbuf = 0;
+	r->bufbytes = 0;
 #if PG_VERSION_NUM >= 160000
 	EvalPlanQualInit(&r->epq, estate, NULL, NIL, -1, NIL);
 #else
@@ -220,6 +249,8 @@ sdb_release_all(void)
 {
 	ListCell   *lc;
 
+	/* buffered rows go in before their executor state does */
+	sdb_flush_inserts();
 	foreach(lc, sdb_open_rels)
 		sdb_rel_exec_end((SdbRel *) lfirst(lc));
 	list_free(sdb_open_rels);
@@ -238,9 +269,13 @@ sdb_forget_all(void)
 
 		r->open = false;
 		r->estate = NULL;
+		r->bufslots = NULL;
+		r->nbuf = 0;
+		r->bufbytes = 0;
 	}
 	list_free(sdb_open_rels);
 	sdb_open_rels = NIL;
+	sdb_pending = NULL;
 }
 
 static int
@@ -375,6 +410,8 @@ sdb_fill_slot(SdbRel *r, TupleTableSlot *slot, const SdbValue *vals, int n, Tupl
 static void
 sdb_change_begin(SdbRel *r)
 {
+	/* a change sees every row before it (the core flushes first; this is a net) */
+	sdb_flush_inserts();
 	sdb_rel_exec_begin(r);
 	r->estate->es_output_cid = GetCurrentCommandId(true);
 	AfterTriggerBeginQuery();
@@ -623,6 +660,172 @@ op_apply_insert(void *handle, const SdbValue *vals, int n)
 	SDB_TRY_END
 }
 
+/*
+ * Whether inserts into r may be gathered and written by table_multi_insert:
+ * only when no row trigger would fire for them (in this session's replication
+ * role) and no unique or exclusion check is deferred, because those need each
+ * row's own AFTER event; and not when PostgreSQL 18's multiple_unique_conflicts
+ * probe runs, which looks at the stored rows before each insert.
+ */
+static bool
+sdb_can_buffer(SdbRel *r)
+{
+	TriggerDesc *td = r->rri->ri_TrigDesc;
+
+	if (r->nunique >= 2)
+		return false;
+	for (int i = 0; td != NULL && i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+		bool		fires;
+
+		if (!TRIGGER_FOR_ROW(t->tgtype) || !TRIGGER_FOR_INSERT(t->tgtype))
+			continue;
+		if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+			fires = t->tgenabled != TRIGGER_FIRES_ON_ORIGIN && t->tgenabled != TRIGGER_DISABLED;
+		else
+			fires = t->tgenabled != TRIGGER_FIRES_ON_REPLICA && t->tgenabled != TRIGGER_DISABLED;
+		if (fires)
+			return false;
+	}
+	for (int i = 0; i < r->rri->ri_NumIndices; i++)
+		if (!r->rri->ri_IndexRelationDescs[i]->rd_index->indimmediate)
+			return false;
+	return true;
+}
+
+/*
+ * Writes the buffered rows: the heap tuples in one table_multi_insert, then
+ * each row's index entries in order, so that a unique violation is found on
+ * the same row as inserting one at a time would find it (sdb_flush_row tells
+ * which). Nothing stays buffered afterwards, whether it worked or not: on an
+ * error the transaction is rolled back.
+ */
+static void
+sdb_flush_inserts(void)
+{
+	SdbRel	   *r = sdb_pending;
+	EState	   *estate;
+	MemoryContext oldcxt;
+	CommandId	cid;
+	int			n;
+
+	sdb_flush_row = -1;
+	if (r == NULL)
+		return;
+	sdb_pending = NULL;
+	n = r->nbuf;
+	r->nbuf = 0;
+	r->bufbytes = 0;
+	if (n == 0 || !r->open)
+		return;
+	estate = r->estate;
+	cid = GetCurrentCommandId(true);
+	estate->es_output_cid = cid;
+	oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
+	table_multi_insert(r->rel, r->bufslots, n, cid, 0, NULL);
+	MemoryContextSwitchTo(oldcxt);
+	ResetPerTupleExprContext(estate);
+	for (int i = 0; i < n; i++)
+	{
+		if (r->rri->ri_NumIndices > 0)
+		{
+			List	   *recheck;
+
+			sdb_flush_row = i;
+			oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
+#if PG_VERSION_NUM >= 160000
+			recheck = ExecInsertIndexTuples(r->rri, r->bufslots[i], estate, false, false,
+											NULL, NIL, false);
+#else
+			recheck = ExecInsertIndexTuples(r->rri, r->bufslots[i], estate, false, false,
+											NULL, NIL);
+#endif
+			MemoryContextSwitchTo(oldcxt);
+			/* immediate indexes only (sdb_can_buffer): nothing to recheck */
+			list_free(recheck);
+			ResetPerTupleExprContext(estate);
+		}
+		ExecClearTuple(r->bufslots[i]);
+	}
+	sdb_flush_row = -1;
+	/* later changes of the batch must see these rows */
+	CommandCounterIncrement();
+}
+
+/*
+ * An insert kept for sdb_flush_inserts. Returns how many rows are buffered now,
+ * or 0 when r cannot buffer (nothing done: use op_apply_insert). *full says the
+ * caller should flush now. Generated columns and constraints are computed and
+ * checked here, so that their errors name this row.
+ */
+static int
+op_apply_insert_buffered(void *handle, const SdbValue *vals, int n, bool *full)
+{
+	SDB_TRY_BEGIN
+		SdbRel	   *r = (SdbRel *) handle;
+		Relation	rel;
+		EState	   *estate;
+		MemoryContext oldcxt;
+		TupleTableSlot *slot;
+
+		*full = false;
+		if (sdb_pending != NULL && sdb_pending != r)
+			sdb_flush_inserts();
+		sdb_rel_exec_begin(r);
+		if (r->bufferable)
+		{
+			rel = r->rel;
+			estate = r->estate;
+			oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
+			sdb_fill_slot(r, r->remoteslot, vals, n, NULL, false);
+			if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
+				ExecComputeStoredGenerated(r->rri, estate, r->remoteslot, CMD_INSERT);
+			if (rel->rd_att->constr)
+				ExecConstraints(r->rri, r->remoteslot, estate);
+			if (rel->rd_rel->relispartition)
+				ExecPartitionCheck(r->rri, r->remoteslot, estate, true);
+			MemoryContextSwitchTo(oldcxt);
+
+			oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
+			if (r->bufslots == NULL)
+				r->bufslots = palloc0(sizeof(TupleTableSlot *) * SDB_BUF_ROWS);
+			if (r->bufslots[r->nbuf] == NULL)
+				r->bufslots[r->nbuf] = table_slot_create(rel, &estate->es_tupleTable);
+			slot = r->bufslots[r->nbuf];
+			MemoryContextSwitchTo(oldcxt);
+			ExecCopySlot(slot, r->remoteslot);
+			ExecClearTuple(r->remoteslot);
+			ResetPerTupleExprContext(estate);
+
+			r->nbuf++;
+			for (int i = 0; i < n; i++)
+				r->bufbytes += vals[i].len;
+			sdb_pending = r;
+			*full = r->nbuf >= SDB_BUF_ROWS || r->bufbytes >= SDB_BUF_BYTES;
+			sdb_rc = r->nbuf;
+		}
+	SDB_TRY_END
+}
+
+static int
+sdb_try_flush(void)
+{
+	SDB_TRY_BEGIN
+		sdb_flush_inserts();
+	SDB_TRY_END
+}
+
+/* Writes the buffered inserts; on an error *row is the one that failed, or -1. */
+static int
+op_apply_flush(int *row)
+{
+	int			rc = sdb_try_flush();
+
+	*row = rc < 0 ? sdb_flush_row : -1;
+	return rc;
+}
+
 static int
 op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, int n)
 {
@@ -852,6 +1055,8 @@ op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb ro
 		/* SPI outside a transaction crashes the backend: make it an error */
 		if (!IsTransactionState())
 			elog(ERROR, "synchdb: SQL run outside a transaction");
+		/* the statement sees every row before it */
+		sdb_flush_inserts();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		sdb_text_params(nparams, params, &types, &values, &nulls);
@@ -878,6 +1083,8 @@ op_spi_prepare(const char *sql, int nparams, void **plan)
 		/* SPI outside a transaction crashes the backend: make it an error */
 		if (!IsTransactionState())
 			elog(ERROR, "synchdb: SQL run outside a transaction");
+		/* the statement sees every row before it */
+		sdb_flush_inserts();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		if (nparams > 0)
@@ -907,6 +1114,8 @@ op_spi_exec_plan(void *plan, int nparams, const char *const *params, SdbRowCb ro
 		/* SPI outside a transaction crashes the backend: make it an error */
 		if (!IsTransactionState())
 			elog(ERROR, "synchdb: SQL run outside a transaction");
+		/* the statement sees every row before it */
+		sdb_flush_inserts();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "synchdb: SPI_connect failed");
 		if (nparams != SPI_getargcount((SPIPlanPtr) plan))
@@ -974,6 +1183,7 @@ op_copy_from(const char *schema, const char *table, int ncols, const char *const
 		CopyFromState cstate;
 		int			i;
 
+		sdb_flush_inserts();
 		for (i = 0; i < ncols; i++)
 			attnames = lappend(attnames, makeString(pstrdup(cols[i])));
 		if (flags & SDB_COPY_FREEZE)
@@ -1327,6 +1537,8 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->rel_open = op_rel_open;
 	ops->rel_close = op_rel_close;
 	ops->apply_insert = op_apply_insert;
+	ops->apply_insert_buffered = op_apply_insert_buffered;
+	ops->apply_flush = op_apply_flush;
 	ops->apply_update = op_apply_update;
 	ops->apply_delete = op_apply_delete;
 	ops->apply_release = op_apply_release;

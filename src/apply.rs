@@ -822,6 +822,9 @@ pub struct Applier<'a> {
     /// Source types that are not built in, by (oid, typmod): the type the
     /// destination declares and the source's name of the type (see `source_type`).
     source_types: HashMap<(u32, i32), (String, String)>,
+    /// INSERTs the shim keeps to write together (`insert`, `flush_inserts`), all
+    /// into one table, in order: an error names the one that failed.
+    ins_buf: Vec<LogicalMessage>,
 }
 
 /// What the rows a source table already had hold in a column added to it.
@@ -885,6 +888,7 @@ impl<'a> Applier<'a> {
             rules,
             source: None,
             source_types: HashMap::new(),
+            ins_buf: Vec::new(),
         }
     }
 
@@ -1656,6 +1660,7 @@ impl<'a> Applier<'a> {
                         self.commit_batch()?;
                     } else if self.in_xact {
                         self.pg.abort();
+                        self.ins_buf.clear();
                         self.in_xact = false;
                         self.batch = BatchStats::default();
                         // it may have mapped tables it created or altered: the
@@ -1700,6 +1705,7 @@ impl<'a> Applier<'a> {
             self.pg.abort();
             self.in_xact = false;
         }
+        self.ins_buf.clear();
         // let the network thread close the stream (bounded), even when stopping
         drop(fb_tx);
         drop(rx);
@@ -1771,6 +1777,7 @@ impl<'a> Applier<'a> {
             return;
         };
         self.pg.abort();
+        self.ins_buf.clear();
         self.in_xact = false;
         self.at_boundary = true;
         self.batch = BatchStats::default();
@@ -1856,6 +1863,11 @@ impl<'a> Applier<'a> {
     }
 
     fn commit_batch(&mut self) -> Result<(), WorkerError> {
+        if let Err(e) = self.flush_inserts() {
+            self.in_xact = false;
+            self.pg.abort();
+            return Err(e);
+        }
         if let Err(e) = self.pg.commit() {
             self.in_xact = false;
             self.pg.abort();
@@ -1899,6 +1911,9 @@ impl<'a> Applier<'a> {
     }
 
     fn handle(&mut self, lsn: u64, msg: LogicalMessage) -> Result<(), WorkerError> {
+        if !self.ins_buf.is_empty() && !self.keeps_inserts(&msg) {
+            self.flush_inserts()?;
+        }
         match msg {
             LogicalMessage::Begin { xid, final_lsn, .. } => {
                 self.begin_if_needed()?;
@@ -1966,6 +1981,9 @@ impl<'a> Applier<'a> {
                     self.apply_with_strategy(lsn, &msg)?;
                 }
             }
+            LogicalMessage::Insert { .. } if self.strategy != Strategy::Skip => {
+                self.insert(lsn, msg)?
+            }
             LogicalMessage::Insert { .. }
             | LogicalMessage::Update { .. }
             | LogicalMessage::Delete { .. }
@@ -1980,6 +1998,105 @@ impl<'a> Applier<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the kept INSERTs may stay kept while `msg` is handled: it is
+    /// another INSERT into their table, or says nothing about any table. All
+    /// else must see them written first.
+    fn keeps_inserts(&self, msg: &LogicalMessage) -> bool {
+        match msg {
+            LogicalMessage::Begin { .. }
+            | LogicalMessage::Commit { .. }
+            | LogicalMessage::Origin { .. }
+            | LogicalMessage::Type { .. }
+            | LogicalMessage::Message { .. } => true,
+            LogicalMessage::Insert { rel_id, .. } => {
+                self.strategy != Strategy::Skip
+                    && matches!(self.ins_buf.first(),
+                        Some(LogicalMessage::Insert { rel_id: kept, .. }) if kept == rel_id)
+            }
+            _ => false,
+        }
+    }
+
+    /// An INSERT: kept by the shim to be written with the next ones into the same
+    /// table in one multi-insert, as COPY writes (one WAL record per heap page
+    /// instead of per row), where the table allows it; else applied at once.
+    /// Not under 'skip', where each change has a subtransaction of its own, nor
+    /// through transform rules (SQL per row).
+    fn insert(&mut self, lsn: u64, msg: LogicalMessage) -> Result<(), WorkerError> {
+        let LogicalMessage::Insert { rel_id, new, .. } = &msg else {
+            return self.apply_with_strategy(lsn, &msg);
+        };
+        let pg = self.pg;
+        let m = self.rel(*rel_id)?;
+        if m.transform.is_some() {
+            return self.apply_with_strategy(lsn, &msg);
+        }
+        fill(&mut m.new_buf, &m.from_source, new).map_err(WorkerError::Internal)?;
+        let kept = match pg.insert_buffered(m.handle, &m.new_buf) {
+            Ok(Some(kept)) => Ok(Some(kept)),
+            Ok(None) => pg.insert(m.handle, &m.new_buf).map(|_| None),
+            Err(e) => Err(e),
+        };
+        let kept = match kept {
+            Ok(k) => k,
+            Err(e) => {
+                let dest = m.dest.clone();
+                let err = self.failed_write(false, &dest, e, &msg);
+                self.log_failed_change(&msg, &err);
+                return Err(err);
+            }
+        };
+        self.changed(lsn, MessageType::Insert);
+        if let Some((n, full)) = kept {
+            // the shim starts a new set after a rollback: so does this list
+            if n == 1 {
+                self.ins_buf.clear();
+            }
+            self.ins_buf.push(msg);
+            if full {
+                self.flush_inserts()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the INSERTs the shim keeps. A failure is reported against the
+    /// change that failed, as if it had been applied alone.
+    fn flush_inserts(&mut self) -> Result<(), WorkerError> {
+        if self.ins_buf.is_empty() {
+            return Ok(());
+        }
+        let res = self.pg.flush_inserts();
+        let mut kept = std::mem::take(&mut self.ins_buf);
+        let out = match res {
+            Ok(()) => Ok(()),
+            Err((e, row)) => {
+                let dest = match kept.first() {
+                    Some(LogicalMessage::Insert { rel_id, .. }) => self
+                        .rels
+                        .get(rel_id)
+                        .map(|m| m.dest.clone())
+                        .unwrap_or_else(|| format!("relation {rel_id}")),
+                    _ => String::new(),
+                };
+                match row.and_then(|i| kept.get(i)) {
+                    Some(msg) => {
+                        let err = self.failed_write(false, &dest, e, msg);
+                        self.log_failed_change(msg, &err);
+                        Err(err)
+                    }
+                    None => Err(WorkerError::Dest {
+                        context: format!("applying {} INSERTs into {dest}", kept.len()),
+                        err: e,
+                    }),
+                }
+            }
+        };
+        kept.clear();
+        self.ins_buf = kept;
+        out
     }
 
     /// Applies one change under synchdb.error_handling_strategy: with 'skip' in a

@@ -125,6 +125,15 @@ pub struct SdbPgOps {
     pub rel_close: Option<extern "C" fn(handle: *mut c_void)>,
     pub apply_insert:
         Option<extern "C" fn(handle: *mut c_void, vals: *const SdbValue, n: i32) -> i32>,
+    /// An insert kept to be written with the next ones in one table_multi_insert:
+    /// returns how many rows are kept now, 0 when this table cannot keep rows
+    /// (nothing was done: use `apply_insert`), -1 on error. `*full`: flush now.
+    pub apply_insert_buffered: Option<
+        extern "C" fn(handle: *mut c_void, vals: *const SdbValue, n: i32, full: *mut bool) -> i32,
+    >,
+    /// Writes the kept inserts. On an error `*row` is the kept row (0-based)
+    /// whose insert failed, or -1 when no single row is to blame.
+    pub apply_flush: Option<extern "C" fn(row: *mut i32) -> i32>,
     /// `oldvals` may be NULL: the key did not change, search with `newvals`.
     pub apply_update: Option<
         extern "C" fn(

@@ -319,6 +319,37 @@ impl<'a> Pg<'a> {
         self.check(f(h.0, vals.as_ptr(), vals.len() as i32))
     }
 
+    /// Keeps an insert to be written with the next ones (see `flush_inserts`):
+    /// Some((rows kept now, flush now)), or None when the table cannot keep rows
+    /// and nothing was done.
+    pub fn insert_buffered(
+        &self,
+        h: RelHandle,
+        vals: &[SdbValue],
+    ) -> Result<Option<(usize, bool)>, PgError> {
+        let f = op!(self.apply_insert_buffered);
+        let mut full = false;
+        let rc = f(h.0, vals.as_ptr(), vals.len() as i32, &mut full);
+        match rc {
+            0 => Ok(None),
+            n if n > 0 => Ok(Some((n as usize, full))),
+            _ => Err(self.last_error()),
+        }
+    }
+
+    /// Writes the kept inserts; an error comes with the kept row that failed.
+    pub fn flush_inserts(&self) -> Result<(), (PgError, Option<usize>)> {
+        let f = match self.ops.apply_flush {
+            Some(f) => f,
+            None => return Err((PgError::new("shim operation missing: apply_flush"), None)),
+        };
+        let mut row = -1i32;
+        if f(&mut row) == 0 {
+            return Ok(());
+        }
+        Err((self.last_error(), usize::try_from(row).ok()))
+    }
+
     /// False when the row is not on the destination (nothing changed).
     pub fn update(
         &self,
