@@ -37,6 +37,10 @@ use tokio_postgres::Client;
 const MIN_CHUNK_PAGES: i64 = 2048;
 /// Page ranges of one table, at most.
 const MAX_CHUNKS: i64 = 64;
+/// A whole table this large at least (1 MB) is copied with COPY FREEZE after
+/// a TRUNCATE. A smaller one gains next to nothing from frozen rows, while its
+/// TRUNCATE (and the old file's removal at commit) scans all of shared_buffers.
+const FREEZE_MIN_PAGES: i64 = 128;
 
 /// Copies that run at once: synchdb.snapshot_parallelism, or (0) one per CPU,
 /// at least 2 and at most 8.
@@ -72,8 +76,8 @@ struct Item {
     copy_sql: String,
     table: String,
     cols: Vec<String>,
-    /// The whole table (then COPY FREEZE after a TRUNCATE in the same
-    /// transaction), not a page range.
+    /// A whole table of FREEZE_MIN_PAGES at least, copied with COPY FREEZE
+    /// after a TRUNCATE in the same transaction (not a page range).
     whole: bool,
     /// COPY's binary format (every column of the source's type).
     binary: bool,
@@ -217,7 +221,7 @@ fn plan_items(
                 copy_sql: copy_out_sql(t, range, binary),
                 table: stage.clone(),
                 cols: cols.clone(),
-                whole: range.is_none(),
+                whole: range.is_none() && pages >= FREEZE_MIN_PAGES,
                 binary,
                 then_sql: then_sql.clone(),
                 ddl: false,
