@@ -750,10 +750,12 @@ enum Early {
     Off,
     /// Applying transaction `xid`. What mapped relations before it began, to
     /// put back after a rollback: its own Relation messages must not outlive it.
+    /// Conflicts met in it wait for its commit here (see `conflict`).
     Applying {
         xid: u32,
         rels: Vec<(u32, RelDef)>,
         pending: HashMap<u32, RelDef>,
+        conflicts: Vec<(crate::conflict::Conflict, String)>,
     },
     /// Given up: its batches are left out, its commit replays its file.
     Failed,
@@ -1765,6 +1767,7 @@ impl<'a> Applier<'a> {
             xid,
             rels,
             pending: self.pending.clone(),
+            conflicts: Vec::new(),
         };
         Ok(committed)
     }
@@ -1826,10 +1829,12 @@ impl<'a> Applier<'a> {
             end_lsn,
             commit_ts,
         };
-        if matches!(
-            std::mem::replace(&mut self.early, Early::Off),
-            Early::Applying { .. }
-        ) {
+        if let Early::Applying { conflicts, .. } = std::mem::replace(&mut self.early, Early::Off) {
+            // it commits with the batch: its conflicts count now, once
+            for (kind, line) in conflicts {
+                state::stat_add(self.slot_idx, kind.stat(), 1);
+                self.pg.log(crate::pg::LOG_LOG, &line);
+            }
             return self.handle(commit_lsn, commit);
         }
         let begin = LogicalMessage::Begin {
@@ -2188,34 +2193,38 @@ impl<'a> Applier<'a> {
         })
     }
 
-    /// Counts and logs a conflict (see `conflict`).
+    /// Counts and logs a conflict (see `conflict`). One met while a streamed
+    /// transaction is applied early waits for that transaction to commit here:
+    /// rolled back, it is met again when its file replays it, and counted then.
     fn conflict(
-        &self,
+        &mut self,
         kind: crate::conflict::Conflict,
         dest: &str,
         what: &str,
         outcome: &str,
         msg: &LogicalMessage,
     ) {
-        state::stat_add(self.slot_idx, kind.stat(), 1);
         let change = self.describe_change(msg);
-        self.pg.log(
-            crate::pg::LOG_LOG,
-            &crate::conflict::log_line(
-                &self.connector,
-                kind,
-                dest,
-                what,
-                outcome,
-                change.as_deref(),
-            ),
+        let line = crate::conflict::log_line(
+            &self.connector,
+            kind,
+            dest,
+            what,
+            outcome,
+            change.as_deref(),
         );
+        if let Early::Applying { conflicts, .. } = &mut self.early {
+            conflicts.push((kind, line));
+            return;
+        }
+        state::stat_add(self.slot_idx, kind.stat(), 1);
+        self.pg.log(crate::pg::LOG_LOG, &line);
     }
 
     /// An INSERT or UPDATE failed: counted as the conflict it is, if it is one;
     /// the strategy decides what follows.
     fn failed_write(
-        &self,
+        &mut self,
         update: bool,
         dest: &str,
         e: crate::pg::PgError,

@@ -9,6 +9,7 @@
 \getenv srcuser SYNCHDB_SRC_USER
 \getenv srcpwd SYNCHDB_SRC_PASSWORD
 \getenv bindir SYNCHDB_BINDIR
+\getenv serverlog SYNCHDB_SERVER_LOG
 \setenv PGBIN :bindir
 \setenv PGPORT :port
 -- the source streams every transaction of more than 64 kB of changes
@@ -97,11 +98,15 @@ SELECT synchdb_test_wait($$SELECT count(*) = 1 FROM str_src.small$$);
 SELECT count(*) AS aborted_rows FROM str_src.t WHERE v = 'aborted';
 SELECT synchdb_test_wait('SELECT spill_files() = 0');
 
--- 3. open while others commit: those are applied at once, it at its commit
+-- 3. open while others commit: those are applied at once, it at its commit.
+-- It first deletes a row already gone here (removed by hand): that conflict,
+-- met while it was applied early and met again when it is applied at its
+-- commit, counts and is logged once
+DELETE FROM str_src.t WHERE id = 2;
 \! PGAPPNAME=synchdb_str_gate "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'SELECT pg_advisory_lock(42)' -c 'SELECT pg_sleep(300)' >/dev/null 2>&1 &
 SELECT synchdb_test_wait('SELECT gate_held()');
 SELECT streamed() AS streamed_before \gset
-\! "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'BEGIN' -c 'INSERT INTO t SELECT g, $$late$$, g FROM generate_series(100001, 120000) g' -c 'SELECT pg_advisory_xact_lock(42)' -c 'UPDATE t SET n = n + 1 WHERE id > 110000' -c 'COMMIT' >/dev/null 2>&1 &
+\! "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'BEGIN' -c 'DELETE FROM t WHERE id = 2' -c 'INSERT INTO t SELECT g, $$late$$, g FROM generate_series(100001, 120000) g' -c 'SELECT pg_advisory_xact_lock(42)' -c 'UPDATE t SET n = n + 1 WHERE id > 110000' -c 'COMMIT' >/dev/null 2>&1 &
 SELECT synchdb_test_wait('SELECT gate_waited()');
 SELECT synchdb_test_wait(format('SELECT streamed() > %s', :streamed_before));
 \c str_src
@@ -121,6 +126,10 @@ SELECT sums() AS want \gset
 \c contrib_regression
 SELECT synchdb_test_wait(format('SELECT str_sums() = %L', :'want'));
 SELECT count(*) FILTER (WHERE n = id + 1) AS updated_in_it FROM str_src.t WHERE v = 'late';
+SELECT confl_delete_missing FROM synchdb_conflict_stats WHERE name = 'strconn';
+SELECT count(*) AS delete_missing_logged
+  FROM regexp_split_to_table(pg_read_file(:'serverlog'), E'\n') l
+ WHERE l LIKE '%connector strconn: conflict delete_missing%';
 
 -- 4. stopped while one is open: it arrives once, after the next start
 \! PGAPPNAME=synchdb_str_gate "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d str_src -c 'SELECT pg_advisory_lock(42)' -c 'SELECT pg_sleep(300)' >/dev/null 2>&1 &
