@@ -437,6 +437,9 @@ prepare_measurement() {
     qbi "VACUUM ANALYZE" >/dev/null 2>&1 || true
     [[ $PGL == 0 ]] || qpl "VACUUM ANALYZE" >/dev/null 2>&1 || true
     sql "$DST_PORT" postgres "CHECKPOINT" >/dev/null
+    # the checkpoints' writes (fsync is off) still sit in the page cache: write
+    # them out now, not during whichever replica is measured next
+    sync
 }
 
 # ---------------------------------------------------------------------------
