@@ -993,6 +993,21 @@ op_subxact_abort(void)
  * connected to SPI, so that everything they palloc goes with SPI_finish.
  */
 
+/*
+ * SPI_connect for one operation, inside its SDB_TRY block: in a transaction
+ * only (SPI outside one crashes the backend), and after the kept inserts are
+ * written, so that the statement sees every row before it.
+ */
+static void
+sdb_spi_connect(void)
+{
+	if (!IsTransactionState())
+		elog(ERROR, "synchdb: SQL run outside a transaction");
+	sdb_flush_inserts();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "synchdb: SPI_connect failed");
+}
+
 /* Text parameters ($1..$n, NULL pointer = SQL NULL) as datums; types may be NULL. */
 static void
 sdb_text_params(int nparams, const char *const *params, Oid **types, Datum **values, char **nulls)
@@ -1052,13 +1067,7 @@ op_spi_exec(const char *sql, int nparams, const char *const *params, SdbRowCb ro
 		Datum	   *values;
 		char	   *nulls;
 
-		/* SPI outside a transaction crashes the backend: make it an error */
-		if (!IsTransactionState())
-			elog(ERROR, "synchdb: SQL run outside a transaction");
-		/* the statement sees every row before it */
-		sdb_flush_inserts();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "synchdb: SPI_connect failed");
+		sdb_spi_connect();
 		sdb_text_params(nparams, params, &types, &values, &nulls);
 		sdb_spi_result(SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0),
 					   "SPI_execute", row_cb, ctx, processed);
@@ -1080,13 +1089,7 @@ op_spi_prepare(const char *sql, int nparams, void **plan)
 		int			i;
 
 		*plan = NULL;
-		/* SPI outside a transaction crashes the backend: make it an error */
-		if (!IsTransactionState())
-			elog(ERROR, "synchdb: SQL run outside a transaction");
-		/* the statement sees every row before it */
-		sdb_flush_inserts();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "synchdb: SPI_connect failed");
+		sdb_spi_connect();
 		if (nparams > 0)
 		{
 			types = palloc(sizeof(Oid) * nparams);
@@ -1111,13 +1114,7 @@ op_spi_exec_plan(void *plan, int nparams, const char *const *params, SdbRowCb ro
 		Datum	   *values;
 		char	   *nulls;
 
-		/* SPI outside a transaction crashes the backend: make it an error */
-		if (!IsTransactionState())
-			elog(ERROR, "synchdb: SQL run outside a transaction");
-		/* the statement sees every row before it */
-		sdb_flush_inserts();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "synchdb: SPI_connect failed");
+		sdb_spi_connect();
 		if (nparams != SPI_getargcount((SPIPlanPtr) plan))
 			elog(ERROR, "synchdb: prepared statement takes %d parameters, got %d",
 				 SPI_getargcount((SPIPlanPtr) plan), nparams);

@@ -2007,7 +2007,8 @@ impl<'a> Applier<'a> {
 
     /// Whether the kept INSERTs may stay kept while `msg` is handled: it is
     /// another INSERT into their table, or says nothing about any table. All
-    /// else must see them written first.
+    /// else must see them written first. (None are kept under 'skip', which is
+    /// read only between batches, when none are.)
     fn keeps_inserts(&self, msg: &LogicalMessage) -> bool {
         match msg {
             LogicalMessage::Begin { .. }
@@ -2015,11 +2016,8 @@ impl<'a> Applier<'a> {
             | LogicalMessage::Origin { .. }
             | LogicalMessage::Type { .. }
             | LogicalMessage::Message { .. } => true,
-            LogicalMessage::Insert { rel_id, .. } => {
-                self.strategy != Strategy::Skip
-                    && matches!(self.ins_buf.first(),
-                        Some(LogicalMessage::Insert { rel_id: kept, .. }) if kept == rel_id)
-            }
+            LogicalMessage::Insert { rel_id, .. } => matches!(self.ins_buf.first(),
+                Some(LogicalMessage::Insert { rel_id: kept, .. }) if kept == rel_id),
             _ => false,
         }
     }

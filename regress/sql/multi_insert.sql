@@ -20,18 +20,11 @@ BEGIN
     END LOOP;
     RETURN out;
 END $$;
+-- the same function in the source database, from its definition here
+SELECT pg_get_functiondef('mi_sums(text)'::regprocedure) AS mi_sums_def \gset
 CREATE DATABASE mi_src;
 \c mi_src
-CREATE FUNCTION mi_sums(s text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE t text; n bigint; h text; out text := '';
-BEGIN
-    FOREACH t IN ARRAY ARRAY['k', 'nokey', 'parent', 'child', 'p', 'trg'] LOOP
-        EXECUTE format('SELECT count(*), md5(coalesce(string_agg(x::text, E''\n'' ORDER BY x::text COLLATE "C"), '''')) FROM %I.%I x', s, t)
-            INTO n, h;
-        out := out || format('%s %s %s', t, n, h) || E'\n';
-    END LOOP;
-    RETURN out;
-END $$;
+:mi_sums_def;
 CREATE TABLE k (id int PRIMARY KEY, v text, g int GENERATED ALWAYS AS (id * 2) STORED, CHECK (id > 0));
 CREATE TABLE nokey (a int, b text);
 CREATE TABLE parent (id int PRIMARY KEY);
