@@ -293,18 +293,19 @@ stop_load() {
 # ---------------------------------------------------------------------------
 # shellcheck disable=SC2016  # expanded when the hook runs
 pgenv_on_exit 'if [[ $PGENV_EXIT_RC -ne 0 || $FAILED -ne 0 ]]; then pgenv_tail_logs 80 "$DST" "$SRC"; fi'
-# logical_decoding_work_mem: the last point's large transaction is streamed
+# synchdb.source_decoding_work_mem, the logical_decoding_work_mem the
+# connector sets for its walsender: the last point's large transaction is streamed
 PGENV_HBA=$PGENV_SYNCHDB_HBA start_cluster "$BINDIR" "$SRC" "$SRC_PORT" <<EOF
 wal_level = logical
 max_replication_slots = 10
 max_wal_senders = 10
 password_encryption = 'scram-sha-256'
-logical_decoding_work_mem = 64kB
 EOF
 start_cluster "$BINDIR" "$DST" "$DST_PORT" <<EOF
 shared_preload_libraries = 'synchdb'
 max_worker_processes = 16
 log_min_messages = info
+synchdb.source_decoding_work_mem = 64kB
 ${SYNCHDB_EXTRA_CONF:-}
 EOF
 # registered after the clusters: runs before they are stopped
@@ -638,10 +639,11 @@ verdict "$n" "kill -9 worker while it builds an index of a table created during 
 # ---------------------------------------------------------------------------
 # Another point, not random either: kill -9 of the worker while a large
 # transaction is open on the source and already streamed to it (the source
-# streams any transaction over logical_decoding_work_mem, 64 kB here): what
-# the worker kept of it goes with the worker; after the auto-launch the source
-# sends it again, whole, once it commits, and it is applied once. It waits,
-# open, on an advisory lock that a session of its own holds past the crash.
+# streams any transaction over the connector's logical_decoding_work_mem,
+# 64 kB here): what the worker kept of it goes with the worker; after the
+# auto-launch the source sends it again, whole, once it commits, and it is
+# applied once. It waits, open, on an advisory lock that a session of its
+# own holds past the crash.
 # ---------------------------------------------------------------------------
 n=$((n + 1))
 POINT_OFF=$(log_size "$DST_LOG")

@@ -32,6 +32,7 @@ PG_MODULE_MAGIC;
 static int	sdb_max_connector_workers = 30;
 static int	sdb_naptime = 100;
 static int	sdb_snapshot_parallelism = 0;
+static int	sdb_source_decoding_work_mem = 1024;
 static int	sdb_new_table_check_interval;
 static int	sdb_sequence_sync_interval;
 static bool sdb_replicate_drop_table = true;
@@ -82,6 +83,16 @@ sdb_shmem_startup(void)
 	sdb_shmem_ready = true;
 }
 
+/* -1, or what the source accepts for logical_decoding_work_mem (64kB and up) */
+static bool
+sdb_check_decoding_work_mem(int *newval, void **extra, GucSource source)
+{
+	if (*newval == -1 || *newval >= 64)
+		return true;
+	GUC_check_errdetail("It is -1 (the source's own setting) or at least 64kB, the least a source accepts.");
+	return false;
+}
+
 void
 _PG_init(void)
 {
@@ -109,6 +120,10 @@ _PG_init(void)
 							"Tables, or page ranges of a large table, an initial snapshot copies at once (0: one per CPU, at least 2, at most 8; 1: one at a time).",
 							NULL, &sdb_snapshot_parallelism, 0, 0, 64,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("synchdb.source_decoding_work_mem",
+							"logical_decoding_work_mem of the source's walsender serving a connector: past it, a running transaction is sent in parts and applied before its commit (-1: the source's own setting).",
+							NULL, &sdb_source_decoding_work_mem, 1024, -1, MAX_KILOBYTES,
+							PGC_SIGHUP, GUC_UNIT_KB, sdb_check_decoding_work_mem, NULL, NULL);
 	DefineCustomBoolVariable("synchdb.replicate_drop_table",
 							 "Whether a table dropped on the source is dropped on the destination too.",
 							 NULL, &sdb_replicate_drop_table, true,

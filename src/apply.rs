@@ -152,6 +152,9 @@ pub struct StreamTarget {
     pub start_lsn: u64,
     /// Where streamed transactions wait for their commit (spill.rs).
     pub spill_dir: std::path::PathBuf,
+    /// logical_decoding_work_mem (kB) for the source's walsender, when set
+    /// (synchdb.source_decoding_work_mem).
+    pub decoding_work_mem_kb: Option<i64>,
 }
 
 /// A batch of decoded messages and their WAL positions.
@@ -265,6 +268,7 @@ async fn stream_task(
         publication,
         start_lsn,
         spill_dir,
+        decoding_work_mem_kb,
     } = target;
     let r = async {
         let mut conn = ReplConnection::connect(&params).await?;
@@ -288,6 +292,15 @@ async fn stream_task(
         // protocol 2 (PostgreSQL 14 and later): large transactions are sent as
         // they run (streaming 'on') and wait in files here until they commit
         let proto = if conn.server_version_num() >= 140_000 { 2 } else { 1 };
+        // The walsender starts sending a running transaction once the changes it
+        // holds pass logical_decoding_work_mem (64MB by default). A smaller value
+        // for this session only: it is applied sooner, and less of it is left
+        // for after its commit. (Before 14 it would only make the source spill
+        // to its disk.)
+        if let (2, Some(kb)) = (proto, decoding_work_mem_kb) {
+            conn.simple_query(&format!("SET logical_decoding_work_mem = {kb}"))
+                .await?;
+        }
         let mut spill = crate::spill::Spill::open(spill_dir).map_err(spill_error)?;
         let mut replay: Option<Replaying> = None;
         let mut stream = conn.start_replication(&slot, start_lsn, &publication, proto, false).await?;

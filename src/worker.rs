@@ -303,6 +303,8 @@ fn run_inner(pg: &Pg, slot: i32, name: &str, mode: &str) -> Result<(), WorkerErr
         crate::apply::StreamTarget {
             params,
             spill_dir: crate::spill::spill_dir(&pg.data_dir(), &slot_name),
+            decoding_work_mem_kb: Some(pg.guc_int("synchdb.source_decoding_work_mem", 1024))
+                .filter(|kb| *kb >= 64),
             slot: slot_name,
             publication,
             start_lsn,

@@ -12,8 +12,10 @@
 \getenv serverlog SYNCHDB_SERVER_LOG
 \setenv PGBIN :bindir
 \setenv PGPORT :port
--- the source streams every transaction of more than 64 kB of changes
-ALTER SYSTEM SET logical_decoding_work_mem = '64kB';
+-- the source streams every transaction of more than 64 kB of changes: the
+-- connector sets logical_decoding_work_mem for its own walsender (the
+-- server's stays at its default, 64MB)
+ALTER SYSTEM SET synchdb.source_decoding_work_mem = '64kB';
 SELECT pg_reload_conf();
 CREATE DATABASE str_src;
 \c str_src
@@ -200,6 +202,6 @@ SELECT synchdb_test_wait($$SELECT pid = -1 FROM synchdb_state_view WHERE name = 
 SELECT synchdb_del_conninfo('strconn');
 DROP SCHEMA str_src CASCADE;
 DROP FUNCTION str_sums(), streamed(), spill_files(), gate_held(), gate_waited(), open_gate();
-ALTER SYSTEM RESET logical_decoding_work_mem;
+ALTER SYSTEM RESET synchdb.source_decoding_work_mem;
 SELECT pg_reload_conf();
 DROP DATABASE str_src;
