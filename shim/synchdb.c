@@ -7,6 +7,8 @@
 
 #include <signal.h>
 
+#include "access/transam.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -18,6 +20,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
@@ -47,6 +50,8 @@ typedef struct SdbWorkerExtra
 {
 	Oid			dboid;
 	Oid			userid;
+	/* the transaction that started it, if it had an xid (see sdb_wait_launcher) */
+	TransactionId launcher_xid;
 	char		mode[24];
 	char		name[64];
 } SdbWorkerExtra;
@@ -209,6 +214,7 @@ sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const cha
 	memset(&extra, 0, sizeof(extra));
 	extra.dboid = dboid;
 	extra.userid = userid;
+	extra.launcher_xid = GetTopTransactionIdIfAny();
 	strlcpy(extra.mode, mode, sizeof(extra.mode));
 	strlcpy(extra.name, name, sizeof(extra.name));
 
@@ -583,6 +589,40 @@ sdb_bgworker_start(Oid dboid, Oid userid, const char *appname)
 	pgstat_report_appname(appname);
 }
 
+/*
+ * The transaction that started this worker may still be open: what it wrote
+ * (the connector's row when synchdb_add_conninfo ran in it too, isactive,
+ * last_mode) is visible here only once it commits. Waits for its end; false
+ * when it rolled back, which undoes the start as well.
+ */
+static bool
+sdb_wait_launcher(TransactionId xid, const char *name)
+{
+	int			waited = 0;
+
+	if (!TransactionIdIsValid(xid))
+		return true;
+	/* usually it commits at once: say so only when it stays open */
+	while (TransactionIdIsInProgress(xid))
+	{
+		if (++waited == 100)
+			ereport(LOG,
+					(errmsg("synchdb: connector %s: waiting for the transaction that started it (xid %u) to end",
+							name, xid)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (sdb_got_sigterm)
+			return false;
+	}
+	if (TransactionIdDidCommit(xid))
+		return true;
+	ereport(LOG,
+			(errmsg("synchdb: connector %s: not started: the transaction that started it was rolled back",
+					name)));
+	return false;
+}
+
 void
 synchdb_worker_main(Datum main_arg)
 {
@@ -595,6 +635,8 @@ synchdb_worker_main(Datum main_arg)
 	before_shmem_exit(sdb_worker_on_exit, Int32GetDatum(slot));
 	synchdb_slot_set_pid(slot, MyProcPid);
 	sdb_bgworker_start(extra.dboid, extra.userid, "synchdb");
+	if (!sdb_wait_launcher(extra.launcher_xid, extra.name))
+		proc_exit(0);
 
 	sdb_init_ops(&ops);
 	rc = synchdb_worker_run(&ops, slot, extra.name, extra.mode);

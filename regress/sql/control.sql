@@ -163,3 +163,38 @@ SELECT synchdb_stop_engine_bgw('ssconn');
 SELECT synchdb_del_conninfo('ssconn');
 DROP SCHEMA ss_src CASCADE;
 DROP DATABASE ss_src;
+
+-- started in the transaction that also added it: the worker waits for that
+-- transaction, and starts once it commits; a start rolled back starts nothing
+CREATE DATABASE txs_src;
+\c txs_src
+CREATE TABLE t (id int PRIMARY KEY);
+INSERT INTO t SELECT generate_series(1, 10);
+\c contrib_regression
+BEGIN;
+SELECT synchdb_add_conninfo('txsconn', '127.0.0.1', :port, :'srcuser', :'srcpwd',
+                            'txs_src', 'public', 'null', 'null', 'postgres');
+SELECT synchdb_start_engine_bgw('txsconn');
+SELECT pg_sleep(1.5);
+COMMIT;
+SELECT synchdb_test_wait($$SELECT count(*) = 10 FROM txs_src.t$$);
+\c txs_src
+INSERT INTO t VALUES (11);
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 11 FROM txs_src.t$$);
+SELECT name, stage, state, err FROM synchdb_state_view WHERE name = 'txsconn';
+SELECT synchdb_stop_engine_bgw('txsconn');
+BEGIN;
+SELECT synchdb_start_engine_bgw('txsconn');
+SELECT pg_sleep(0.5);
+ROLLBACK;
+SELECT synchdb_test_wait($$SELECT pid = -1 FROM synchdb_state_view WHERE name = 'txsconn'$$);
+SELECT name, state, isactive
+  FROM synchdb_state_view JOIN synchdb_conninfo USING (name) WHERE name = 'txsconn';
+\getenv serverlog SYNCHDB_SERVER_LOG
+SELECT count(*) AS rolled_back_lines
+  FROM regexp_split_to_table(pg_read_file(:'serverlog'), E'\n') l
+ WHERE l LIKE '%connector txsconn: not started: the transaction that started it was rolled back%';
+SELECT synchdb_del_conninfo('txsconn');
+DROP SCHEMA txs_src CASCADE;
+DROP DATABASE txs_src;
