@@ -194,7 +194,8 @@ sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type)
  * Used by synchdb_launch and by the auto-launcher (launcher.c).
  */
 int
-sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode)
+sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode,
+							  bool at_commit)
 {
 	char		err[512];
 	int			slot;
@@ -214,7 +215,7 @@ sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const cha
 	memset(&extra, 0, sizeof(extra));
 	extra.dboid = dboid;
 	extra.userid = userid;
-	extra.launcher_xid = GetTopTransactionIdIfAny();
+	extra.launcher_xid = at_commit ? GetTopTransactionIdIfAny() : InvalidTransactionId;
 	strlcpy(extra.mode, mode, sizeof(extra.mode));
 	strlcpy(extra.name, name, sizeof(extra.name));
 
@@ -284,7 +285,12 @@ synchdb_caller(PG_FUNCTION_ARGS)
 	PG_RETURN_OID(GetOuterUserId());
 }
 
-/* synchdb_launch(name, mode): starts a connector's worker; returns its pid. */
+/*
+ * synchdb_launch(name, mode, at_commit): starts a connector's worker; returns
+ * its pid. at_commit: the worker waits for the caller's transaction to end,
+ * and does nothing if it rolls back (sdb_wait_launcher); not for a caller that
+ * waits for the worker itself before it commits.
+ */
 PG_FUNCTION_INFO_V1(synchdb_launch);
 Datum
 synchdb_launch(PG_FUNCTION_ARGS)
@@ -292,7 +298,10 @@ synchdb_launch(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	PG_RETURN_INT32(sdb_register_connector_worker(MyDatabaseId, sdb_connector_role(), name, mode));
+	bool		at_commit = PG_GETARG_BOOL(2);
+
+	PG_RETURN_INT32(sdb_register_connector_worker(MyDatabaseId, sdb_connector_role(), name, mode,
+												  at_commit));
 }
 
 /*

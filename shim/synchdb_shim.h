@@ -15,7 +15,8 @@ extern void sdb_define_apply_gucs(void);
 /* synchdb.c: common settings of synchdb's background workers */
 extern void sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type);
 /* synchdb.c: starts a connector's worker (needs postgres.h for Oid) */
-extern int	sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode);
+extern int	sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode,
+										  bool at_commit);
 /* What a connector hands its copy helpers through bgw_extra (pgops.c starts them). */
 typedef struct SdbHelperExtra
 {

@@ -67,7 +67,7 @@ REVOKE ALL ON synchdb_copy_work FROM PUBLIC;
 -- Internal entry points of the shim (C) and core (Rust).
 CREATE FUNCTION synchdb_encrypt_secret(text) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_encrypt_secret_sql' LANGUAGE C STRICT VOLATILE;
-CREATE FUNCTION synchdb_launch(name text, mode text) RETURNS int
+CREATE FUNCTION synchdb_launch(name text, mode text, at_commit bool DEFAULT false) RETURNS int
     AS 'MODULE_PATHNAME', 'synchdb_launch' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION synchdb_terminate(name text, timeout_ms int) RETURNS int
     AS 'MODULE_PATHNAME', 'synchdb_terminate' LANGUAGE C STRICT VOLATILE;
@@ -234,7 +234,8 @@ BEGIN
     UPDATE synchdb_conninfo c SET isactive = true,
            data = c.data || jsonb_build_object('last_mode', CASE m WHEN 'always' THEN 'when_needed' ELSE m END)
      WHERE c.name = synchdb_start_engine_bgw.name;
-    PERFORM synchdb_launch(name, m);
+    -- takes effect when this transaction commits (nothing if it rolls back)
+    PERFORM synchdb_launch(name, m, true);
     RETURN 0;
 END $$;
 
