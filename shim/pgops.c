@@ -23,6 +23,7 @@
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
+#include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
@@ -145,7 +146,21 @@ typedef struct SdbRel
 	TupleTableSlot **bufslots;	/* SDB_BUF_ROWS, made when first needed */
 	int			nbuf;
 	Size		bufbytes;
+
+	/*
+	 * Where the next row to change is looked for first (sdb_guess_row): the
+	 * row after the one found last. Per executor state; guessing stops after
+	 * SDB_GUESS_MISSES misses in a row.
+	 */
+	IndexFetchTableData *fetch; /* made when first needed */
+	BlockNumber nblocks;		/* the table's size then: a guess stays below */
+	ItemPointerData lasttid;
+	int			misses;
+	int			nkeys;			/* the replica identity index's columns */
+	AttrNumber	keyattrs[INDEX_MAX_KEYS];
 } SdbRel;
+
+#define SDB_GUESS_MISSES 16
 
 /* COPY's limits for one multi-insert: rows, and bytes of their values */
 #define SDB_BUF_ROWS 1000
@@ -215,6 +230,27 @@ sdb_rel_exec_begin(SdbRel *r)
 	r->bufslots = NULL;
 	r->nbuf = 0;
 	r->bufbytes = 0;
+	r->fetch = NULL;
+	r->nblocks = InvalidBlockNumber;
+	ItemPointerSetInvalid(&r->lasttid);
+	r->misses = 0;
+	r->nkeys = 0;
+	/* a TID is a page and a line there only in heap tables */
+	for (int i = 0; r->rel->rd_tableam == GetHeapamTableAmRoutine() && i < r->rri->ri_NumIndices; i++)
+	{
+		Relation	idx = r->rri->ri_IndexRelationDescs[i];
+
+		if (RelationGetRelid(idx) != r->idxoid)
+			continue;
+		r->nkeys = idx->rd_index->indnkeyatts;
+		for (int k = 0; k < r->nkeys; k++)
+		{
+			r->keyattrs[k] = idx->rd_index->indkey.values[k];
+			/* never on an expression (a replica identity has none) */
+			if (r->keyattrs[k] <= 0)
+				r->nkeys = 0;
+		}
+	}
 #if PG_VERSION_NUM >= 160000
 	EvalPlanQualInit(&r->epq, estate, NULL, NIL, -1, NIL);
 #else
@@ -234,6 +270,9 @@ sdb_rel_exec_end(SdbRel *r)
 {
 	if (!r->open)
 		return;
+	if (r->fetch != NULL)
+		table_index_fetch_end(r->fetch);
+	r->fetch = NULL;
 	EvalPlanQualEnd(&r->epq);
 	ExecResetTupleTable(r->estate->es_tupleTable, false);
 	ExecCloseResultRelations(r->estate);
@@ -269,6 +308,7 @@ sdb_forget_all(void)
 
 		r->open = false;
 		r->estate = NULL;
+		r->fetch = NULL;
 		r->bufslots = NULL;
 		r->nbuf = 0;
 		r->bufbytes = 0;
@@ -579,22 +619,122 @@ retry:
 }
 
 /*
+ * Whether the row stored at *tid (or the live member of its HOT chain) is the
+ * one searchslot identifies; then it is in outslot, locked. What
+ * RelationFindReplTupleByIndex checks of what the index gives it, in the same
+ * order: visible to a dirty snapshot, no running transaction inserting or
+ * deleting it, equal on the index's columns (equal images here: stricter
+ * than the index's, so never a wrong row), then locked under the latest
+ * snapshot. The index is unique (the replica identity's, or the primary key):
+ * one such row is the row. Anything short of that: false, and the caller
+ * asks the index, which also does the waiting.
+ */
+static bool
+sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlot *outslot)
+{
+	SnapshotData snap;
+	bool		call_again = false;
+	TupleDesc	desc = RelationGetDescr(r->rel);
+	TM_FailureData tmfd;
+	TM_Result	res;
+
+	/* the table grows under our own changes (new row versions go to its end) */
+	if (ItemPointerGetBlockNumber(tid) >= r->nblocks)
+		r->nblocks = RelationGetNumberOfBlocks(r->rel);
+	if (ItemPointerGetBlockNumber(tid) >= r->nblocks)
+		return false;
+	InitDirtySnapshot(snap);
+	if (!table_index_fetch_tuple(r->fetch, tid, &snap, outslot, &call_again, NULL))
+		return false;
+	if (TransactionIdIsValid(snap.xmin) || TransactionIdIsValid(snap.xmax))
+		return false;
+	slot_getallattrs(searchslot);
+	for (int k = 0; k < r->nkeys; k++)
+	{
+		int			att = r->keyattrs[k] - 1;
+		bool		isnull;
+		Datum		d = slot_getattr(outslot, att + 1, &isnull);
+		Form_pg_attribute a = TupleDescAttr(desc, att);
+
+		/* images, not datums: a short value is stored with a 1-byte header */
+		if (isnull || searchslot->tts_isnull[att] ||
+			!datum_image_eq(d, searchslot->tts_values[att], a->attbyval, a->attlen))
+			return false;
+	}
+	ExecMaterializeSlot(outslot);
+	PushActiveSnapshot(GetLatestSnapshot());
+	res = table_tuple_lock(r->rel, &outslot->tts_tid, GetActiveSnapshot(), outslot,
+						   GetCurrentCommandId(false), LockTupleExclusive, LockWaitBlock,
+						   0, &tmfd);
+	PopActiveSnapshot();
+	return res == TM_Ok;
+}
+
+/*
+ * A source statement that changes many rows visits them in its table's order,
+ * which is ours too where the rows arrived in that order (the snapshot's COPY,
+ * inserts): the row to change is then the one stored right after the row
+ * changed before it, on the same page or at the start of the next. Looked for
+ * there first, that costs a page already in shared buffers instead of a walk
+ * down the index. Given up for the rest of the batch after SDB_GUESS_MISSES
+ * misses in a row.
+ */
+static bool
+sdb_guess_row(SdbRel *r, TupleTableSlot *searchslot, TupleTableSlot *outslot)
+{
+	ItemPointerData tid;
+	BlockNumber blk;
+	OffsetNumber off;
+
+	if (r->nkeys == 0 || r->misses >= SDB_GUESS_MISSES || !ItemPointerIsValid(&r->lasttid))
+		return false;
+	if (r->fetch == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(r->estate->es_query_cxt);
+
+		r->fetch = table_index_fetch_begin(r->rel);
+		MemoryContextSwitchTo(oldcxt);
+		/* the table cannot shrink under our lock: a page below this is there */
+		r->nblocks = RelationGetNumberOfBlocks(r->rel);
+	}
+	blk = ItemPointerGetBlockNumber(&r->lasttid);
+	off = ItemPointerGetOffsetNumber(&r->lasttid);
+	ItemPointerSet(&tid, blk, OffsetNumberNext(off));
+	if (sdb_row_at(r, &tid, searchslot, outslot))
+		return true;
+	ItemPointerSet(&tid, blk + 1, FirstOffsetNumber);
+	if (blk + 1 != InvalidBlockNumber && sdb_row_at(r, &tid, searchslot, outslot))
+		return true;
+	r->misses++;
+	return false;
+}
+
+/*
  * Puts the stored row that `keyvals` identifies into localslot (locked), through
- * the replica identity index or, without one, a scan comparing the sent columns
- * (sdb_find_row_seq). False when there is none (update_missing, delete_missing:
- * the core decides, see synchdb.on_missing_row).
+ * the replica identity index (a guess first, sdb_guess_row) or, without one, a
+ * scan comparing the sent columns (sdb_find_row_seq). False when there is none
+ * (update_missing, delete_missing: the core decides, see synchdb.on_missing_row).
  */
 static bool
 sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+	bool		guessed;
 
 	sdb_fill_slot(r, r->remoteslot, keyvals, n, NULL, true);
 	MemoryContextSwitchTo(oldcxt);
-	if (OidIsValid(r->idxoid))
-		return RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
-											r->remoteslot, r->localslot);
-	return sdb_find_row_seq(r, r->remoteslot, keyvals, r->localslot);
+	if (!OidIsValid(r->idxoid))
+		return sdb_find_row_seq(r, r->remoteslot, keyvals, r->localslot);
+	oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+	guessed = sdb_guess_row(r, r->remoteslot, r->localslot);
+	MemoryContextSwitchTo(oldcxt);
+	if (guessed)
+		r->misses = 0;
+	else if (!RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
+										  r->remoteslot, r->localslot))
+		return false;
+	r->lasttid = r->localslot->tts_tid;
+	return true;
 }
 
 /*
