@@ -9,21 +9,14 @@
 \getenv srcuser SYNCHDB_SRC_USER
 \getenv srcpwd SYNCHDB_SRC_PASSWORD
 \getenv serverlog SYNCHDB_SERVER_LOG
--- one line per table: row count and md5 of the sorted rows
-CREATE FUNCTION mi_sums(s text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE t text; n bigint; h text; out text := '';
-BEGIN
-    FOREACH t IN ARRAY ARRAY['k', 'nokey', 'parent', 'child', 'p', 'trg'] LOOP
-        EXECUTE format('SELECT count(*), md5(coalesce(string_agg(x::text, E''\n'' ORDER BY x::text COLLATE "C"), '''')) FROM %I.%I x', s, t)
-            INTO n, h;
-        out := out || format('%s %s %s', t, n, h) || E'\n';
-    END LOOP;
-    RETURN out;
-END $$;
--- the same function in the source database, from its definition here
-SELECT pg_get_functiondef('mi_sums(text)'::regprocedure) AS mi_sums_def \gset
+-- each table's row count and md5 (setup's synchdb_test_sums), here and, from
+-- its definition here, in the source database
+CREATE FUNCTION mi_sums(s text) RETURNS text LANGUAGE sql AS $$ SELECT synchdb_test_sums(s, ARRAY['k', 'nokey', 'parent', 'child', 'p', 'trg']) $$;
+SELECT pg_get_functiondef('synchdb_test_sums(text,text[])'::regprocedure) AS sums_def,
+       pg_get_functiondef('mi_sums(text)'::regprocedure) AS mi_sums_def \gset
 CREATE DATABASE mi_src;
 \c mi_src
+:sums_def;
 :mi_sums_def;
 CREATE TABLE k (id int PRIMARY KEY, v text, g int GENERATED ALWAYS AS (id * 2) STORED, CHECK (id > 0));
 CREATE TABLE nokey (a int, b text);

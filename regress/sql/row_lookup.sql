@@ -13,18 +13,11 @@
 \getenv bindir SYNCHDB_BINDIR
 \setenv PGBIN :bindir
 \setenv PGPORT :port
--- one line per table: row count and md5 of the sorted rows
-CREATE FUNCTION rl_sums(s text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE t text; n bigint; h text; out text := '';
-BEGIN
-    FOREACH t IN ARRAY ARRAY['ord', 'rnd', 'two'] LOOP
-        EXECUTE format('SELECT count(*), md5(coalesce(string_agg(x::text, E''\n'' ORDER BY x::text COLLATE "C"), '''')) FROM %I.%I x', s, t)
-            INTO n, h;
-        out := out || format('%s %s %s', t, n, h) || E'\n';
-    END LOOP;
-    RETURN out;
-END $$;
-SELECT pg_get_functiondef('rl_sums(text)'::regprocedure) AS rl_sums_def \gset
+-- each table's row count and md5 (setup's synchdb_test_sums), here and, from
+-- its definition here, in the source database
+CREATE FUNCTION rl_sums(s text) RETURNS text LANGUAGE sql AS $$ SELECT synchdb_test_sums(s, ARRAY['ord', 'rnd', 'two']) $$;
+SELECT pg_get_functiondef('synchdb_test_sums(text,text[])'::regprocedure) AS sums_def,
+       pg_get_functiondef('rl_sums(text)'::regprocedure) AS rl_sums_def \gset
 -- index scans of each destination table's key, as the statistics have them
 CREATE FUNCTION rl_scans(OUT ord bigint, OUT rnd bigint, OUT two bigint) LANGUAGE plpgsql AS $$
 BEGIN
@@ -35,6 +28,7 @@ BEGIN
 END $$;
 CREATE DATABASE rl_src;
 \c rl_src
+:sums_def;
 :rl_sums_def;
 -- ord: rows stored in key order; rnd: in random order, also changed in key
 -- order below; two: a key of two columns, text and numeric

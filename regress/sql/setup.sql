@@ -30,5 +30,17 @@ BEGIN
         PERFORM pg_sleep(0.05);
     END LOOP;
 END $$;
+-- one line per table of schema s: row count and md5 of the sorted rows (tests
+-- copy it into their source database with pg_get_functiondef)
+CREATE FUNCTION synchdb_test_sums(s text, tabs text[]) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE t text; n bigint; h text; out text := '';
+BEGIN
+    FOREACH t IN ARRAY tabs LOOP
+        EXECUTE format('SELECT count(*), md5(coalesce(string_agg(x::text, E''\n'' ORDER BY x::text COLLATE "C"), '''')) FROM %I.%I x', s, t)
+            INTO n, h;
+        out := out || format('%s %s %s', t, n, h) || E'\n';
+    END LOOP;
+    RETURN out;
+END $$;
 SELECT count(*) FROM synchdb_conninfo;
 SELECT * FROM synchdb_state_view;
