@@ -6,7 +6,7 @@
 \getenv srcuser SYNCHDB_SRC_USER
 \getenv srcpwd SYNCHDB_SRC_PASSWORD
 -- One line per table: its columns with their types, its row count and the md5
--- of its sorted row texts. Created in both databases; types are named as seen
+-- of its sorted row texts. In both databases; types are named as seen
 -- from the schema given (the destination's copies of user types live there).
 CREATE FUNCTION fid_sums(s text) RETURNS TABLE (tbl text, cols text, n bigint, sum text)
 LANGUAGE plpgsql AS $$
@@ -27,28 +27,12 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 END $$;
--- the source databases are made from a template that has the helper too
+-- the source databases are made from a template that has the helper too,
+-- from its definition here
+SELECT pg_get_functiondef('fid_sums(text)'::regprocedure) AS fid_sums_def \gset
 CREATE DATABASE fid_tmpl;
 \c fid_tmpl
-CREATE FUNCTION fid_sums(s text) RETURNS TABLE (tbl text, cols text, n bigint, sum text)
-LANGUAGE plpgsql AS $$
-DECLARE r record;
-BEGIN
-    PERFORM set_config('search_path', format('%I, pg_catalog', s), true);
-    FOR r IN SELECT c.oid, c.relname FROM pg_class c
-              WHERE c.relnamespace = s::regnamespace AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
-              ORDER BY c.relname LOOP
-        tbl := r.relname;
-        SELECT string_agg(format('%s %s%s', a.attname, format_type(a.atttypid, a.atttypmod),
-                                 CASE a.attgenerated WHEN '' THEN '' ELSE ' generated' END
-                                 || CASE a.attidentity WHEN '' THEN '' ELSE ' identity ' || a.attidentity::text END),
-                          ', ' ORDER BY a.attnum)
-          INTO cols FROM pg_attribute a WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped;
-        EXECUTE format('SELECT count(*), md5(coalesce(string_agg(x::text, E''\n'' ORDER BY x::text COLLATE "C"), '''')) FROM %I.%I x',
-                       s, r.relname) INTO n, sum;
-        RETURN NEXT;
-    END LOOP;
-END $$;
+:fid_sums_def;
 -- the helper is not a table: keep it out of the replicated schema's tables
 ALTER FUNCTION fid_sums(text) SET search_path = pg_catalog;
 \c contrib_regression
