@@ -514,6 +514,24 @@ sdb_row_matches(TupleTableSlot *slot, TupleTableSlot *searchslot, const SdbValue
 }
 
 /*
+ * Locks the row version in outslot for the change about to be applied, as the
+ * built-in apply does: under the latest snapshot, waiting for a holder, not
+ * following updates (the caller looks again on TM_Updated or TM_Deleted).
+ */
+static TM_Result
+sdb_lock_row(SdbRel *r, TupleTableSlot *outslot, TM_FailureData *tmfd)
+{
+	TM_Result	res;
+
+	PushActiveSnapshot(GetLatestSnapshot());
+	res = table_tuple_lock(r->rel, &outslot->tts_tid, GetActiveSnapshot(), outslot,
+						   GetCurrentCommandId(false), LockTupleExclusive, LockWaitBlock,
+						   0 /* don't follow updates */ , tmfd);
+	PopActiveSnapshot();
+	return res;
+}
+
+/*
  * Without a replica identity index: a sequential scan for the first stored row
  * matching the searched one (so deleting one of several identical rows removes one
  * copy), locked and put into outslot. The scan, the waits and the locking follow
@@ -575,13 +593,8 @@ retry:
 	if (found)
 	{
 		TM_FailureData tmfd;
-		TM_Result	res;
+		TM_Result	res = sdb_lock_row(r, outslot, &tmfd);
 
-		PushActiveSnapshot(GetLatestSnapshot());
-		res = table_tuple_lock(r->rel, &(outslot->tts_tid), GetActiveSnapshot(), outslot,
-							   GetCurrentCommandId(false), LockTupleExclusive, LockWaitBlock,
-							   0 /* don't follow updates */ , &tmfd);
-		PopActiveSnapshot();
 		switch (res)
 		{
 			case TM_Ok:
@@ -636,7 +649,6 @@ sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlo
 	bool		call_again = false;
 	TupleDesc	desc = RelationGetDescr(r->rel);
 	TM_FailureData tmfd;
-	TM_Result	res;
 
 	/* the table grows under our own changes (new row versions go to its end) */
 	if (ItemPointerGetBlockNumber(tid) >= r->nblocks)
@@ -648,7 +660,6 @@ sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlo
 		return false;
 	if (TransactionIdIsValid(snap.xmin) || TransactionIdIsValid(snap.xmax))
 		return false;
-	slot_getallattrs(searchslot);
 	for (int k = 0; k < r->nkeys; k++)
 	{
 		int			att = r->keyattrs[k] - 1;
@@ -662,12 +673,7 @@ sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlo
 			return false;
 	}
 	ExecMaterializeSlot(outslot);
-	PushActiveSnapshot(GetLatestSnapshot());
-	res = table_tuple_lock(r->rel, &outslot->tts_tid, GetActiveSnapshot(), outslot,
-						   GetCurrentCommandId(false), LockTupleExclusive, LockWaitBlock,
-						   0, &tmfd);
-	PopActiveSnapshot();
-	return res == TM_Ok;
+	return sdb_lock_row(r, outslot, &tmfd) == TM_Ok;
 }
 
 /*
@@ -697,6 +703,7 @@ sdb_guess_row(SdbRel *r, TupleTableSlot *searchslot, TupleTableSlot *outslot)
 		/* the table cannot shrink under our lock: a page below this is there */
 		r->nblocks = RelationGetNumberOfBlocks(r->rel);
 	}
+	slot_getallattrs(searchslot);
 	blk = ItemPointerGetBlockNumber(&r->lasttid);
 	off = ItemPointerGetOffsetNumber(&r->lasttid);
 	ItemPointerSet(&tid, blk, OffsetNumberNext(off));

@@ -52,7 +52,7 @@ CREATE TABLE synchdb_copy_work (
     dst_schema text NOT NULL,
     dst_table text NOT NULL,
     dst_cols text[] NOT NULL,
-    whole bool NOT NULL,
+    frozen bool NOT NULL,
     binary_format bool NOT NULL,
     then_sql text,
     ddl bool NOT NULL DEFAULT false,

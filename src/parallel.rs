@@ -76,9 +76,9 @@ struct Item {
     copy_sql: String,
     table: String,
     cols: Vec<String>,
-    /// A whole table of FREEZE_MIN_PAGES at least, copied with COPY FREEZE
-    /// after a TRUNCATE in the same transaction (not a page range).
-    whole: bool,
+    /// Copied with COPY FREEZE after a TRUNCATE in the same transaction: a
+    /// whole table (not a page range) of FREEZE_MIN_PAGES at least.
+    freeze: bool,
     /// COPY's binary format (every column of the source's type).
     binary: bool,
     /// Run once every item of the table is done (its primary key, built in
@@ -221,7 +221,7 @@ fn plan_items(
                 copy_sql: copy_out_sql(t, range, binary),
                 table: stage.clone(),
                 cols: cols.clone(),
-                whole: range.is_none() && pages >= FREEZE_MIN_PAGES,
+                freeze: range.is_none() && pages >= FREEZE_MIN_PAGES,
                 binary,
                 then_sql: then_sql.clone(),
                 ddl: false,
@@ -373,7 +373,7 @@ fn stage_and_run(
                 .map_err(|e| WorkerError::Internal(format!("encoding a column list: {e}")))?;
             pg.exec(
                 "INSERT INTO synchdb_copy_work (name, item, srcrelid, snapshot, copy_sql, label, dst_schema, dst_table, dst_cols,
-                                                whole, binary_format, then_sql)
+                                                frozen, binary_format, then_sql)
                  VALUES ($1, $2::int, $3::oid, $4, $5, $6, $7, $8, ARRAY(SELECT json_array_elements_text($9::json)),
                          $10::bool, $11::bool, $12)",
                 &[
@@ -386,7 +386,7 @@ fn stage_and_run(
                     Some(&it.schema),
                     Some(&it.table),
                     Some(&cols),
-                    Some(if it.whole { "true" } else { "false" }),
+                    Some(if it.freeze { "true" } else { "false" }),
                     Some(if it.binary { "true" } else { "false" }),
                     it.then_sql.as_deref(),
                 ],
@@ -521,7 +521,7 @@ fn claim(pg: &Pg, name: &str, no: i32) -> Result<Option<(i32, String, Item)>, Wo
                                              WHERE name = $1 AND state = 'todo'
                                              ORDER BY item LIMIT 1 FOR UPDATE SKIP LOCKED)
                  RETURNING item, snapshot, srcrelid, label, copy_sql, dst_table, array_to_json(dst_cols)::text,
-                           whole, dst_schema, binary_format, then_sql, ddl",
+                           frozen, dst_schema, binary_format, then_sql, ddl",
                 &[Some(name), Some(&no.to_string())],
             )
         })
@@ -543,7 +543,7 @@ fn claim(pg: &Pg, name: &str, no: i32) -> Result<Option<(i32, String, Item)>, Wo
             copy_sql: get(4),
             table: get(5),
             cols,
-            whole: get(7) == "t",
+            freeze: get(7) == "t",
             schema: get(8),
             binary: get(9) == "t",
             then_sql: r.get(10).cloned().flatten(),
@@ -602,7 +602,7 @@ fn work(
                 .clone()
                 .ok_or_else(|| WorkerError::Internal("no source connection".into()))?;
             pg.in_xact(|| -> Result<u64, WorkerError> {
-                if it.whole {
+                if it.freeze {
                     // created in another transaction: emptied in this one, so that
                     // COPY FREEZE may write its rows frozen
                     pg.exec(
@@ -619,7 +619,7 @@ fn work(
                     schema,
                     table: &it.table,
                     cols: &it.cols,
-                    freeze: it.whole,
+                    freeze: it.freeze,
                     binary: it.binary,
                 };
                 let rows = copy_stream(pg, net, &c, it.copy_sql.clone(), label, &dest)?;
@@ -674,7 +674,7 @@ fn mark_done(
         // numbered after every copy item, and once per table
         pg.exec(
             "INSERT INTO synchdb_copy_work (name, item, srcrelid, snapshot, copy_sql, label, dst_schema, dst_table,
-                                            dst_cols, whole, binary_format, ddl)
+                                            dst_cols, frozen, binary_format, ddl)
              SELECT $1, 1000000 + min(item), $2::oid, min(snapshot), $3, 'primary key of ' || quote_ident(min(dst_table)),
                     min(dst_schema), min(dst_table), '{}', false, false, true
                FROM synchdb_copy_work WHERE name = $1 AND srcrelid = $2::oid
