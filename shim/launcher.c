@@ -292,7 +292,7 @@ synchdb_db_launcher_main(Datum main_arg)
 						name, dbname, mode)));
 		PG_TRY();
 		{
-			(void) sdb_register_connector_worker(dboid, owner, name, mode, false);
+			(void) sdb_register_connector_worker(dboid, owner, name, mode, SDB_START_NOW);
 		}
 		PG_CATCH();
 		{

@@ -52,6 +52,8 @@ typedef struct SdbWorkerExtra
 	Oid			userid;
 	/* the transaction that started it, if it had an xid (see sdb_wait_launcher) */
 	TransactionId launcher_xid;
+	/* start even when that transaction rolls back (SDB_START_AT_END) */
+	bool		start_on_abort;
 	char		mode[24];
 	char		name[64];
 } SdbWorkerExtra;
@@ -195,7 +197,7 @@ sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type)
  */
 int
 sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode,
-							  bool at_commit)
+							  SdbStartWhen when)
 {
 	char		err[512];
 	int			slot;
@@ -215,7 +217,8 @@ sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const cha
 	memset(&extra, 0, sizeof(extra));
 	extra.dboid = dboid;
 	extra.userid = userid;
-	extra.launcher_xid = at_commit ? GetTopTransactionIdIfAny() : InvalidTransactionId;
+	extra.launcher_xid = when == SDB_START_NOW ? InvalidTransactionId : GetTopTransactionIdIfAny();
+	extra.start_on_abort = when == SDB_START_AT_END;
 	strlcpy(extra.mode, mode, sizeof(extra.mode));
 	strlcpy(extra.name, name, sizeof(extra.name));
 
@@ -286,10 +289,13 @@ synchdb_caller(PG_FUNCTION_ARGS)
 }
 
 /*
- * synchdb_launch(name, mode, at_commit): starts a connector's worker; returns
- * its pid. at_commit: the worker waits for the caller's transaction to end,
- * and does nothing if it rolls back (sdb_wait_launcher); not for a caller that
- * waits for the worker itself before it commits.
+ * synchdb_launch(name, mode, at_commit, at_end): starts a connector's worker;
+ * returns its pid. at_commit: the worker waits for the caller's transaction to
+ * end and does nothing if it rolls back (a start undone). at_end: it waits for
+ * that end and starts either way (a restart whose caller also wrote what the
+ * worker reads). Neither for a caller that waits for the worker itself before
+ * it commits. (Each is read only when the SQL declaration has it: a
+ * database whose extension script predates it calls with fewer arguments.)
  */
 PG_FUNCTION_INFO_V1(synchdb_launch);
 Datum
@@ -297,11 +303,12 @@ synchdb_launch(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-	bool		at_commit = PG_GETARG_BOOL(2);
+	bool		at_commit = PG_NARGS() > 2 && PG_GETARG_BOOL(2);
+	bool		at_end = PG_NARGS() > 3 && PG_GETARG_BOOL(3);
+	SdbStartWhen when = at_end ? SDB_START_AT_END : at_commit ? SDB_START_AT_COMMIT : SDB_START_NOW;
 
 	PG_RETURN_INT32(sdb_register_connector_worker(MyDatabaseId, sdb_connector_role(), name, mode,
-												  at_commit));
+												  when));
 }
 
 /*
@@ -601,11 +608,12 @@ sdb_bgworker_start(Oid dboid, Oid userid, const char *appname)
 /*
  * The transaction that started this worker may still be open: what it wrote
  * (the connector's row when synchdb_add_conninfo ran in it too, isactive,
- * last_mode) is visible here only once it commits. Waits for its end; false
- * when it rolled back, which undoes the start as well.
+ * last_mode, the rules and renames of synchdb_reload_objmap) is visible here
+ * only once it commits. Waits for its end; false when it rolled back and that
+ * undoes the start as well (not for a restart: start_on_abort).
  */
 static bool
-sdb_wait_launcher(TransactionId xid, const char *name)
+sdb_wait_launcher(TransactionId xid, bool start_on_abort, const char *name)
 {
 	int			waited = 0;
 
@@ -626,6 +634,13 @@ sdb_wait_launcher(TransactionId xid, const char *name)
 	}
 	if (TransactionIdDidCommit(xid))
 		return true;
+	if (start_on_abort)
+	{
+		ereport(LOG,
+				(errmsg("synchdb: connector %s: the transaction that restarted it was rolled back; it runs as before",
+						name)));
+		return true;
+	}
 	ereport(LOG,
 			(errmsg("synchdb: connector %s: not started: the transaction that started it was rolled back",
 					name)));
@@ -644,7 +659,7 @@ synchdb_worker_main(Datum main_arg)
 	before_shmem_exit(sdb_worker_on_exit, Int32GetDatum(slot));
 	synchdb_slot_set_pid(slot, MyProcPid);
 	sdb_bgworker_start(extra.dboid, extra.userid, "synchdb");
-	if (!sdb_wait_launcher(extra.launcher_xid, extra.name))
+	if (!sdb_wait_launcher(extra.launcher_xid, extra.start_on_abort, extra.name))
 		proc_exit(0);
 
 	sdb_init_ops(&ops);

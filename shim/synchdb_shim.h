@@ -15,8 +15,16 @@ extern void sdb_define_apply_gucs(void);
 /* synchdb.c: common settings of synchdb's background workers */
 extern void sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type);
 /* synchdb.c: starts a connector's worker (needs postgres.h for Oid) */
+typedef enum SdbStartWhen
+{
+	SDB_START_NOW,
+	/* once the caller's transaction commits; not if it rolls back */
+	SDB_START_AT_COMMIT,
+	/* once the caller's transaction ends, however it ends */
+	SDB_START_AT_END
+} SdbStartWhen;
 extern int	sdb_register_connector_worker(Oid dboid, Oid userid, const char *name, const char *mode,
-										  bool at_commit);
+										  SdbStartWhen when);
 /* What a connector hands its copy helpers through bgw_extra (pgops.c starts them). */
 typedef struct SdbHelperExtra
 {

@@ -67,7 +67,7 @@ REVOKE ALL ON synchdb_copy_work FROM PUBLIC;
 -- Internal entry points of the shim (C) and core (Rust).
 CREATE FUNCTION synchdb_encrypt_secret(text) RETURNS text
     AS 'MODULE_PATHNAME', 'synchdb_encrypt_secret_sql' LANGUAGE C STRICT VOLATILE;
-CREATE FUNCTION synchdb_launch(name text, mode text, at_commit bool DEFAULT false) RETURNS int
+CREATE FUNCTION synchdb_launch(name text, mode text, at_commit bool DEFAULT false, at_end bool DEFAULT false) RETURNS int
     AS 'MODULE_PATHNAME', 'synchdb_launch' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION synchdb_terminate(name text, timeout_ms int) RETURNS int
     AS 'MODULE_PATHNAME', 'synchdb_terminate' LANGUAGE C STRICT VOLATILE;
@@ -1122,6 +1122,8 @@ DECLARE
     running bool := EXISTS (SELECT 1 FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0);
     was text := (SELECT s.state FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0);
     mode text := coalesce(nullif(d->>'last_mode', ''), 'initial');
+    -- the caller's transaction wrote before this (rules added in it)
+    wrote bool := txid_current_if_assigned() IS NOT NULL;
 BEGIN
     IF running THEN
         PERFORM synchdb_terminate(cname, 30000);
@@ -1134,7 +1136,14 @@ BEGIN
         END IF;
         RAISE;
     END;
-    IF running THEN
+    IF running AND wrote THEN
+        -- A worker started now would not see the rules this transaction added
+        -- until it commits: it would stream under the old rules, into tables
+        -- the renames above move away. It starts when this transaction ends,
+        -- with what it committed (or, rolled back, as before): not back yet
+        -- when this returns.
+        PERFORM synchdb_launch(cname, mode, at_end => true);
+    ELSIF running THEN
         PERFORM synchdb_launch(cname, mode);
         -- back where it was (paused stays paused) before the caller goes on
         PERFORM synchdb_wait_state(cname, CASE was WHEN 'paused' THEN 'paused' ELSE 'polling' END, 30);

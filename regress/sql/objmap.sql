@@ -184,9 +184,37 @@ SELECT synchdb_reload_objmap('omconn3');
 SELECT ext_attname, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn3' ORDER BY attnum;
 SELECT * FROM om_src.tickets ORDER BY id;
 SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn3';
+
+-- a rule added and reloaded in one transaction: the connector starts again when
+-- it commits, under the new rule (a worker started inside it saw only the old
+-- rules and streamed into a table of the old name, created again beside the
+-- renamed one)
+BEGIN;
+SELECT synchdb_add_objmap('omconn3', 'table', 'public.tickets', 'om_src.tickets2');
+SELECT synchdb_reload_objmap('omconn3');
+COMMIT;
+SELECT synchdb_test_wait($$SELECT state = 'polling' FROM synchdb_state_view WHERE name = 'omconn3'$$);
+\c om_src
+INSERT INTO tickets (note, qty, prio) VALUES ('third', 3, 1);
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 3 FROM om_src.tickets2$$);
+SELECT to_regclass('om_src.tickets') IS NULL AS old_name_gone;
+SELECT * FROM om_src.tickets2 ORDER BY id;
+-- rolled back: the rule and the rename are undone, the connector runs as before
+BEGIN;
+SELECT synchdb_add_objmap('omconn3', 'table', 'public.tickets', 'om_src.tickets3');
+SELECT synchdb_reload_objmap('omconn3');
+ROLLBACK;
+SELECT synchdb_test_wait($$SELECT state = 'polling' AND pid > 0 FROM synchdb_state_view WHERE name = 'omconn3'$$);
+\c om_src
+INSERT INTO tickets (note, qty, prio) VALUES ('fourth', 4, 2);
+\c contrib_regression
+SELECT synchdb_test_wait($$SELECT count(*) = 4 FROM om_src.tickets2$$);
+SELECT to_regclass('om_src.tickets3') IS NULL AS no_tickets3, to_regclass('om_src.tickets') IS NULL AS no_tickets;
+SELECT srcobj, dstobj, enabled FROM synchdb_objmap WHERE name = 'omconn3' AND objtype = 'table';
 SELECT synchdb_stop_engine_bgw('omconn3');
 SELECT synchdb_del_conninfo('omconn3');
-DROP TABLE om_src.tickets;
+DROP TABLE om_src.tickets2;
 
 DROP TABLE public.stuff, schema1.people, public.shapes;
 DROP SCHEMA schema1;
