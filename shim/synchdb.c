@@ -17,6 +17,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/origin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -588,6 +589,19 @@ sdb_sigterm(SIGNAL_ARGS)
 static void
 sdb_worker_on_exit(int code, Datum arg)
 {
+	/*
+	 * Let go of the replication origin before the slot says stopped.
+	 * PostgreSQL releases it in a later exit callback (on_shmem_exit), and a
+	 * user who sees the connector stopped may move its origin at once, as the
+	 * worker's errors advise ("already active for PID" otherwise). The open
+	 * transaction, if any, was aborted by ShutdownPostgres, which runs before
+	 * this (registered after it).
+	 */
+	if (replorigin_session_origin != InvalidRepOriginId)
+	{
+		replorigin_session_reset();
+		replorigin_session_origin = InvalidRepOriginId;
+	}
 	synchdb_worker_exiting(DatumGetInt32(arg));
 }
 
