@@ -1128,25 +1128,25 @@ BEGIN
     IF running THEN
         PERFORM synchdb_terminate(cname, 30000);
     END IF;
+    -- When this transaction wrote before (rules added in it), a worker started
+    -- now would not see that until it commits: it would stream under the old
+    -- rules, into tables the renames below move away. It starts when this
+    -- transaction ends instead, with what it committed (or, rolled back, as
+    -- before), and is not back yet when this returns.
     BEGIN
         PERFORM synchdb_apply_objmap(cname);
     EXCEPTION WHEN others THEN
         IF running THEN
-            PERFORM synchdb_launch(cname, mode);
+            PERFORM synchdb_launch(cname, mode, at_end => wrote);
         END IF;
         RAISE;
     END;
-    IF running AND wrote THEN
-        -- A worker started now would not see the rules this transaction added
-        -- until it commits: it would stream under the old rules, into tables
-        -- the renames above move away. It starts when this transaction ends,
-        -- with what it committed (or, rolled back, as before): not back yet
-        -- when this returns.
-        PERFORM synchdb_launch(cname, mode, at_end => true);
-    ELSIF running THEN
-        PERFORM synchdb_launch(cname, mode);
-        -- back where it was (paused stays paused) before the caller goes on
-        PERFORM synchdb_wait_state(cname, CASE was WHEN 'paused' THEN 'paused' ELSE 'polling' END, 30);
+    IF running THEN
+        PERFORM synchdb_launch(cname, mode, at_end => wrote);
+        IF NOT wrote THEN
+            -- back where it was (paused stays paused) before the caller goes on
+            PERFORM synchdb_wait_state(cname, CASE was WHEN 'paused' THEN 'paused' ELSE 'polling' END, 30);
+        END IF;
     END IF;
     RETURN 0;
 END $$;
