@@ -1458,6 +1458,18 @@ ins_label="CDC $(awk -v n="${WL_TX[$S3]}" 'BEGIN { printf "%.0fk", n / 1e3 }') s
     goal "$BIG_ROWS-row UPDATE, commit to visible, time ratio" "$(ratio_of "${BIG_UPD[synchdb]:-}" "${BIG_UPD[built-in]:-}")" "<=" 0.5
     goal "lag p99 at $LAG_TPS tx/s, time ratio" "$(ratio_of "${LAG_P99[synchdb]:-}" "${LAG_P99[built-in]:-}")" "<=" 1
     goal "peak private memory (RssAnon) of worker and helpers, MB" "$(mb "$peak_anon")" "<=" 64
+    # A backlog is applied no sooner than one process, the source's walsender,
+    # decodes and sends it. Built-in's time over its walsender's CPU time is the
+    # most any subscriber could gain in this run, were its walsender to need no
+    # more CPU than built-in's (the decoding is the same).
+    echo "  ceiling of the CDC speed ratios in this run: built-in's time / the CPU time of its source walsender"
+    for s in "$S2" "$S3"; do
+        printf '    %-24s %6s s / %6s s = %5s   (synchdb: %s s, its walsender %s s CPU)\n' \
+            "$([[ $s == "$S2" ]] && echo "TPC-B backlog" || echo "single-row inserts")" \
+            "$(secs "${SECS[bi,$s]:-}")" "$(secs "${WS_CPU[bi,$s]:-}")" \
+            "$(ratio_of "${SECS[bi,$s]:-}" "${WS_CPU[bi,$s]:-}")" \
+            "$(secs "${SECS[sdb,$s]:-}")" "$(secs "${WS_CPU[sdb,$s]:-}")"
+    done
     echo
     echo "synchdb connector after the runs: ${STAGE_AFTER[$S3]:-${STAGE_AFTER[$S2]:-n/a}} (pid|stage|state|err, before the last stop)"
     echo "synchdb_del_conninfo: ${DEL_OUT:-?}; synchdb slots left on the source: $LEFT_SLOTS"
