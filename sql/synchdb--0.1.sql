@@ -378,6 +378,11 @@ END $$;
 CREATE FUNCTION synchdb_resume_engine(name text)
 RETURNS int LANGUAGE plpgsql AS $$
 BEGIN
+    -- one starting again (as after synchdb_reload_objmap) is waited for
+    FOR i IN 1..3000 LOOP
+        EXIT WHEN synchdb_check_running(name) <> 'initializing';
+        PERFORM pg_sleep(0.01);
+    END LOOP;
     IF synchdb_check_running(name) <> 'paused' THEN
         RAISE EXCEPTION 'connector "%" is not paused', name
             USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -1112,41 +1117,35 @@ END $$;
 -- Applies the current rules: a running connector is stopped between source
 -- transactions, the destination brought in line (in this transaction: an error,
 -- e.g. a type PostgreSQL cannot cast to, is raised here and changes nothing), and
--- the connector started again in its mode; it resumes from its position with the
--- new rules, so no change is lost. A paused (schemasync) connector stays paused.
+-- the connector started again in its mode when this transaction ends; it resumes
+-- from its position with the new rules, so no change is lost. A paused
+-- (schemasync) connector stays paused.
 CREATE FUNCTION synchdb_reload_objmap(name text)
 RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
     cname text := name;
     d jsonb := synchdb_check_connector(cname);
     running bool := EXISTS (SELECT 1 FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0);
-    was text := (SELECT s.state FROM synchdb_state_rows() s WHERE s.name = cname AND s.pid > 0);
     mode text := coalesce(nullif(d->>'last_mode', ''), 'initial');
-    -- the caller's transaction wrote before this (rules added in it)
-    wrote bool := txid_current_if_assigned() IS NOT NULL;
 BEGIN
     IF running THEN
         PERFORM synchdb_terminate(cname, 30000);
     END IF;
-    -- When this transaction wrote before (rules added in it), a worker started
-    -- now would not see that until it commits: it would stream under the old
-    -- rules, into tables the renames below move away. It starts when this
-    -- transaction ends instead, with what it committed (or, rolled back, as
-    -- before), and is not back yet when this returns.
+    -- The worker starts when this transaction ends, and reads what it
+    -- committed (or, rolled back, runs as before). One started now would not
+    -- see the renames below, nor rules added earlier in this transaction: a
+    -- change of a renamed table arriving meanwhile would make it create that
+    -- table again under one name or the other.
     BEGIN
         PERFORM synchdb_apply_objmap(cname);
     EXCEPTION WHEN others THEN
         IF running THEN
-            PERFORM synchdb_launch(cname, mode, at_end => wrote);
+            PERFORM synchdb_launch(cname, mode, at_end => true);
         END IF;
         RAISE;
     END;
     IF running THEN
-        PERFORM synchdb_launch(cname, mode, at_end => wrote);
-        IF NOT wrote THEN
-            -- back where it was (paused stays paused) before the caller goes on
-            PERFORM synchdb_wait_state(cname, CASE was WHEN 'paused' THEN 'paused' ELSE 'polling' END, 30);
-        END IF;
+        PERFORM synchdb_launch(cname, mode, at_end => true);
     END IF;
     RETURN 0;
 END $$;

@@ -53,10 +53,11 @@ SELECT synchdb_add_objmap('omconn', 'column', 'public.customers.email', 'mail');
 SELECT synchdb_add_objmap('omconn', 'column', 'public.customers.email', 'contact');
 SELECT * FROM synchdb_objmap ORDER BY objtype, srcobj;
 SELECT synchdb_reload_objmap('omconn');
-SELECT name, state FROM synchdb_state_view WHERE name = 'omconn';
 SELECT * FROM synchdb_att_view WHERE name = 'omconn';
 
 -- resume: CDC only, under the rules. A value full of quotes and SQL is data.
+-- (It waits for the connector the reload started again, which stayed paused:
+-- it would say "not paused" otherwise.)
 SELECT synchdb_resume_engine('omconn');
 \c om_src
 INSERT INTO products VALUES (3, 'x''); DROP TABLE public.stuff; --', 1);
@@ -183,6 +184,7 @@ SELECT ext_attname, ext_isserial FROM synchdb_attribute WHERE name = 'omconn3' O
 SELECT synchdb_reload_objmap('omconn3');
 SELECT ext_attname, pg_atttypename FROM synchdb_att_view WHERE name = 'omconn3' ORDER BY attnum;
 SELECT * FROM om_src.tickets ORDER BY id;
+SELECT synchdb_test_wait($$SELECT state = 'polling' FROM synchdb_state_view WHERE name = 'omconn3'$$);
 SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn3';
 
 -- a rule added and reloaded in one transaction: the connector starts again when
@@ -212,9 +214,26 @@ INSERT INTO tickets (note, qty, prio) VALUES ('fourth', 4, 2);
 SELECT synchdb_test_wait($$SELECT count(*) = 4 FROM om_src.tickets2$$);
 SELECT to_regclass('om_src.tickets3') IS NULL AS no_tickets3, to_regclass('om_src.tickets') IS NULL AS no_tickets;
 SELECT srcobj, dstobj, enabled FROM synchdb_objmap WHERE name = 'omconn3' AND objtype = 'table';
+-- a reload whose transaction stays open while the source changes the table it
+-- renames: the connector waits for that transaction to end (one started at
+-- once applied the change before the rename committed, creating the table under
+-- its new name too, and stopped on "duplicate key" when the rename committed)
+SELECT synchdb_add_objmap('omconn3', 'table', 'public.tickets', 'om_src.tickets4');
+CREATE EXTENSION dblink;
+SELECT format('host=127.0.0.1 port=%s dbname=om_src user=%s password=%s', :'port', :'srcuser', :'srcpwd') AS src \gset
+BEGIN;
+SELECT synchdb_reload_objmap('omconn3');
+SELECT state FROM synchdb_state_view WHERE name = 'omconn3';
+SELECT dblink_exec(:'src', $$INSERT INTO tickets (note, qty, prio) VALUES ('fifth', 5, 3)$$);
+SELECT pg_sleep(2);
+COMMIT;
+SELECT synchdb_test_wait($$SELECT count(*) = 5 FROM om_src.tickets4$$);
+SELECT name, state, err FROM synchdb_state_view WHERE name = 'omconn3';
+SELECT to_regclass('om_src.tickets2') IS NULL AS old_name_gone;
+DROP EXTENSION dblink;
 SELECT synchdb_stop_engine_bgw('omconn3');
 SELECT synchdb_del_conninfo('omconn3');
-DROP TABLE om_src.tickets2;
+DROP TABLE om_src.tickets4;
 
 DROP TABLE public.stuff, schema1.people, public.shapes;
 DROP SCHEMA schema1;
