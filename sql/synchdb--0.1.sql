@@ -378,14 +378,16 @@ END $$;
 CREATE FUNCTION synchdb_resume_engine(name text)
 RETURNS int LANGUAGE plpgsql AS $$
 BEGIN
-    -- one starting again (as after synchdb_reload_objmap) is waited for
-    FOR i IN 1..3000 LOOP
-        EXIT WHEN synchdb_check_running(name) <> 'initializing';
-        PERFORM pg_sleep(0.01);
-    END LOOP;
     IF synchdb_check_running(name) <> 'paused' THEN
-        RAISE EXCEPTION 'connector "%" is not paused', name
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+        -- one starting again (as after synchdb_reload_objmap) is waited for
+        FOR i IN 1..3000 LOOP
+            EXIT WHEN synchdb_check_running(name) <> 'initializing';
+            PERFORM pg_sleep(0.01);
+        END LOOP;
+        IF synchdb_check_running(name) <> 'paused' THEN
+            RAISE EXCEPTION 'connector "%" is not paused', name
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
     END IF;
     PERFORM synchdb_send_command(name, 2);
     -- a schemasync connector resumed by hand is in CDC now: a server restart
