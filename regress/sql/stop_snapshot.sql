@@ -2,15 +2,19 @@
 -- half-filled table looking complete, and the next start takes the snapshot
 -- again, whole. The snapshot is held mid-way by a lock this session takes on the
 -- table it copies last; the stop is sent to the destination through dblink.
+-- Two processes copy, so that the small table is claimed only after several
+-- page ranges of the large one (the lock has to come first).
 \getenv port SYNCHDB_PORT
 \getenv srcuser SYNCHDB_SRC_USER
 \getenv srcpwd SYNCHDB_SRC_PASSWORD
+ALTER SYSTEM SET synchdb.snapshot_parallelism = 2;
+SELECT pg_reload_conf();
 CREATE DATABASE st_src;
 \c st_src
 CREATE EXTENSION dblink;
 CREATE TABLE a_first (id int PRIMARY KEY, v text);
 -- big enough that the snapshot is still copying it when the test takes its lock
-INSERT INTO a_first SELECT g, repeat('v', 100) FROM generate_series(1, 200000) g;
+INSERT INTO a_first SELECT g, repeat('v', 100) FROM generate_series(1, 1000000) g;
 CREATE TABLE z_last (id int PRIMARY KEY, v text);
 INSERT INTO z_last SELECT g, 'v' || g FROM generate_series(1, 100) g;
 CREATE FUNCTION wait_until(q text, secs int DEFAULT 90) RETURNS bool
@@ -53,3 +57,5 @@ SELECT synchdb_stop_engine_bgw('stconn');
 SELECT synchdb_del_conninfo('stconn');
 DROP SCHEMA st_src CASCADE;
 DROP DATABASE st_src;
+ALTER SYSTEM RESET synchdb.snapshot_parallelism;
+SELECT pg_reload_conf();
