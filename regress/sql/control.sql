@@ -18,6 +18,8 @@ SELECT synchdb_set_offset('ctlconn', '0/0');
 
 SELECT synchdb_start_engine_bgw('ctlconn');
 SELECT synchdb_test_wait($$SELECT count(*) = 100 FROM ctl_src.t$$);
+-- the snapshot's end is recorded just after its rows committed
+SELECT synchdb_test_wait($$SELECT snapshot_end_ts > 0 FROM synchdb_snapstats WHERE name = 'ctlconn'$$);
 SELECT name, tables, rows, snapshot_begin_ts > 0 AND snapshot_end_ts >= snapshot_begin_ts AS ts_ok
 FROM synchdb_snapstats WHERE name = 'ctlconn';
 SELECT synchdb_resume_engine('ctlconn');
