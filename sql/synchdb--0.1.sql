@@ -1132,23 +1132,16 @@ DECLARE
 BEGIN
     IF running THEN
         PERFORM synchdb_terminate(cname, 30000);
-    END IF;
-    -- The worker starts when this transaction ends, and reads what it
-    -- committed (or, rolled back, runs as before). One started now would not
-    -- see the renames below, nor rules added earlier in this transaction: a
-    -- change of a renamed table arriving meanwhile would make it create that
-    -- table again under one name or the other.
-    BEGIN
-        PERFORM synchdb_apply_objmap(cname);
-    EXCEPTION WHEN others THEN
-        IF running THEN
-            PERFORM synchdb_launch(cname, mode, at_end => true);
-        END IF;
-        RAISE;
-    END;
-    IF running THEN
+        -- The worker starts again when this transaction ends (an xid makes
+        -- sure it waits for it) and reads what it committed, or, rolled back
+        -- (the changes below raised an error), runs as before. One started at
+        -- once would not see the renames below, nor rules added earlier in this
+        -- transaction: a change of a renamed table arriving meanwhile would make
+        -- it create that table again under one name or the other.
+        PERFORM pg_current_xact_id();
         PERFORM synchdb_launch(cname, mode, at_end => true);
     END IF;
+    PERFORM synchdb_apply_objmap(cname);
     RETURN 0;
 END $$;
 

@@ -1,9 +1,11 @@
 -- A stop in the middle of the snapshot: the worker stops promptly, leaves no
 -- half-filled table looking complete, and the next start takes the snapshot
--- again, whole. The snapshot is held mid-way by a lock this session takes on the
--- table it copies last; the stop is sent to the destination through dblink.
--- Two processes copy, so that the small table is claimed only after several
--- page ranges of the large one (the lock has to come first).
+-- again, whole. The snapshot is held mid-way, after its slot, by a lock this
+-- session takes on the table it copies last, once the slot exists (the worker
+-- then usually waits on it when it reads the tables' sizes, before the copy);
+-- the stop is sent to the destination through dblink. Two processes copy, so
+-- that the small table is claimed only after several page ranges of the large
+-- one (the lock has to come first).
 \getenv port SYNCHDB_PORT
 \getenv srcuser SYNCHDB_SRC_USER
 \getenv srcpwd SYNCHDB_SRC_PASSWORD
