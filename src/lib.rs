@@ -6,6 +6,7 @@ pub mod config;
 pub mod conflict;
 pub mod control;
 pub mod copyformat;
+pub mod copysource;
 pub mod ddl;
 pub mod decoder;
 pub mod error;

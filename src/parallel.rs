@@ -21,11 +21,13 @@
 //! creates.
 
 use crate::config::{quote_ident, ConnectorConfig};
+use crate::copysource::CopyConn;
 use crate::error::{DestContext, WorkerError};
 use crate::net::Net;
 use crate::objmap::DestTable;
 use crate::pg::{Pg, LOG_LOG, LOG_WARNING};
-use crate::snapshot::{copy_out_sql, copy_stream, CopyDest};
+use crate::replconn::ConnParams;
+use crate::snapshot::{copy_out_sql, copy_stream, CopyDest, RowSource};
 use crate::source::SourceTable;
 use crate::state;
 use std::collections::{HashMap, HashSet};
@@ -278,10 +280,12 @@ pub fn discard(pg: &Pg, name: &str, schema: &str) {
 /// exported snapshot `snapshot` (which `client` has imported). None when there
 /// is nothing to gain (parallelism 1, fewer than two items): the serial copy
 /// then copies everything as before.
+#[allow(clippy::too_many_arguments)]
 pub fn copy(
     pg: &Pg,
     net: &Net,
     client: &Arc<Client>,
+    params: &ConnParams,
     cfg: &ConnectorConfig,
     snapshot: &str,
     pairs: &[(&SourceTable, &DestTable)],
@@ -323,7 +327,7 @@ pub fn copy(
         return Ok(None);
     }
     let r = stage_and_run(
-        pg, net, client, cfg, snapshot, &schema, &chosen, &items, k, virtual_ok,
+        pg, net, params, cfg, snapshot, &schema, &chosen, &items, k, virtual_ok,
     );
     match r {
         Ok(rows) => Ok(Some(Staged {
@@ -344,7 +348,7 @@ pub fn copy(
 fn stage_and_run(
     pg: &Pg,
     net: &Net,
-    client: &Arc<Client>,
+    params: &ConnParams,
     cfg: &ConnectorConfig,
     snapshot: &str,
     schema: &str,
@@ -429,11 +433,14 @@ fn stage_and_run(
             helpers.len() + 1
         ),
     );
-    // the worker copies too, on its connection that imported the snapshot
-    let mut own = Some(client.clone());
-    let mut rows = work(pg, net, name, 0, &mut own, None)?;
-    rows += wait_for_helpers(pg, net, name, &helpers, &mut own)?;
-    Ok(rows)
+    // the worker copies too, on a session of its own in the snapshot
+    let mut own = None;
+    let r = work(pg, net, name, 0, &mut own, params)
+        .and_then(|rows| Ok(rows + wait_for_helpers(pg, net, name, &helpers, &mut own, params)?));
+    if let Some(c) = own {
+        c.close(pg, net);
+    }
+    r
 }
 
 /// Waits until the helpers have copied every item: the rows they copied, or
@@ -443,7 +450,8 @@ fn wait_for_helpers(
     net: &Net,
     name: &str,
     helpers: &[i32],
-    own: &mut Option<Arc<Client>>,
+    own: &mut Option<CopyConn>,
+    params: &ConnParams,
 ) -> Result<u64, WorkerError> {
     let naptime = pg.guc_int("synchdb.naptime", 100).clamp(10, 1000);
     let base = state::stat_get(state::my_slot(), state::Stat::SnapTablesDone);
@@ -476,7 +484,7 @@ fn wait_for_helpers(
         let open: u64 = get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
         // a key queued once the helpers had nothing left to take
         if open > 0 {
-            mine += work(pg, net, name, 0, own, None)?;
+            mine += work(pg, net, name, 0, own, params)?;
         }
         // tables whose every item is done, for the progress view
         let done: u64 = get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -559,8 +567,8 @@ fn work(
     net: &Net,
     name: &str,
     no: i32,
-    client: &mut Option<Arc<Client>>,
-    params: Option<&crate::replconn::ConnParams>,
+    conn: &mut Option<CopyConn>,
+    params: &ConnParams,
 ) -> Result<u64, WorkerError> {
     let mut total = 0;
     while let Some((item, snapshot, it)) = claim(pg, name, no)? {
@@ -577,30 +585,14 @@ fn work(
                     Ok(0)
                 });
             }
-            if client.is_none() {
-                let p = params.cloned().ok_or_else(|| {
-                    WorkerError::Internal("no source connection for the copy".into())
-                })?;
-                let snap = snapshot.clone();
-                let c = net.call(pg, async move {
-                    let c = crate::source::connect(&p)
-                        .await
-                        .map_err(WorkerError::from)?;
-                    crate::snapshot::import_snapshot(&c, &snap)
-                        .await
-                        .map_err(|e| {
-                            WorkerError::Source(format!(
-                            "importing the snapshot {snap} of the copy on the source failed: {}",
-                            e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
-                        ))
-                        })?;
-                    Ok::<_, WorkerError>(c)
-                })??;
-                *client = Some(Arc::new(c));
-            }
-            let c = client
-                .clone()
-                .ok_or_else(|| WorkerError::Internal("no source connection".into()))?;
+            let c = match conn {
+                Some(c) => c.clone(),
+                None => {
+                    let (p, snap) = (params.clone(), snapshot.clone());
+                    let c = net.call(pg, async move { CopyConn::open(&p, &snap).await })??;
+                    conn.insert(c).clone()
+                }
+            };
             pg.in_xact(|| -> Result<u64, WorkerError> {
                 if it.freeze {
                     // created in another transaction: emptied in this one, so that
@@ -622,7 +614,14 @@ fn work(
                     freeze: it.freeze,
                     binary: it.binary,
                 };
-                let rows = copy_stream(pg, net, &c, it.copy_sql.clone(), label, &dest)?;
+                let rows = copy_stream(
+                    pg,
+                    net,
+                    RowSource::Conn(&c),
+                    it.copy_sql.clone(),
+                    label,
+                    &dest,
+                )?;
                 mark_done(pg, name, item, &it, Some(rows))?;
                 Ok(rows)
             })
@@ -699,8 +698,12 @@ pub fn helper_run(pg: &Pg, parent_slot: i32, name: &str, no: i32) -> i32 {
         let params = crate::source::conn_params(&cfg, &password);
         pg.in_xact(|| crate::worker::session_settings(pg))?;
         let net = Net::start()?;
-        let mut client = None;
-        work(pg, &net, name, no, &mut client, Some(&params))
+        let mut conn = None;
+        let r = work(pg, &net, name, no, &mut conn, &params);
+        if let Some(c) = conn {
+            c.close(pg, &net);
+        }
+        r
     })();
     match r {
         Ok(_) => 0,

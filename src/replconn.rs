@@ -76,6 +76,9 @@ pub struct ConnParams {
     /// The server must ask for the password (a connector of a non-superuser,
     /// as PostgreSQL's password_required): connecting fails when it does not.
     pub password_required: bool,
+    /// A `replication=database` session (slot commands, streaming); false for
+    /// a plain SQL session (the parallel copy's COPY TO STDOUT).
+    pub replication: bool,
 }
 
 impl fmt::Debug for ConnParams {
@@ -90,6 +93,7 @@ impl fmt::Debug for ConnParams {
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls)
             .field("password_required", &self.password_required)
+            .field("replication", &self.replication)
             .finish()
     }
 }
@@ -255,6 +259,47 @@ fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, Repl
         tag: header.tag(),
         body,
     }))
+}
+
+/// The binary format's trailer, in a message of its own: alone, or after the
+/// file header when there is no row. A row starts with its field count (at
+/// most 1600), a text row ends with a newline.
+fn is_binary_trailer(payload: &[u8]) -> bool {
+    payload == [0xff, 0xff]
+        || (payload.len() == 21
+            && payload.starts_with(b"PGCOPY\n\xff\r\n\0")
+            && payload.ends_with(&[0xff, 0xff]))
+}
+
+/// Appends the payloads of the complete CopyData messages at the front of
+/// `buf` to `out`, counting them in `msgs`. Returns the bytes consumed and
+/// whether a message of another type follows (the copy's end, or an error).
+fn take_copy_data(
+    buf: &[u8],
+    out: &mut BytesMut,
+    msgs: &mut u64,
+) -> Result<(usize, bool), ReplError> {
+    let mut at = 0;
+    while let (Some(&tag), Some(len)) = (buf.get(at), be_i32(buf, at + 1)) {
+        if tag != b'd' {
+            return Ok((at, true));
+        }
+        if len < 4 {
+            return Err(ReplError::Protocol(format!(
+                "invalid length {len} for a CopyData message"
+            )));
+        }
+        let end = at + 1 + len as usize;
+        let Some(payload) = buf.get(at + 5..end) else {
+            break;
+        };
+        out.extend_from_slice(payload);
+        if !is_binary_trailer(payload) {
+            *msgs += 1;
+        }
+        at = end;
+    }
+    Ok((at, false))
 }
 
 fn io_error(e: io::Error) -> ReplError {
@@ -858,10 +903,12 @@ impl ReplConnection {
         let mut params: Vec<(&str, &str)> = vec![
             ("user", p.user.as_str()),
             ("database", dbname),
-            ("replication", "database"),
             ("client_encoding", "UTF8"),
             ("options", SESSION_OPTIONS),
         ];
+        if p.replication {
+            params.push(("replication", "database"));
+        }
         if !p.application_name.is_empty() {
             params.push(("application_name", p.application_name.as_str()));
         }
@@ -1235,6 +1282,115 @@ impl ReplConnection {
         }
     }
 
+    /// Runs `sql`, a `COPY ... TO STDOUT`, and hands its data on: the payloads
+    /// of its CopyData messages, joined, in pieces of `chunk` bytes or more (the
+    /// last one smaller), each with the rows it holds (a CopyData message per
+    /// row, but the binary format's trailer). The rows in all. `sink` returning false
+    /// (nobody reads any more) ends it early; the connection is then unusable.
+    ///
+    /// The messages are taken out of the read buffer in place, without a frame
+    /// (and a reference-counted buffer) per row: a large table is millions of
+    /// small messages, and the per-message work of a general client was a
+    /// sizeable part of the copy's CPU.
+    pub async fn copy_out<F, Fut>(
+        &mut self,
+        sql: &str,
+        chunk: usize,
+        mut sink: F,
+    ) -> Result<u64, ReplError>
+    where
+        F: FnMut(Bytes, u64) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.check_idle()?;
+        frontend::query(sql, &mut self.t.wbuf).map_err(|_| nul_error("the query"))?;
+        self.busy = true;
+        self.t.flush().await?;
+        // until CopyOutResponse, or the statement's error
+        loop {
+            let frame = self.t.next_frame().await?;
+            match frame.tag {
+                b'H' => break,
+                b'E' => {
+                    // a FATAL one closes the connection: its words, not "closed"
+                    let err = parse_error_response(&frame.body);
+                    let _ = self.until_ready().await;
+                    return Err(err);
+                }
+                b'S' => self.record_parameter(&frame.body),
+                b'N' => {}
+                b'Z' => {
+                    self.busy = false;
+                    return Err(ReplError::Protocol(format!("{sql} sent no COPY data")));
+                }
+                t => return Err(unexpected(t, "in reply to COPY TO STDOUT")),
+            }
+        }
+        let mut out = BytesMut::with_capacity(chunk);
+        let mut msgs = 0u64;
+        let mut total = 0u64;
+        loop {
+            let (used, stop) = take_copy_data(&self.t.rbuf, &mut out, &mut msgs)?;
+            self.t.rbuf.advance(used);
+            if out.len() >= chunk || (stop && !out.is_empty()) {
+                total += msgs;
+                let piece = std::mem::replace(&mut out, BytesMut::with_capacity(chunk)).freeze();
+                if !sink(piece, std::mem::take(&mut msgs)).await {
+                    return Err(ReplError::Protocol("the copy's reader went away".into()));
+                }
+            }
+            if stop {
+                break;
+            }
+            // room for the whole of a large message whose start is here
+            if let Some(len) = be_i32(&self.t.rbuf, 1) {
+                let want = (len as usize).saturating_add(1);
+                if want <= self.t.max_frame && want > self.t.rbuf.len() {
+                    self.t.rbuf.reserve(want - self.t.rbuf.len());
+                }
+            }
+            self.t.read_more().await?;
+        }
+        // CopyDone, CommandComplete, ReadyForQuery; or an error that cut it short
+        let mut err = None;
+        loop {
+            let frame = match self.t.next_frame().await {
+                Ok(f) => f,
+                Err(e) => return Err(err.unwrap_or(e)),
+            };
+            match frame.tag {
+                b'c' | b'C' | b'N' => {}
+                b'S' => self.record_parameter(&frame.body),
+                b'E' => {
+                    err.get_or_insert_with(|| parse_error_response(&frame.body));
+                }
+                b'Z' => {
+                    self.busy = false;
+                    return match err {
+                        Some(e) => Err(e),
+                        None => Ok(total),
+                    };
+                }
+                t => return Err(unexpected(t, "at the end of COPY TO STDOUT")),
+            }
+        }
+    }
+
+    /// Reads until ReadyForQuery (after an error).
+    async fn until_ready(&mut self) -> Result<(), ReplError> {
+        loop {
+            let frame = self.t.next_frame().await?;
+            match frame.tag {
+                b'Z' => {
+                    self.busy = false;
+                    return Ok(());
+                }
+                b'S' => self.record_parameter(&frame.body),
+                _ => {}
+            }
+        }
+    }
+
     /// Sends Terminate and closes the socket.
     pub async fn close(mut self) -> Result<(), ReplError> {
         self.t.terminate().await;
@@ -1420,6 +1576,61 @@ mod tests {
     }
 
     #[test]
+    fn copy_data_taken_in_place_however_it_arrives() {
+        // a binary COPY: header with the first row, a row, the trailer, then
+        // CopyDone and CommandComplete
+        let mut first = b"PGCOPY\n\xff\r\n\0".to_vec();
+        first.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        first.extend_from_slice(&[0, 1, 0, 0, 0, 2, 0xff, 0xff]);
+        let second = [0, 1, 0xff, 0xff, 0xff, 0xff];
+        let mut bytes = Vec::new();
+        bytes.extend(frame(b'd', &first));
+        bytes.extend(frame(b'd', &second));
+        bytes.extend(frame(b'd', &[0xff, 0xff]));
+        bytes.extend(frame(b'c', b""));
+        bytes.extend(frame(b'C', b"COPY 2\0"));
+        let mut want = first.clone();
+        want.extend_from_slice(&second);
+        want.extend_from_slice(&[0xff, 0xff]);
+        // fed one byte at a time, as a slow socket would
+        let (mut buf, mut out, mut rows, mut ended) = (BytesMut::new(), BytesMut::new(), 0, false);
+        for b in bytes {
+            buf.put_u8(b);
+            if ended {
+                continue;
+            }
+            let (used, stop) = take_copy_data(&buf, &mut out, &mut rows).unwrap();
+            buf.advance(used);
+            ended = stop;
+        }
+        assert!(ended);
+        assert_eq!(out.to_vec(), want);
+        // the rows, not the trailer (even a row ending in 0xff 0xff counts)
+        assert_eq!(rows, 2);
+        assert_eq!(buf[0], b'c');
+        // an empty table: header and trailer in one message, no row
+        let mut empty = b"PGCOPY\n\xff\r\n\0".to_vec();
+        empty.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        let (mut out, mut rows) = (BytesMut::new(), 0);
+        take_copy_data(&frame(b'd', &empty), &mut out, &mut rows).unwrap();
+        assert_eq!(rows, 0);
+        // text rows
+        let (mut out, mut rows) = (BytesMut::new(), 0);
+        let mut text = frame(b'd', b"1\tx\n");
+        text.extend(frame(b'd', b"2\t\\N\n"));
+        assert_eq!(
+            take_copy_data(&text, &mut out, &mut rows).unwrap(),
+            (text.len(), false)
+        );
+        assert_eq!((rows, &out[..]), (2, &b"1\tx\n2\t\\N\n"[..]));
+        // a length below its own 4 bytes is refused
+        assert!(matches!(
+            take_copy_data(&[b'd', 0, 0, 0, 3], &mut out, &mut rows),
+            Err(ReplError::Protocol(_))
+        ));
+    }
+
+    #[test]
     fn split_frame_rejects_bad_lengths() {
         let mut buf = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
         assert!(matches!(
@@ -1599,6 +1810,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             tls: TlsSettings::default(),
             password_required: false,
+            replication: true,
         };
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("s3cr3t-pw"));
@@ -1751,6 +1963,7 @@ mod tests {
             connect_timeout: Duration::from_secs(10),
             tls: TlsSettings::default(),
             password_required: false,
+            replication: true,
         };
         let slot = "synchdb_replconn_test_slot";
 

@@ -500,7 +500,7 @@ fn copy_failed(sql: &str, e: &tokio_postgres::Error) -> String {
 async fn copy_out(
     client: Arc<Client>,
     sql: String,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    tx: tokio::sync::mpsc::Sender<crate::copysource::Chunk>,
     waker: crate::net::Waker,
 ) {
     let send = |item| {
@@ -525,7 +525,7 @@ async fn copy_out(
         match item {
             Ok(b) => {
                 buf.extend_from_slice(&b);
-                if buf.len() >= CHUNK && !send(Ok(buf.split().freeze())).await {
+                if buf.len() >= CHUNK && !send(Ok((buf.split().freeze(), None))).await {
                     return;
                 }
             }
@@ -536,7 +536,7 @@ async fn copy_out(
         }
     }
     if !buf.is_empty() {
-        send(Ok(buf.freeze())).await;
+        send(Ok((buf.freeze(), None))).await;
     }
     // dropping tx tells the reader that the data is complete
 }
@@ -560,7 +560,14 @@ fn copy_table(
         freeze: true,
         binary: false,
     };
-    copy_stream(pg, net, client, sql, &t.qualified(), &dest)
+    copy_stream(
+        pg,
+        net,
+        RowSource::Client(client),
+        sql,
+        &t.qualified(),
+        &dest,
+    )
 }
 
 /// The COPY that reads table `t` on the source: all of it, or pages
@@ -595,6 +602,13 @@ pub fn copy_out_sql(t: &SourceTable, range: Option<(i64, Option<i64>)>, binary: 
     )
 }
 
+/// Where copy_stream reads the rows: the snapshot's own session on the source,
+/// or a session of the parallel copy (see copysource).
+pub enum RowSource<'a> {
+    Client(&'a Arc<Client>),
+    Conn(&'a crate::copysource::CopyConn),
+}
+
 /// Where copy_stream puts the rows: a table, its columns, whether COPY FREEZE
 /// applies (the table was created or truncated in this transaction), and
 /// whether the source sends COPY's binary format.
@@ -612,13 +626,16 @@ pub struct CopyDest<'a> {
 pub fn copy_stream(
     pg: &Pg,
     net: &Net,
-    client: &Arc<Client>,
+    source: RowSource,
     sql: String,
     label: &str,
     dest: &CopyDest,
 ) -> Result<u64, WorkerError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?;
+    match source {
+        RowSource::Client(client) => net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?,
+        RowSource::Conn(conn) => net.spawn(conn.clone().copy_out(sql, CHUNK, tx, net.waker()))?,
+    }
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
     let naptime = pg.guc_int("synchdb.naptime", 100);
@@ -626,8 +643,8 @@ pub fn copy_stream(
     let mut read = |out: &mut [u8], _min: usize| -> Result<usize, String> {
         while cur.is_empty() {
             match rx.try_recv() {
-                Ok(Ok(b)) => {
-                    progress.chunk(pg, &b);
+                Ok(Ok((b, rows))) => {
+                    progress.chunk(pg, &b, rows);
                     cur = b
                 }
                 Ok(Err(e)) => return Err(e),
@@ -698,8 +715,9 @@ impl CopyProgress {
         }
     }
 
-    fn chunk(&mut self, pg: &Pg, b: &[u8]) {
-        let rows = self.counter.feed(b);
+    /// A chunk of COPY data and its rows (None: counted here).
+    fn chunk(&mut self, pg: &Pg, b: &[u8], rows: Option<u64>) {
+        let rows = rows.unwrap_or_else(|| self.counter.feed(b));
         self.rows += rows;
         self.bytes += b.len() as u64;
         let i = crate::state::my_slot();
@@ -1289,9 +1307,16 @@ pub fn run(
             let pairs: Vec<(&SourceTable, &DestTable)> = tables.iter().zip(plans.iter()).collect();
             begin_copy_progress(pg, net, &client, &pairs);
             match &snapshot_name {
-                Some(snap) => {
-                    crate::parallel::copy(pg, net, &client, cfg, snap, &pairs, virtual_ok(pg))?
-                }
+                Some(snap) => crate::parallel::copy(
+                    pg,
+                    net,
+                    &client,
+                    params,
+                    cfg,
+                    snap,
+                    &pairs,
+                    virtual_ok(pg),
+                )?,
                 None => None,
             }
         } else {

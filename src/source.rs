@@ -117,6 +117,7 @@ pub fn conn_params(cfg: &ConnectorConfig, password: &str) -> ConnParams {
         connect_timeout: Duration::from_secs(10),
         tls: cfg.ssl.clone(),
         password_required: cfg.password_required,
+        replication: true,
     }
 }
 

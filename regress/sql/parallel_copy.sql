@@ -85,14 +85,32 @@ SELECT synchdb_test_wait('SELECT helpers_gone()');
 SELECT count(*) AS dest_tables FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'par_src';
 SELECT release_gate();
 
-
--- the second start copies everything again, while rows change
+-- a copy whose source session ends (an administrator, a crash) fails the
+-- snapshot with the source's words and puts nothing in place
 SELECT max(snapshot) AS old_snapshot FROM synchdb_copy_work WHERE name = 'parconn' \gset
 SELECT synchdb_start_engine_bgw('parconn');
 SELECT hold_gate(:'old_snapshot');
 \! PGAPPNAME=synchdb_gate "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d par_src -c 'BEGIN' -c 'LOCK TABLE gate IN ACCESS EXCLUSIVE MODE' -c 'SELECT pg_sleep(300)' >/dev/null 2>&1 &
 SELECT synchdb_test_wait('SELECT gate_waiting()');
--- the leftovers of the stopped copy were dropped: one staging schema, fresh
+-- the source session whose COPY of gate waits for the lock
+SELECT count(pg_terminate_backend(pid)) AS ended FROM pg_stat_activity
+ WHERE datname = 'par_src' AND application_name = 'synchdb_parconn' AND query LIKE 'COPY %gate%';
+SELECT synchdb_test_wait($$SELECT pid = -1 FROM synchdb_state_view WHERE name = 'parconn'$$);
+SELECT err LIKE '%COPY %"gate"% on the source failed: FATAL: terminating connection due to administrator command%' AS says_why
+  FROM synchdb_state_view WHERE name = 'parconn';
+SELECT synchdb_test_wait('SELECT helpers_gone()');
+SELECT count(*) AS dest_tables FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'par_src';
+SELECT release_gate();
+
+
+-- the second start copies everything again, while rows change (the failed
+-- copy left no work list)
+SELECT coalesce(max(snapshot), 'none') AS old_snapshot FROM synchdb_copy_work WHERE name = 'parconn' \gset
+SELECT synchdb_start_engine_bgw('parconn');
+SELECT hold_gate(:'old_snapshot');
+\! PGAPPNAME=synchdb_gate "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d par_src -c 'BEGIN' -c 'LOCK TABLE gate IN ACCESS EXCLUSIVE MODE' -c 'SELECT pg_sleep(300)' >/dev/null 2>&1 &
+SELECT synchdb_test_wait('SELECT gate_waiting()');
+-- one staging schema, fresh (the failed copy dropped its own)
 SELECT count(*) AS staging_schemas FROM pg_namespace WHERE nspname LIKE 'synchdb_stage_%';
 \! "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -d par_src -c 'UPDATE big SET note = $$updated during snapshot$$ WHERE id % 50000 = 1' -c 'DELETE FROM big WHERE id BETWEEN 100 AND 110' -c 'INSERT INTO big (n, doc) VALUES (-1, $${"during": true}$$)' -c 'INSERT INTO ident (v) VALUES ($$during snapshot$$)'
 SELECT release_gate();
