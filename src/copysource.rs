@@ -19,6 +19,9 @@ use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// Bound for `close`.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the copy reader receives: a chunk of COPY data and the rows it holds
 /// (None: not counted, the reader counts them), or the copy's error.
 pub type Chunk = Result<(Bytes, Option<u64>), String>;
@@ -49,17 +52,16 @@ impl CopyConn {
     }
 
     /// Ends the session politely (Terminate), so that the source does not log
-    /// a connection lost with its transaction open. Waits on the network thread.
+    /// a connection lost with its transaction open. Waits on the network thread
+    /// (for a copy that failed, until its reading ended, briefly).
     pub fn close(self, pg: &Pg, net: &Net) {
-        if let Ok(m) = Arc::try_unwrap(self.0) {
-            let _ = net.call(pg, async move {
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    m.into_inner().close(),
-                )
-                .await;
-            });
-        }
+        let conn = self.0;
+        let _ = net.call(pg, async move {
+            let _ = tokio::time::timeout(CLOSE_WAIT, async move {
+                conn.lock().await.terminate().await;
+            })
+            .await;
+        });
     }
 
     /// On the network thread: runs `sql` (a COPY ... TO STDOUT) and sends its

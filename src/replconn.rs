@@ -1396,6 +1396,13 @@ impl ReplConnection {
         self.t.terminate().await;
         Ok(())
     }
+
+    /// `close` for a connection still shared: Terminate (at any point, even
+    /// in the middle of a COPY), and the socket closed; unusable afterwards.
+    pub async fn terminate(&mut self) {
+        self.busy = true;
+        self.t.terminate().await;
+    }
 }
 
 // ---------------------------------------------------------------------------
