@@ -37,11 +37,10 @@ impl CopyConn {
         let mut p = p.clone();
         p.replication = false;
         let mut c = ReplConnection::connect(&p).await?;
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            crate::config::quote_literal(snapshot)
-        );
-        if let Err(e) = c.simple_query(&sql).await {
+        if let Err(e) = c
+            .simple_query(&crate::snapshot::import_snapshot_sql(snapshot))
+            .await
+        {
             let _ = c.close().await;
             return Err(WorkerError::Source(format!(
                 "importing the snapshot {snapshot} of the copy on the source failed: {}",

@@ -277,7 +277,9 @@ pub fn discard(pg: &Pg, name: &str, schema: &str) {
 }
 
 /// Copies the eligible tables of `pairs` at once into a staging schema, under
-/// exported snapshot `snapshot` (which `client` has imported). None when there
+/// exported snapshot `snapshot` (which `client` has imported; its catalog
+/// questions go there, the rows come through sessions of their own, opened
+/// with `params`). None when there
 /// is nothing to gain (parallelism 1, fewer than two items): the serial copy
 /// then copies everything as before.
 #[allow(clippy::too_many_arguments)]

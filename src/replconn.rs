@@ -272,12 +272,13 @@ fn is_binary_trailer(payload: &[u8]) -> bool {
 }
 
 /// Appends the payloads of the complete CopyData messages at the front of
-/// `buf` to `out`, counting them in `msgs`. Returns the bytes consumed and
-/// whether a message of another type follows (the copy's end, or an error).
+/// `buf` to `out`, counting the rows among them in `rows`. Returns the bytes
+/// consumed and whether a message of another type follows (the copy's end, or
+/// an error).
 fn take_copy_data(
     buf: &[u8],
     out: &mut BytesMut,
-    msgs: &mut u64,
+    rows: &mut u64,
 ) -> Result<(usize, bool), ReplError> {
     let mut at = 0;
     while let (Some(&tag), Some(len)) = (buf.get(at), be_i32(buf, at + 1)) {
@@ -295,7 +296,7 @@ fn take_copy_data(
         };
         out.extend_from_slice(payload);
         if !is_binary_trailer(payload) {
-            *msgs += 1;
+            *rows += 1;
         }
         at = end;
     }
@@ -1285,8 +1286,9 @@ impl ReplConnection {
     /// Runs `sql`, a `COPY ... TO STDOUT`, and hands its data on: the payloads
     /// of its CopyData messages, joined, in pieces of `chunk` bytes or more (the
     /// last one smaller), each with the rows it holds (a CopyData message per
-    /// row, but the binary format's trailer). The rows in all. `sink` returning false
-    /// (nobody reads any more) ends it early; the connection is then unusable.
+    /// row, but the binary format's trailer). Returns the rows in all. `sink`
+    /// returning false (nobody reads any more) ends it early; the connection
+    /// is then unusable.
     ///
     /// The messages are taken out of the read buffer in place, without a frame
     /// (and a reference-counted buffer) per row: a large table is millions of
@@ -1327,15 +1329,15 @@ impl ReplConnection {
             }
         }
         let mut out = BytesMut::with_capacity(chunk);
-        let mut msgs = 0u64;
+        let mut rows = 0u64;
         let mut total = 0u64;
         loop {
-            let (used, stop) = take_copy_data(&self.t.rbuf, &mut out, &mut msgs)?;
+            let (used, stop) = take_copy_data(&self.t.rbuf, &mut out, &mut rows)?;
             self.t.rbuf.advance(used);
             if out.len() >= chunk || (stop && !out.is_empty()) {
-                total += msgs;
+                total += rows;
                 let piece = std::mem::replace(&mut out, BytesMut::with_capacity(chunk)).freeze();
-                if !sink(piece, std::mem::take(&mut msgs)).await {
+                if !sink(piece, std::mem::take(&mut rows)).await {
                     return Err(ReplError::Protocol("the copy's reader went away".into()));
                 }
             }

@@ -250,14 +250,17 @@ fn precheck(
     }))
 }
 
+/// Starts a transaction that sees exactly the slot's exported snapshot.
+pub fn import_snapshot_sql(snapshot: &str) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+        crate::config::quote_literal(snapshot)
+    )
+}
+
 /// Makes the session's transaction see exactly the slot's exported snapshot.
 pub async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            crate::config::quote_literal(snapshot)
-        ))
-        .await
+    client.batch_execute(&import_snapshot_sql(snapshot)).await
 }
 
 /// What the source catalog says, read in the slot's snapshot.
