@@ -105,6 +105,29 @@ typedef struct SdbValue {
 } SdbValue;
 
 /**
+ * What `SdbPgOps::apply_settings` fills: the current values of the settings
+ * the applier reads between transactions.
+ */
+typedef struct SdbApplySettings {
+  /**
+   * synchdb.error_handling_strategy: 0 exit, 1 retry, 2 skip.
+   */
+  int32_t error_strategy;
+  /**
+   * synchdb.on_missing_row: 0 skip, 1 error.
+   */
+  int32_t on_missing_row;
+  /**
+   * synchdb.log_change_on_error.
+   */
+  bool log_change_on_error;
+  /**
+   * synchdb.sequence_sync_interval, in milliseconds (0: off).
+   */
+  int32_t sequence_sync_interval_ms;
+} SdbApplySettings;
+
+/**
  * PostgreSQL operations the Rust core may call, only from the backend's main thread.
  * Functions returning `i32` return 0 on success and -1 on a caught ERROR; the
  * message and SQLSTATE are then read with `last_error` / `last_sqlstate`, and the
@@ -210,6 +233,11 @@ typedef struct SdbPgOps {
    * Current value of a configuration parameter as text, NULL if unknown.
    */
   const char *(*guc)(const char *name);
+  /**
+   * The settings read for every applied transaction, straight from their
+   * variables (no lookup by name).
+   */
+  void (*apply_settings)(struct SdbApplySettings *out);
   /**
    * Starts copy helper `no` of connector `name` (state slot `parent_slot`) and
    * waits until it runs: its pid, 0 when no background worker slot is free,

@@ -1663,6 +1663,21 @@ sdb_define_apply_gucs(void)
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
+/*
+ * The settings the core reads for every applied transaction: copies of the
+ * variables, which hold the values in effect (after a reload or a SET too),
+ * without GetConfigOption's lookup by name. Reads C variables only: nothing
+ * here can raise an error.
+ */
+static void
+op_apply_settings(SdbApplySettings *out)
+{
+	out->error_strategy = sdb_error_strategy;
+	out->on_missing_row = sdb_on_missing_row;
+	out->log_change_on_error = sdb_log_change_on_error;
+	out->sequence_sync_interval_ms = sdb_sequence_sync_interval_ms();
+}
+
 void
 sdb_init_ops(SdbPgOps *ops)
 {
@@ -1697,6 +1712,7 @@ sdb_init_ops(SdbPgOps *ops)
 	ops->should_exit = op_should_exit;
 	ops->accept_stop = op_accept_stop;
 	ops->guc = op_guc;
+	ops->apply_settings = op_apply_settings;
 	ops->start_helper = op_start_helper;
 	ops->helper_running = op_helper_running;
 	ops->stop_helpers = op_stop_helpers;

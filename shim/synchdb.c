@@ -101,6 +101,12 @@ sdb_check_decoding_work_mem(int *newval, void **extra, GucSource source)
 	return false;
 }
 
+int
+sdb_sequence_sync_interval_ms(void)
+{
+	return sdb_sequence_sync_interval;
+}
+
 void
 _PG_init(void)
 {

@@ -12,6 +12,8 @@
 extern volatile sig_atomic_t sdb_got_sigterm;
 extern void sdb_init_ops(SdbPgOps *ops);
 extern void sdb_define_apply_gucs(void);
+/* synchdb.c: synchdb.sequence_sync_interval (ms) */
+extern int	sdb_sequence_sync_interval_ms(void);
 /* synchdb.c: common settings of synchdb's background workers */
 extern void sdb_init_bgw(BackgroundWorker *bgw, const char *function, const char *type);
 /* synchdb.c: starts a connector's worker (needs postgres.h for Oid) */

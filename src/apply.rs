@@ -704,9 +704,13 @@ pub enum Strategy {
 
 impl Strategy {
     fn current(pg: &Pg) -> Strategy {
-        match pg.guc("synchdb.error_handling_strategy").as_deref() {
-            Some("retry") => Strategy::Retry,
-            Some("skip") => Strategy::Skip,
+        Strategy::of(&pg.apply_settings())
+    }
+
+    fn of(s: &crate::ffi::SdbApplySettings) -> Strategy {
+        match s.error_strategy {
+            1 => Strategy::Retry,
+            2 => Strategy::Skip,
             _ => Strategy::Exit,
         }
     }
@@ -866,7 +870,7 @@ impl<'a> Applier<'a> {
         Applier {
             batch: BatchStats::default(),
             strategy: Strategy::current(pg),
-            log_change_on_error: pg.guc("synchdb.log_change_on_error").as_deref() != Some("off"),
+            log_change_on_error: pg.apply_settings().log_change_on_error,
             on_missing_row: crate::conflict::OnMissingRow::current(pg),
             // a start after a transient error (worker::run) shows it until streaming
             recovering: true,
@@ -1123,7 +1127,7 @@ impl<'a> Applier<'a> {
             })?;
             return Ok(());
         }
-        let ms = pg.guc_int("synchdb.sequence_sync_interval", 5000);
+        let ms = pg.apply_settings().sequence_sync_interval_ms;
         if ms <= 0 || self.last_seq_sync.elapsed() < Duration::from_millis(ms as u64) {
             return Ok(());
         }
@@ -1869,10 +1873,12 @@ impl<'a> Applier<'a> {
 
     fn begin_if_needed(&mut self) -> Result<(), WorkerError> {
         if !self.in_xact {
-            self.strategy = Strategy::current(self.pg);
-            self.log_change_on_error =
-                self.pg.guc("synchdb.log_change_on_error").as_deref() != Some("off");
-            self.on_missing_row = crate::conflict::OnMissingRow::current(self.pg);
+            // read for every destination transaction: a reload takes effect at
+            // the next one
+            let settings = self.pg.apply_settings();
+            self.strategy = Strategy::of(&settings);
+            self.log_change_on_error = settings.log_change_on_error;
+            self.on_missing_row = crate::conflict::OnMissingRow::of(&settings);
             self.pg.begin()?;
             self.in_xact = true;
             self.batch_changes = 0;

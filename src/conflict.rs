@@ -67,8 +67,12 @@ pub enum OnMissingRow {
 
 impl OnMissingRow {
     pub fn current(pg: &Pg) -> OnMissingRow {
-        match pg.guc("synchdb.on_missing_row").as_deref() {
-            Some("error") => OnMissingRow::Error,
+        OnMissingRow::of(&pg.apply_settings())
+    }
+
+    pub fn of(s: &crate::ffi::SdbApplySettings) -> OnMissingRow {
+        match s.on_missing_row {
+            1 => OnMissingRow::Error,
             _ => OnMissingRow::Skip,
         }
     }

@@ -172,6 +172,9 @@ pub struct SdbPgOps {
     pub accept_stop: Option<extern "C" fn()>,
     /// Current value of a configuration parameter as text, NULL if unknown.
     pub guc: Option<extern "C" fn(name: *const c_char) -> *const c_char>,
+    /// The settings read for every applied transaction, straight from their
+    /// variables (no lookup by name).
+    pub apply_settings: Option<extern "C" fn(out: *mut SdbApplySettings)>,
     /// Starts copy helper `no` of connector `name` (state slot `parent_slot`) and
     /// waits until it runs: its pid, 0 when no background worker slot is free,
     /// -1 on an error (in `last_error`).
@@ -184,6 +187,33 @@ pub struct SdbPgOps {
     pub data_dir: *const c_char,
     pub system_identifier: u64,
     pub database_oid: u32,
+}
+
+/// What `SdbPgOps::apply_settings` fills: the current values of the settings
+/// the applier reads between transactions.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SdbApplySettings {
+    /// synchdb.error_handling_strategy: 0 exit, 1 retry, 2 skip.
+    pub error_strategy: i32,
+    /// synchdb.on_missing_row: 0 skip, 1 error.
+    pub on_missing_row: i32,
+    /// synchdb.log_change_on_error.
+    pub log_change_on_error: bool,
+    /// synchdb.sequence_sync_interval, in milliseconds (0: off).
+    pub sequence_sync_interval_ms: i32,
+}
+
+impl Default for SdbApplySettings {
+    /// The settings' own defaults.
+    fn default() -> Self {
+        SdbApplySettings {
+            error_strategy: 0,
+            on_missing_row: 0,
+            log_change_on_error: true,
+            sequence_sync_interval_ms: 5000,
+        }
+    }
 }
 
 pub const SDB_LOG_DEBUG: i32 = 1;

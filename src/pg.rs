@@ -481,6 +481,16 @@ impl<'a> Pg<'a> {
         (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
 
+    /// The settings read for every applied transaction (see `SdbApplySettings`):
+    /// the values in effect now, at the cost of a struct copy.
+    pub fn apply_settings(&self) -> crate::ffi::SdbApplySettings {
+        let mut out = crate::ffi::SdbApplySettings::default();
+        if let Some(f) = self.ops.apply_settings {
+            f(&mut out);
+        }
+        out
+    }
+
     pub fn guc_int(&self, name: &str, default: i64) -> i64 {
         self.guc(name)
             .and_then(|v| v.trim().parse().ok())
