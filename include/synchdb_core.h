@@ -53,6 +53,23 @@
 
 #define SDB_WAIT_TIMEOUT 4
 
+/**
+ * The values of synchdb.error_handling_strategy (the shim's enum options use
+ * them too).
+ */
+#define SDB_STRATEGY_EXIT 0
+
+#define SDB_STRATEGY_RETRY 1
+
+#define SDB_STRATEGY_SKIP 2
+
+/**
+ * The values of synchdb.on_missing_row.
+ */
+#define SDB_MISSING_ROW_SKIP 0
+
+#define SDB_MISSING_ROW_ERROR 1
+
 #define SDB_LOG_DEBUG 1
 
 #define SDB_LOG_LOG 2
@@ -110,11 +127,11 @@ typedef struct SdbValue {
  */
 typedef struct SdbApplySettings {
   /**
-   * synchdb.error_handling_strategy: 0 exit, 1 retry, 2 skip.
+   * synchdb.error_handling_strategy: one of SDB_STRATEGY_*.
    */
   int32_t error_strategy;
   /**
-   * synchdb.on_missing_row: 0 skip, 1 error.
+   * synchdb.on_missing_row: one of SDB_MISSING_ROW_*.
    */
   int32_t on_missing_row;
   /**

@@ -1617,22 +1617,23 @@ op_guc(const char *name)
  * Error handling while applying (read by the core through GetConfigOption). SUSET,
  * so that ALTER DATABASE/ROLE ... SET can choose it per connector's database.
  */
-static int	sdb_error_strategy = 0;
+static int	sdb_error_strategy = SDB_STRATEGY_EXIT;
 static bool sdb_log_change_on_error = true;
 static int	sdb_retry_interval = 5000;
 
-static int	sdb_on_missing_row = 0;
+static int	sdb_on_missing_row = SDB_MISSING_ROW_SKIP;
 
+/* values shared with the core (synchdb_core.h), which reads them in apply_settings */
 static const struct config_enum_entry sdb_missing_row_options[] = {
-	{"skip", 0, false},
-	{"error", 1, false},
+	{"skip", SDB_MISSING_ROW_SKIP, false},
+	{"error", SDB_MISSING_ROW_ERROR, false},
 	{NULL, 0, false}
 };
 
 static const struct config_enum_entry sdb_strategy_options[] = {
-	{"exit", 0, false},
-	{"retry", 1, false},
-	{"skip", 2, false},
+	{"exit", SDB_STRATEGY_EXIT, false},
+	{"retry", SDB_STRATEGY_RETRY, false},
+	{"skip", SDB_STRATEGY_SKIP, false},
 	{NULL, 0, false}
 };
 
@@ -1644,14 +1645,14 @@ sdb_define_apply_gucs(void)
 							 "exit stops the connector (the failing batch is retried at the next start); "
 							 "retry restarts it after synchdb.error_retry_interval; "
 							 "skip logs the failing change and applies the rest of its batch.",
-							 &sdb_error_strategy, 0, sdb_strategy_options,
+							 &sdb_error_strategy, SDB_STRATEGY_EXIT, sdb_strategy_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("synchdb.on_missing_row",
 							 "What a connector does with an UPDATE or DELETE whose row the destination does not have: skip or error.",
 							 "skip logs the conflict (update_missing, delete_missing), counts it and goes on, "
 							 "as PostgreSQL's subscriber does; error treats it as a failed change "
 							 "(synchdb.error_handling_strategy decides).",
-							 &sdb_on_missing_row, 0, sdb_missing_row_options,
+							 &sdb_on_missing_row, SDB_MISSING_ROW_SKIP, sdb_missing_row_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("synchdb.log_change_on_error",
 							 "Log the change that could not be applied (its table, kind and values).",

@@ -709,8 +709,8 @@ impl Strategy {
 
     fn of(s: &crate::ffi::SdbApplySettings) -> Strategy {
         match s.error_strategy {
-            1 => Strategy::Retry,
-            2 => Strategy::Skip,
+            crate::ffi::SDB_STRATEGY_RETRY => Strategy::Retry,
+            crate::ffi::SDB_STRATEGY_SKIP => Strategy::Skip,
             _ => Strategy::Exit,
         }
     }
@@ -867,11 +867,12 @@ impl<'a> Applier<'a> {
         cdc_stage_shown: bool,
         rules: Rules,
     ) -> Self {
+        let settings = pg.apply_settings();
         Applier {
             batch: BatchStats::default(),
-            strategy: Strategy::current(pg),
-            log_change_on_error: pg.apply_settings().log_change_on_error,
-            on_missing_row: crate::conflict::OnMissingRow::current(pg),
+            strategy: Strategy::of(&settings),
+            log_change_on_error: settings.log_change_on_error,
+            on_missing_row: crate::conflict::OnMissingRow::of(&settings),
             // a start after a transient error (worker::run) shows it until streaming
             recovering: true,
             reconnects: 0,

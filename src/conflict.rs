@@ -72,7 +72,7 @@ impl OnMissingRow {
 
     pub fn of(s: &crate::ffi::SdbApplySettings) -> OnMissingRow {
         match s.on_missing_row {
-            1 => OnMissingRow::Error,
+            crate::ffi::SDB_MISSING_ROW_ERROR => OnMissingRow::Error,
             _ => OnMissingRow::Skip,
         }
     }

@@ -194,9 +194,9 @@ pub struct SdbPgOps {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct SdbApplySettings {
-    /// synchdb.error_handling_strategy: 0 exit, 1 retry, 2 skip.
+    /// synchdb.error_handling_strategy: one of SDB_STRATEGY_*.
     pub error_strategy: i32,
-    /// synchdb.on_missing_row: 0 skip, 1 error.
+    /// synchdb.on_missing_row: one of SDB_MISSING_ROW_*.
     pub on_missing_row: i32,
     /// synchdb.log_change_on_error.
     pub log_change_on_error: bool,
@@ -204,12 +204,21 @@ pub struct SdbApplySettings {
     pub sequence_sync_interval_ms: i32,
 }
 
+/// The values of synchdb.error_handling_strategy (the shim's enum options use
+/// them too).
+pub const SDB_STRATEGY_EXIT: i32 = 0;
+pub const SDB_STRATEGY_RETRY: i32 = 1;
+pub const SDB_STRATEGY_SKIP: i32 = 2;
+/// The values of synchdb.on_missing_row.
+pub const SDB_MISSING_ROW_SKIP: i32 = 0;
+pub const SDB_MISSING_ROW_ERROR: i32 = 1;
+
 impl Default for SdbApplySettings {
     /// The settings' own defaults.
     fn default() -> Self {
         SdbApplySettings {
-            error_strategy: 0,
-            on_missing_row: 0,
+            error_strategy: SDB_STRATEGY_EXIT,
+            on_missing_row: SDB_MISSING_ROW_SKIP,
             log_change_on_error: true,
             sequence_sync_interval_ms: 5000,
         }
