@@ -12,6 +12,7 @@
 #include "access/xact.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/copy.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -158,7 +159,25 @@ typedef struct SdbRel
 	int			misses;
 	int			nkeys;			/* the replica identity index's columns */
 	AttrNumber	keyattrs[INDEX_MAX_KEYS];
+
+	/*
+	 * Where the rows this transaction wrote are now (sdb_recall_row): made when
+	 * the first is written, SDB_RECENT_ROWS entries.
+	 */
+	struct SdbRecentRow *recent;
 } SdbRel;
+
+/*
+ * A row written in this transaction: its key's hash (sdb_key_hash) and the TID
+ * of the version written, in a direct-mapped table of SDB_RECENT_ROWS entries.
+ */
+typedef struct SdbRecentRow
+{
+	uint32		hash;
+	ItemPointerData tid;
+} SdbRecentRow;
+
+#define SDB_RECENT_ROWS 256
 
 #define SDB_GUESS_MISSES 16
 
@@ -234,6 +253,7 @@ sdb_rel_exec_begin(SdbRel *r)
 	r->nblocks = InvalidBlockNumber;
 	ItemPointerSetInvalid(&r->lasttid);
 	r->misses = 0;
+	r->recent = NULL;
 	r->nkeys = 0;
 	/* a TID is a page and a line there only in heap tables */
 	for (int i = 0; r->rel->rd_tableam == GetHeapamTableAmRoutine() && i < r->rri->ri_NumIndices; i++)
@@ -632,7 +652,8 @@ retry:
 }
 
 /*
- * Whether the row stored at *tid (or the live member of its HOT chain) is the
+ * Whether the row stored at *tid (or the live member of its HOT chain; with
+ * `exact`, that version itself, which may be a HOT chain's later member) is the
  * one searchslot identifies; then it is in outslot, locked. What
  * RelationFindReplTupleByIndex checks of what the index gives it, in the same
  * order: visible to a dirty snapshot, no running transaction inserting or
@@ -643,7 +664,8 @@ retry:
  * asks the index, which also does the waiting.
  */
 static bool
-sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlot *outslot)
+sdb_row_at(SdbRel *r, ItemPointer tid, bool exact, TupleTableSlot *searchslot,
+		   TupleTableSlot *outslot)
 {
 	SnapshotData snap;
 	bool		call_again = false;
@@ -656,7 +678,8 @@ sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlo
 	if (ItemPointerGetBlockNumber(tid) >= r->nblocks)
 		return false;
 	InitDirtySnapshot(snap);
-	if (!table_index_fetch_tuple(r->fetch, tid, &snap, outslot, &call_again, NULL))
+	if (exact ? !table_tuple_fetch_row_version(r->rel, tid, &snap, outslot)
+		: !table_index_fetch_tuple(r->fetch, tid, &snap, outslot, &call_again, NULL))
 		return false;
 	if (TransactionIdIsValid(snap.xmin) || TransactionIdIsValid(snap.xmax))
 		return false;
@@ -677,6 +700,96 @@ sdb_row_at(SdbRel *r, ItemPointer tid, TupleTableSlot *searchslot, TupleTableSlo
 }
 
 /*
+ * What sdb_row_at fetches with, and the table size it checks a TID against:
+ * made for the first look of a transaction.
+ */
+static void
+sdb_fetch_begin(SdbRel *r)
+{
+	MemoryContext oldcxt;
+
+	if (r->fetch != NULL)
+		return;
+	oldcxt = MemoryContextSwitchTo(r->estate->es_query_cxt);
+	r->fetch = table_index_fetch_begin(r->rel);
+	MemoryContextSwitchTo(oldcxt);
+	/* the table cannot shrink under our lock: a page below this is there */
+	r->nblocks = RelationGetNumberOfBlocks(r->rel);
+}
+
+/*
+ * The hash of the replica identity key in slot, by the values' images (the
+ * comparison sdb_row_at makes); false when a key column is NULL or the table
+ * has no such key. In the per-tuple memory context: a value may be detoasted.
+ */
+static bool
+sdb_key_hash(SdbRel *r, TupleTableSlot *slot, uint32 *hash)
+{
+	TupleDesc	desc = RelationGetDescr(r->rel);
+	uint32		h = 0;
+
+	if (r->nkeys == 0)
+		return false;
+	slot_getallattrs(slot);
+	for (int k = 0; k < r->nkeys; k++)
+	{
+		int			att = r->keyattrs[k] - 1;
+		Form_pg_attribute a = TupleDescAttr(desc, att);
+
+		if (slot->tts_isnull[att])
+			return false;
+		h = hash_combine(h, datum_image_hash(slot->tts_values[att], a->attbyval, a->attlen));
+	}
+	*hash = h;
+	return true;
+}
+
+/* Notes where the row just written in slot (its new version) is. */
+static void
+sdb_remember_row(SdbRel *r, TupleTableSlot *slot)
+{
+	MemoryContext oldcxt;
+	uint32		h;
+	bool		hashed;
+
+	if (r->nkeys == 0 || !ItemPointerIsValid(&slot->tts_tid))
+		return;
+	oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+	hashed = sdb_key_hash(r, slot, &h);
+	MemoryContextSwitchTo(oldcxt);
+	if (!hashed)
+		return;
+	if (r->recent == NULL)
+		r->recent = MemoryContextAllocZero(r->estate->es_query_cxt,
+										   sizeof(SdbRecentRow) * SDB_RECENT_ROWS);
+	r->recent[h % SDB_RECENT_ROWS].hash = h;
+	r->recent[h % SDB_RECENT_ROWS].tid = slot->tts_tid;
+}
+
+/*
+ * A row changed again in the same batch (a counter, a balance, a status) is
+ * looked for first where this transaction last wrote it. Through the index it
+ * would be found only after every earlier version of it the transaction wrote,
+ * each an index entry or a HOT chain member that no pruning can remove before
+ * the commit: the walk grows with the batch. Only a hint: what is found there
+ * is checked as an index hit is (sdb_row_at); otherwise the index is asked.
+ */
+static bool
+sdb_recall_row(SdbRel *r, TupleTableSlot *searchslot, TupleTableSlot *outslot)
+{
+	SdbRecentRow *e;
+	uint32		h;
+
+	if (r->recent == NULL || !sdb_key_hash(r, searchslot, &h))
+		return false;
+	e = &r->recent[h % SDB_RECENT_ROWS];
+	if (e->hash != h || !ItemPointerIsValid(&e->tid))
+		return false;
+	sdb_fetch_begin(r);
+	return sdb_row_at(r, &e->tid, true, searchslot, outslot);
+}
+
+/*
  * A source statement that changes many rows visits them in its table's order,
  * which is ours too where the rows arrived in that order (the snapshot's COPY,
  * inserts): the row to change is then the one stored right after the row
@@ -694,23 +807,15 @@ sdb_guess_row(SdbRel *r, TupleTableSlot *searchslot, TupleTableSlot *outslot)
 
 	if (r->nkeys == 0 || r->misses >= SDB_GUESS_MISSES || !ItemPointerIsValid(&r->lasttid))
 		return false;
-	if (r->fetch == NULL)
-	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(r->estate->es_query_cxt);
-
-		r->fetch = table_index_fetch_begin(r->rel);
-		MemoryContextSwitchTo(oldcxt);
-		/* the table cannot shrink under our lock: a page below this is there */
-		r->nblocks = RelationGetNumberOfBlocks(r->rel);
-	}
+	sdb_fetch_begin(r);
 	slot_getallattrs(searchslot);
 	blk = ItemPointerGetBlockNumber(&r->lasttid);
 	off = ItemPointerGetOffsetNumber(&r->lasttid);
 	ItemPointerSet(&tid, blk, OffsetNumberNext(off));
-	if (sdb_row_at(r, &tid, searchslot, outslot))
+	if (sdb_row_at(r, &tid, false, searchslot, outslot))
 		return true;
 	ItemPointerSet(&tid, blk + 1, FirstOffsetNumber);
-	if (blk + 1 != InvalidBlockNumber && sdb_row_at(r, &tid, searchslot, outslot))
+	if (blk + 1 != InvalidBlockNumber && sdb_row_at(r, &tid, false, searchslot, outslot))
 		return true;
 	r->misses++;
 	return false;
@@ -726,6 +831,7 @@ static bool
 sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
+	bool		recalled;
 	bool		guessed;
 
 	sdb_fill_slot(r, r->remoteslot, keyvals, n, NULL, true);
@@ -733,12 +839,13 @@ sdb_locate_row(SdbRel *r, const SdbValue *keyvals, int n)
 	if (!OidIsValid(r->idxoid))
 		return sdb_find_row_seq(r, r->remoteslot, keyvals, r->localslot);
 	oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(r->estate));
-	guessed = sdb_guess_row(r, r->remoteslot, r->localslot);
+	recalled = sdb_recall_row(r, r->remoteslot, r->localslot);
+	guessed = !recalled && sdb_guess_row(r, r->remoteslot, r->localslot);
 	MemoryContextSwitchTo(oldcxt);
 	if (guessed)
 		r->misses = 0;
-	else if (!RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
-										  r->remoteslot, r->localslot))
+	else if (!recalled && !RelationFindReplTupleByIndex(r->rel, r->idxoid, LockTupleExclusive,
+														r->remoteslot, r->localslot))
 		return false;
 	r->lasttid = r->localslot->tts_tid;
 	return true;
@@ -803,6 +910,7 @@ op_apply_insert(void *handle, const SdbValue *vals, int n)
 		MemoryContextSwitchTo(oldcxt);
 		sdb_check_unique_conflicts(r, NULL);
 		ExecSimpleRelationInsert(r->rri, r->estate, r->remoteslot);
+		sdb_remember_row(r, r->remoteslot);
 		sdb_change_end(r);
 	SDB_TRY_END
 }
@@ -991,6 +1099,7 @@ op_apply_update(void *handle, const SdbValue *oldvals, const SdbValue *newvals, 
 			sdb_check_unique_conflicts(r, &r->localslot->tts_tid);
 			EvalPlanQualSetSlot(&r->epq, r->remoteslot);
 			ExecSimpleRelationUpdate(r->rri, r->estate, &r->epq, r->localslot, r->remoteslot);
+			sdb_remember_row(r, r->remoteslot);
 		}
 		sdb_change_end(r);
 	SDB_TRY_END
