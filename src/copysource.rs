@@ -91,7 +91,8 @@ impl CopyConn {
                 .await;
             waker.wake();
         }
-        // dropping tx tells the reader that the data is complete
+        // dropping tx tells the reader that the data is complete (copy_stream
+        // wakes it then)
     }
 }
 

@@ -541,7 +541,8 @@ async fn copy_out(
     if !buf.is_empty() {
         send(Ok((buf.freeze(), None))).await;
     }
-    // dropping tx tells the reader that the data is complete
+    // dropping tx tells the reader that the data is complete (copy_stream
+    // wakes it then)
 }
 
 /// Streams the source table's rows into `dest_schema.dest_table` (columns `cols`,
@@ -635,9 +636,26 @@ pub fn copy_stream(
     dest: &CopyDest,
 ) -> Result<u64, WorkerError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    // The reader learns that the data is complete when the channel closes: when
+    // the task ends and drops its sender, after its last chunk's wake-up. Wake
+    // it once more then, or a reader that found the channel empty but still
+    // open in between sleeps a whole naptime (it did, for 1 table in 16).
+    let waker = net.waker();
     match source {
-        RowSource::Client(client) => net.spawn(copy_out(client.clone(), sql, tx, net.waker()))?,
-        RowSource::Conn(conn) => net.spawn(conn.clone().copy_out(sql, CHUNK, tx, net.waker()))?,
+        RowSource::Client(client) => {
+            let task = copy_out(client.clone(), sql, tx, net.waker());
+            net.spawn(async move {
+                task.await;
+                waker.wake();
+            })?
+        }
+        RowSource::Conn(conn) => {
+            let task = conn.clone().copy_out(sql, CHUNK, tx, net.waker());
+            net.spawn(async move {
+                task.await;
+                waker.wake();
+            })?
+        }
     }
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
