@@ -640,23 +640,15 @@ pub fn copy_stream(
     // the task ends and drops its sender, after its last chunk's wake-up. Wake
     // it once more then, or a reader that found the channel empty but still
     // open in between sleeps a whole naptime (it did, for 1 table in 16).
+    let task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match source {
+        RowSource::Client(client) => Box::pin(copy_out(client.clone(), sql, tx, net.waker())),
+        RowSource::Conn(conn) => Box::pin(conn.clone().copy_out(sql, CHUNK, tx, net.waker())),
+    };
     let waker = net.waker();
-    match source {
-        RowSource::Client(client) => {
-            let task = copy_out(client.clone(), sql, tx, net.waker());
-            net.spawn(async move {
-                task.await;
-                waker.wake();
-            })?
-        }
-        RowSource::Conn(conn) => {
-            let task = conn.clone().copy_out(sql, CHUNK, tx, net.waker());
-            net.spawn(async move {
-                task.await;
-                waker.wake();
-            })?
-        }
-    }
+    net.spawn(async move {
+        task.await;
+        waker.wake();
+    })?;
     let mut cur = Bytes::new();
     let mut stop: Option<WorkerError> = None;
     let naptime = pg.guc_int("synchdb.naptime", 100);
