@@ -34,22 +34,79 @@ impl Drop for EventFd {
     }
 }
 
-impl Waker {
-    /// Call after publishing what the main thread should see (a channel send):
-    /// either this writes the eventfd, or the main thread's next look at its
-    /// channels comes after the publication (see `Net::drain`).
-    pub fn wake(&self) {
-        // pairs with the fence in `drain`: the send before it and the flag
+impl EventFd {
+    fn new() -> std::io::Result<EventFd> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(EventFd(fd, AtomicBool::new(false)))
+    }
+
+    /// Any thread, after publishing what the main thread should see (a
+    /// channel send): either this writes the eventfd, or the main thread's
+    /// next look at its channels comes after the publication (see `clear`).
+    fn ring(&self) {
+        // pairs with the fence in `clear`: the send before it and the flag
         // after it are not reordered
         fence(Ordering::SeqCst);
-        if self.fd.1.swap(true, Ordering::AcqRel) {
+        if self.1.swap(true, Ordering::AcqRel) {
             // written and not yet read: the main thread has a wake-up coming,
             // or clears the flag before looking at its channels
             return;
         }
+        race_window();
         let one: u64 = 1;
         // SAFETY: writing 8 bytes to our eventfd; EAGAIN (counter full) is harmless.
-        unsafe { libc::write(self.fd.0, &one as *const u64 as *const libc::c_void, 8) };
+        unsafe { libc::write(self.0, &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    /// The main thread only, before looking at its channels (and sleeping
+    /// only if they were all empty then).
+    fn clear(&self) {
+        // Only this thread clears the flag. A ring racing with the clearing
+        // finds the flag still set and writes nothing; the fence then makes
+        // what it sent visible to the look that follows. (One that raised the
+        // flag just before may write just after the read: `woke` takes that.)
+        if self.1.load(Ordering::Acquire) {
+            self.read();
+            race_window();
+            self.1.store(false, Ordering::Release);
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// The main thread, after a wait that found the eventfd readable.
+    fn woke(&self) {
+        if !self.1.load(Ordering::Acquire) {
+            // a write that landed after `clear` took the flag down: take it
+            // here, or the eventfd stays readable and every wait returns at
+            // once (with the flag up, `clear` reads it)
+            self.read();
+        }
+    }
+
+    fn read(&self) {
+        let mut buf: u64 = 0;
+        // SAFETY: reading 8 bytes from our non-blocking eventfd.
+        unsafe { libc::read(self.0, &mut buf as *mut u64 as *mut libc::c_void, 8) };
+    }
+}
+
+/// In tests, widens the windows between the steps of `ring` and `clear`,
+/// which the hand-off test must be able to hit.
+#[inline(always)]
+fn race_window() {
+    // a sleep, not a yield: with a core each, a yield returns at once
+    #[cfg(test)]
+    std::thread::sleep(std::time::Duration::from_micros(1));
+}
+
+impl Waker {
+    /// Call after publishing what the main thread should see (a channel send).
+    pub fn wake(&self) {
+        self.fd.ring();
     }
 }
 
@@ -74,17 +131,9 @@ impl Net {
     /// Starts the runtime thread with every signal blocked, so PostgreSQL's signal
     /// handling stays on the main thread.
     pub fn start() -> Result<Net, WorkerError> {
-        // SAFETY: plain syscall.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(WorkerError::Internal(format!(
-                "eventfd failed: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let waker = Waker {
-            fd: Arc::new(EventFd(fd, AtomicBool::new(false))),
-        };
+        let fd =
+            EventFd::new().map_err(|e| WorkerError::Internal(format!("eventfd failed: {e}")))?;
+        let waker = Waker { fd: Arc::new(fd) };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -153,28 +202,7 @@ impl Net {
     /// Clears pending wake-ups. Call before looking at the channels the
     /// network thread sends on, and sleep only if they were all empty then.
     pub fn drain(&self) {
-        let fd = &self.waker.fd;
-        // Only this thread clears the flag. A wake-up racing with the clearing
-        // finds the flag still set and writes nothing; the fence then makes
-        // what it sent visible to the look that follows. (One that raised the
-        // flag just before may write just after the read: `sleep` takes that.)
-        if fd.1.load(Ordering::Acquire) {
-            self.read_eventfd();
-            fd.1.store(false, Ordering::Release);
-        }
-        fence(Ordering::SeqCst);
-    }
-
-    fn read_eventfd(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reading 8 bytes from our non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.waker.fd.0,
-                &mut buf as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
+        self.waker.fd.clear();
     }
 
     /// Waits (latch + eventfd) until `poll` yields, or the worker must stop.
@@ -199,13 +227,10 @@ impl Net {
             return Err(WorkerError::Stopped);
         }
         let r = pg.wait(self.waker.fd.0, timeout_ms);
-        if let Ok(rc) = r {
-            if rc & crate::ffi::SDB_WAIT_SOCKET != 0 && !self.waker.fd.1.load(Ordering::Acquire) {
-                // A write can land after `drain` cleared the flag it raised:
-                // take it here, or the eventfd stays readable and every wait
-                // returns at once. (With the flag set, `drain` reads it.)
-                self.read_eventfd();
-            }
+        if r.as_ref()
+            .is_ok_and(|rc| rc & crate::ffi::SDB_WAIT_SOCKET != 0)
+        {
+            self.waker.fd.woke();
         }
         if pg.should_exit() {
             return Err(WorkerError::Stopped);
@@ -233,5 +258,80 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
         let r = f();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: i32, timeout_ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        n == 1 && p.revents & libc::POLLIN != 0
+    }
+
+    /// The hand-off protocol of `ring` and `clear`/`woke` never loses a
+    /// wake-up (a consumer that found its channel empty and waits is always
+    /// woken for what comes next) and never leaves the eventfd readable with
+    /// nothing to take. A lost wake-up shows as a wait that runs to its
+    /// (long) timeout with items still to come.
+    #[test]
+    fn no_lost_or_stuck_wake_ups() {
+        const N: u32 = 20_000;
+        let ev = Arc::new(EventFd::new().expect("eventfd"));
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let producer = {
+            let ev = ev.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    tx.send(i).expect("send");
+                    ev.ring();
+                    // vary the timing against the consumer
+                    match i % 7 {
+                        0 => std::thread::yield_now(),
+                        1 => std::thread::sleep(std::time::Duration::from_micros(50)),
+                        _ => {}
+                    }
+                }
+            })
+        };
+        let mut next = 0u32;
+        let mut timeouts = 0;
+        let mut stuck = 0;
+        while next < N {
+            ev.clear();
+            while let Ok(v) = rx.try_recv() {
+                assert_eq!(v, next, "items in order");
+                next += 1;
+            }
+            if next == N {
+                break;
+            }
+            if readable(ev.0, 5000) {
+                ev.woke();
+                // after `woke`, only a new ring makes it readable, and a ring
+                // raises the flag before it writes
+                if readable(ev.0, 0) && !ev.1.load(Ordering::Acquire) {
+                    stuck += 1;
+                }
+            } else {
+                timeouts += 1;
+            }
+        }
+        producer.join().expect("producer");
+        assert_eq!(timeouts, 0, "a wait ran to its timeout with items pending");
+        assert_eq!(stuck, 0, "the eventfd stayed readable with the flag down");
+        // nothing left pending: at most one stale count, taken by one wait
+        ev.clear();
+        if readable(ev.0, 50) {
+            ev.woke();
+        }
+        assert!(!readable(ev.0, 50), "the eventfd stayed readable");
     }
 }
