@@ -25,12 +25,16 @@ pub struct Waker {
 /// (the main thread busy with what came before) writes nothing, and a main
 /// thread with nothing pending reads nothing. On this machine a syscall pair
 /// per hand-off was a measurable part of applying a one-row transaction.
-struct EventFd(i32, AtomicBool);
+struct EventFd {
+    fd: i32,
+    /// Written since the main thread last read it.
+    rung: AtomicBool,
+}
 
 impl Drop for EventFd {
     fn drop(&mut self) {
         // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.0) };
+        unsafe { libc::close(self.fd) };
     }
 }
 
@@ -41,7 +45,10 @@ impl EventFd {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(EventFd(fd, AtomicBool::new(false)))
+        Ok(EventFd {
+            fd,
+            rung: AtomicBool::new(false),
+        })
     }
 
     /// Any thread, after publishing what the main thread should see (a
@@ -51,7 +58,7 @@ impl EventFd {
         // pairs with the fence in `clear`: the send before it and the flag
         // after it are not reordered
         fence(Ordering::SeqCst);
-        if self.1.swap(true, Ordering::AcqRel) {
+        if self.rung.swap(true, Ordering::AcqRel) {
             // written and not yet read: the main thread has a wake-up coming,
             // or clears the flag before looking at its channels
             return;
@@ -59,7 +66,7 @@ impl EventFd {
         race_window();
         let one: u64 = 1;
         // SAFETY: writing 8 bytes to our eventfd; EAGAIN (counter full) is harmless.
-        unsafe { libc::write(self.0, &one as *const u64 as *const libc::c_void, 8) };
+        unsafe { libc::write(self.fd, &one as *const u64 as *const libc::c_void, 8) };
     }
 
     /// The main thread only, before looking at its channels (and sleeping
@@ -69,17 +76,17 @@ impl EventFd {
         // finds the flag still set and writes nothing; the fence then makes
         // what it sent visible to the look that follows. (One that raised the
         // flag just before may write just after the read: `woke` takes that.)
-        if self.1.load(Ordering::Acquire) {
+        if self.rung.load(Ordering::Acquire) {
             self.read();
             race_window();
-            self.1.store(false, Ordering::Release);
+            self.rung.store(false, Ordering::Release);
         }
         fence(Ordering::SeqCst);
     }
 
     /// The main thread, after a wait that found the eventfd readable.
     fn woke(&self) {
-        if !self.1.load(Ordering::Acquire) {
+        if !self.rung.load(Ordering::Acquire) {
             // a write that landed after `clear` took the flag down: take it
             // here, or the eventfd stays readable and every wait returns at
             // once (with the flag up, `clear` reads it)
@@ -90,7 +97,7 @@ impl EventFd {
     fn read(&self) {
         let mut buf: u64 = 0;
         // SAFETY: reading 8 bytes from our non-blocking eventfd.
-        unsafe { libc::read(self.0, &mut buf as *mut u64 as *mut libc::c_void, 8) };
+        unsafe { libc::read(self.fd, &mut buf as *mut u64 as *mut libc::c_void, 8) };
     }
 }
 
@@ -226,7 +233,7 @@ impl Net {
         if pg.should_exit() {
             return Err(WorkerError::Stopped);
         }
-        let r = pg.wait(self.waker.fd.0, timeout_ms);
+        let r = pg.wait(self.waker.fd.fd, timeout_ms);
         if r.as_ref()
             .is_ok_and(|rc| rc & crate::ffi::SDB_WAIT_SOCKET != 0)
         {
@@ -313,11 +320,11 @@ mod tests {
             if next == N {
                 break;
             }
-            if readable(ev.0, 5000) {
+            if readable(ev.fd, 5000) {
                 ev.woke();
                 // after `woke`, only a new ring makes it readable, and a ring
                 // raises the flag before it writes
-                if readable(ev.0, 0) && !ev.1.load(Ordering::Acquire) {
+                if readable(ev.fd, 0) && !ev.rung.load(Ordering::Acquire) {
                     stuck += 1;
                 }
             } else {
@@ -329,9 +336,9 @@ mod tests {
         assert_eq!(stuck, 0, "the eventfd stayed readable with the flag down");
         // nothing left pending: at most one stale count, taken by one wait
         ev.clear();
-        if readable(ev.0, 50) {
+        if readable(ev.fd, 50) {
             ev.woke();
         }
-        assert!(!readable(ev.0, 50), "the eventfd stayed readable");
+        assert!(!readable(ev.fd, 50), "the eventfd stayed readable");
     }
 }
