@@ -645,11 +645,11 @@ fn work(
     Ok(total)
 }
 
-/// Marks `item` done, in the transaction that did its work. The one that
-/// finishes a table's last copy item queues the table's then_sql: the table's
-/// items are locked first, all of them in one order, so two processes
-/// finishing its last two items at once take turns, and the second sees the
-/// first's done.
+/// Marks `item` done, in the transaction that did its work. A table's then_sql
+/// runs here when the item is the table's only one; otherwise the one that
+/// finishes the table's last copy item queues it: the table's items are locked
+/// first, all of them in one order, so two processes finishing its last two
+/// items at once take turns, and the second sees the first's done.
 fn mark_done(
     pg: &Pg,
     name: &str,
